@@ -1,0 +1,103 @@
+"""Pieces shared by the model factories: parameter init, safe norms, per-layer statistics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vgbench import activations, inits, norms
+from vgbench.inits import InitHyper
+
+N_WEIGHT_SAMPLES = 4
+SATURATION_FRACTION = 0.01   # a unit is saturated when |phi'| < 1 % of sup |phi'|
+
+
+class Parts:
+    """The registry entries a run spec selects, bound to its hyperparameters."""
+
+    def __init__(self, spec):
+        self.act = activations.get(spec.activation).bind(spec)
+        self.init = inits.get(spec.init)
+        self.norm = norms.get_norm(spec.norm)
+        self.skip = norms.get_skip(spec.skip)
+        self.hp = InitHyper(sigma_w=spec.sigma_w, sigma_b=spec.sigma_b, he_gain2=self.act.he_gain2)
+
+    def weight(self, key, shape):
+        fan_in, fan_out = inits.fans(shape)
+        kw, kb = jax.random.split(key)
+        w = self.init.weight(kw, shape, fan_in, fan_out, self.hp)
+        b = self.init.bias(kb, (shape[-1],), self.hp)
+        return jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)
+
+
+def safe_norm(x, axis=None):
+    """Euclidean norm without squaring raw tiny values (scale by the largest magnitude first).
+
+    A backpropagated signal of 1e-25 is a real measurement, but its square underflows float32;
+    dividing by the largest magnitude first keeps every summand in range.
+    """
+    x = jnp.asarray(x)
+    m = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+    m_safe = jnp.where(m > 0, m, 1.0)
+    scaled = jnp.sqrt(jnp.sum(jnp.square(x / m_safe), axis=axis, keepdims=True))
+    out = m * scaled
+    return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
+
+
+def flat_leaves(tree, lead: int | None = None):
+    """Concatenate a tree's leaves into one vector (or [lead, n] keeping a stacked axis)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.zeros((0,) if lead is None else (lead, 0), jnp.float32)
+    if lead is None:
+        return jnp.concatenate([jnp.ravel(x) for x in leaves])
+    return jnp.concatenate([jnp.reshape(x, (lead, -1)) for x in leaves], axis=1)
+
+
+def tree_norm(tree):
+    return safe_norm(flat_leaves(tree))
+
+
+def stacked_norms(tree, count: int):
+    """Norm of each slice along the leading (stacked-layer) axis: shape [count]."""
+    if count == 0:
+        return jnp.zeros((0,), jnp.float32)
+    return safe_norm(flat_leaves(tree, count), axis=1)
+
+
+def delta_norm(g):
+    """RMS over the batch of each example's ||dL/dh||, from the gradient of the batch-mean loss.
+
+    The batch-mean loss scales each example's gradient by 1/B; undoing that, the RMS over the
+    batch of the per-example norm is sqrt(B) * ||g||_F.
+    """
+    batch = g.shape[0]
+    return jnp.sqrt(jnp.float32(batch)) * safe_norm(g)
+
+
+def layer_stats(act: activations.BoundActivation, pre, post, theta, out):
+    """act_rms, saturation and dead_fraction of one layer (arrays with the batch axis first)."""
+    deriv = act.derivative(pre, theta)
+    saturated = jnp.abs(deriv) < SATURATION_FRACTION * act.derivative_max
+    unit_axes = tuple(range(0, post.ndim - 1))  # batch (and spatial) axes: a unit is a channel
+    dead = jnp.all(post == 0, axis=unit_axes)
+    return {"act_rms": safe_norm(out) / jnp.sqrt(jnp.float32(out.size)),
+            "saturation": jnp.mean(saturated.astype(jnp.float32)),
+            "dead_fraction": jnp.mean(dead.astype(jnp.float32))}
+
+
+NAN_STATS = {"act_rms": jnp.nan, "saturation": jnp.nan, "dead_fraction": jnp.nan}
+
+
+def pick_samples(w, lead: int | None = None):
+    """N_WEIGHT_SAMPLES fixed entries of a weight (on its diagonal-ish positions)."""
+    shape = w.shape if lead is None else w.shape[1:]
+    flat_size = 1
+    for d in shape:
+        flat_size *= d
+    idx = jnp.array([(i * 7919 + 13) % flat_size for i in range(N_WEIGHT_SAMPLES)])
+    if lead is None:
+        return jnp.ravel(w)[idx]
+    if lead == 0:
+        return jnp.zeros((0, N_WEIGHT_SAMPLES), jnp.float32)
+    return jnp.reshape(w, (lead, -1))[:, idx]

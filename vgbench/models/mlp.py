@@ -1,0 +1,108 @@
+"""Multilayer perceptron: a stem layer, depth-1 identical hidden layers scanned, a linear head.
+
+Layer l computes z = h W + b (+ probe), n = norm(z), a = phi(n), h' = skip(h, a); the stem has
+no skip (its input width differs), the head is linear. Identical hidden layers are stacked and
+run with ``lax.scan`` (as equinox's ``MLP(scan=True)``), so compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vgbench.models import Model, register_model
+from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
+                                   stacked_norms, tree_norm)
+
+
+def make_mlp(spec, task) -> Model:
+    """Fully connected network of `depth` hidden layers of `width` units (Rumelhart et al. 1986)."""
+    if len(task.input_shape) != 1:
+        raise ValueError(f"model 'mlp' needs flat inputs; task {task.name!r} gives {task.input_shape}")
+    parts = Parts(spec)
+    d_in, width, d_out, depth = task.input_shape[0], spec.width, task.output_dim, spec.depth
+    n_hidden = depth - 1
+
+    def layer_init(key, fan_in):
+        k_w, k_n = jax.random.split(key)
+        w, b = parts.weight(k_w, (fan_in, width))
+        norm_p, norm_s = parts.norm.init(width)
+        p = {"w": w, "b": b, "norm": norm_p, "act": parts.act.init_theta(width)}
+        return p, norm_s
+
+    def hidden_init(key):
+        p, s = layer_init(key, width)
+        p["skip"] = parts.skip.init(width)
+        return p, s
+
+    def init(key):
+        k_stem, k_hidden, k_out = jax.random.split(key, 3)
+        stem_p, stem_s = layer_init(k_stem, d_in)
+        hid_p, hid_s = jax.vmap(hidden_init)(jax.random.split(k_hidden, n_hidden))
+        w, b = parts.weight(k_out, (width, d_out))
+        params = {"stem": stem_p, "hidden": hid_p, "out": {"w": w, "b": b}}
+        return params, {"stem": stem_s, "hidden": hid_s}
+
+    def layer(p, s, h, probe, *, train, residual, diag):
+        z = h @ p["w"] + p["b"]
+        if probe is not None:
+            z = z + probe
+        n, s_new = parts.norm.apply(p["norm"], s, z, train=train)
+        a = parts.act.apply(n, p["act"])
+        out = parts.skip.apply(p["skip"], h, a) if residual else a
+        stats = layer_stats(parts.act, n, a, p["act"], out) if diag else {}
+        return out, s_new, stats
+
+    def apply(params, state, x, *, train, probes=None):
+        diag = probes is not None
+        pr = probes if diag else {"stem": None, "hidden": None, "out": None}
+        h, stem_s, stem_stats = layer(params["stem"], state["stem"], x, pr["stem"],
+                                      train=train, residual=False, diag=diag)
+
+        def body(h, xs):
+            p, s, probe = xs
+            h, s_new, stats = layer(p, s, h, probe, train=train, residual=True, diag=diag)
+            return h, (s_new, stats)
+
+        h, (hid_s, hid_stats) = jax.lax.scan(body, h, (params["hidden"], state["hidden"], pr["hidden"]))
+        out = h @ params["out"]["w"] + params["out"]["b"]
+        if diag:
+            out = out + pr["out"]
+        new_state = {"stem": stem_s, "hidden": hid_s}
+        stats = {}
+        if diag:
+            stats = {k: jnp.concatenate([stem_stats[k][None], hid_stats[k],
+                                         jnp.full((1,), NAN_STATS[k], jnp.float32)])
+                     for k in stem_stats}
+        return out, new_state, stats
+
+    def probes(batch_size):
+        return {"stem": jnp.zeros((batch_size, width), jnp.float32),
+                "hidden": jnp.zeros((n_hidden, batch_size, width), jnp.float32),
+                "out": jnp.zeros((batch_size, d_out), jnp.float32)}
+
+    def probe_stats(g):
+        hidden = jax.vmap(delta_norm)(g["hidden"]) if n_hidden else jnp.zeros((0,), jnp.float32)
+        return {"delta_norm": jnp.concatenate([delta_norm(g["stem"])[None], hidden,
+                                               delta_norm(g["out"])[None]])}
+
+    def per_layer(tree):
+        return jnp.concatenate([tree_norm(tree["stem"])[None],
+                                stacked_norms(tree["hidden"], n_hidden),
+                                tree_norm(tree["out"])[None]])
+
+    def weight_samples(params):
+        return jnp.concatenate([pick_samples(params["stem"]["w"])[None],
+                                pick_samples(params["hidden"]["w"], n_hidden),
+                                pick_samples(params["out"]["w"])[None]])
+
+    names = tuple(f"dense_{i + 1}" for i in range(depth)) + ("output",)
+    return Model(init=init, apply=apply, layer_names=names, probes=probes,
+                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
+
+
+def _check(spec) -> None:
+    return None
+
+
+register_model("mlp", make_mlp, check=_check)

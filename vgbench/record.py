@@ -1,0 +1,249 @@
+"""Turn a program's raw outputs into run records (the contract in RECORD.md) and write them.
+
+Records are JSON: floats rounded to 6 significant digits, never NaN or Infinity (those become
+null, with the status or flag that explains them). A backpropagated signal that is exactly zero
+in float32 is recorded as 0 with ``delta_underflow`` set for that seed, log point and layer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vgbench.spec import SCHEMA, RunSpec
+
+PLATEAU_TOL = 0.01        # relative change of the test loss below which it "stops changing"
+PLATEAU_WINDOW = 0.2      # window, as a fraction of the run's log points (at least 2)
+LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
+                "saturation", "dead_fraction")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("vgbench")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: numpy -> python, floats to 6 significant digits, non-finite -> None."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return float(f"{v:.6g}") if math.isfinite(v) else None
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """Commit of the source tree vgbench is imported from (with '+dirty' if modified), if any."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "vgbench"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def env_info() -> dict[str, Any]:
+    """Versions, backend and device; deliberately hostname-free."""
+    import jax
+
+    def ver(pkg):
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    devices = jax.devices()
+    return {"python": platform.python_version(), "vgbench": version(),
+            **{p: ver(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")},
+            "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+            "device_count": len(devices), "platform": f"{platform.system()}-{platform.machine()}",
+            "git_commit": git_commit()}
+
+
+# ---------------------------------------------------------------------------- summaries
+
+def _log10(x):
+    return math.log10(x) if x is not None and math.isfinite(x) and x > 0 else None
+
+
+def attenuation(delta_row: np.ndarray) -> float | None:
+    """log10 of ||dL/dh|| at the layer nearest the input over the one nearest the output."""
+    first, last = float(delta_row[0]), float(delta_row[-1])
+    if not (math.isfinite(first) and math.isfinite(last)) or first <= 0 or last <= 0:
+        return None
+    return math.log10(first) - math.log10(last)
+
+
+def decay_slope(values: np.ndarray) -> float | None:
+    """Least-squares slope of log10(values) against their index, over positive finite values."""
+    values = np.asarray(values, np.float64)
+    idx = np.arange(len(values))
+    ok = np.isfinite(values) & (values > 0)
+    if ok.sum() < 2:
+        return None
+    return float(np.polyfit(idx[ok], np.log10(values[ok]), 1)[0])
+
+
+def reached(metric: float, target: float, higher_is_better: bool) -> bool:
+    if metric is None or not math.isfinite(metric):
+        return False
+    return metric >= target if higher_is_better else metric <= target
+
+
+def plateau(test_loss: np.ndarray, test_metric: np.ndarray, target: float,
+            higher_is_better: bool) -> tuple[bool, int | None]:
+    """First log point from which the test loss changes by < PLATEAU_TOL (relative) over a window
+    while the target is still unreached: the loss has stopped changing before the task is learnt."""
+    n = len(test_loss)
+    window = max(2, int(round(PLATEAU_WINDOW * (n - 1))))
+    for p in range(n - window):
+        a, b = test_loss[p], test_loss[p + window]
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return False, None
+        if abs(b - a) <= PLATEAU_TOL * max(abs(a), 1e-12) and not reached(
+                float(test_metric[p + window]), target, higher_is_better):
+            return True, p
+    return False, None
+
+
+def _mean_hidden(values: np.ndarray) -> float | None:
+    hidden = np.asarray(values[:-1], np.float64)
+    hidden = hidden[np.isfinite(hidden)]
+    return float(hidden.mean()) if hidden.size else None
+
+
+# ---------------------------------------------------------------------------- the record
+
+def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
+                 run_s: float, study: str = "adhoc", grid_hash: str | None = None,
+                 grid_axes: dict | None = None, errors: list | None = None) -> dict:
+    """The run record of ``spec`` from program outputs whose leading axis matches ``seeds``."""
+    seeds = [int(s) for s in seeds]
+    logs, final = outputs["logs"], outputs["final"]
+    steps = [p * spec.log_every for p in range(spec.log_points)]
+    errors = errors or [None] * len(seeds)
+    diverged_at = [int(d) if d >= 0 else None for d in np.asarray(outputs["diverged_at"])]
+    status = ["failed" if e else "diverged" if d is not None else "ok"
+              for e, d in zip(errors, diverged_at)]
+    metric_key = task.target_metric
+
+    delta = np.asarray(logs["delta_norm"], np.float64)
+    diagnostics = {"steps": steps, "layer_names": list(layer_names)}
+    for key, value in logs.items():
+        diagnostics[key] = np.asarray(value)
+    diagnostics["delta_underflow"] = (delta == 0)
+
+    metrics = {"final_train_loss": final["train"]["loss"], "final_test_loss": final["test"]["loss"]}
+    for key, value in final["test"].items():
+        if key != "loss":
+            metrics[f"final_test_{key}"] = value
+    test_metric = np.asarray(logs["test_metric"], np.float64)
+    test_loss = np.asarray(logs["test_loss"], np.float64)
+
+    summary: dict[str, list] = {k: [] for k in (
+        "log10_attenuation_init", "log10_attenuation_final", "decay_per_layer", "plateau",
+        "plateau_step", "dead_fraction_final", "saturation_final")}
+    steps_to_target = []
+    for i in range(len(seeds)):
+        summary["log10_attenuation_init"].append(attenuation(delta[i, 0]))
+        summary["log10_attenuation_final"].append(attenuation(delta[i, -1]))
+        summary["decay_per_layer"].append(decay_slope(delta[i, 0, :-1]))
+        is_plateau, at = plateau(test_loss[i], test_metric[i], task.target, task.higher_is_better)
+        summary["plateau"].append(is_plateau)
+        summary["plateau_step"].append(steps[at] if at is not None else None)
+        summary["dead_fraction_final"].append(_mean_hidden(np.asarray(logs["dead_fraction"][i, -1])))
+        summary["saturation_final"].append(_mean_hidden(np.asarray(logs["saturation"][i, -1])))
+        hit = [s for s, m in zip(steps, test_metric[i]) if reached(m, task.target, task.higher_is_better)]
+        first_hit = hit[0] if hit else None
+        if diverged_at[i] is not None and first_hit is not None and first_hit > diverged_at[i]:
+            first_hit = None
+        steps_to_target.append(first_hit)
+    metrics["steps_to_target"] = steps_to_target
+    metrics["task_baseline"] = [task.baseline] * len(seeds)
+
+    record = {
+        "schema": SCHEMA, "run_id": spec.run_id, "study": study, "grid_hash": grid_hash,
+        "grid_axes": dict(grid_axes or {}), "vgbench_version": version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "config": spec.to_dict(), "seeds": seeds, "status": status,
+        "diverged_at_step": diverged_at, "error": errors,
+        "target": {"metric": f"test_{metric_key}", "value": task.target,
+                   "higher_is_better": task.higher_is_better},
+        "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
+        "timing": {"compile_s": compile_s, "run_s": run_s}, "env": env_info(),
+    }
+    return clean(record)
+
+
+def failed_record(spec: RunSpec, seeds, error: str, **meta) -> dict:
+    """A record for a config whose program could not be built or run: every seed 'failed'."""
+    n = len(seeds)
+    return clean({
+        "schema": SCHEMA, "run_id": spec.run_id, "study": meta.get("study", "adhoc"),
+        "grid_hash": meta.get("grid_hash"), "grid_axes": dict(meta.get("grid_axes") or {}),
+        "vgbench_version": version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "config": spec.to_dict(), "seeds": list(seeds), "status": ["failed"] * n,
+        "diverged_at_step": [None] * n, "error": [error] * n, "target": None,
+        "metrics": {}, "diagnostics": {}, "summary": {}, "timing": {}, "env": env_info()})
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+def write_json_atomic(path: str | Path, record: dict) -> Path:
+    """Write ``record`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps(record)  # serialise first: a record that cannot be written writes nothing
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def slice_outputs(outputs: dict, index) -> dict:
+    """The outputs of the runs at ``index`` (an int array) along the leading (run x seed) axis."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[index], outputs)

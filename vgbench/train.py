@@ -1,0 +1,176 @@
+"""The compiled run: a whole training run is one program, ``lax.scan`` over steps, ``vmap`` over seeds.
+
+The program takes a stack of initial parameters (one per seed, or per (config, seed) for
+configs that differ only in initializer or learning rate), a stack of data keys and a stack
+of learning rates, and returns every diagnostic in preallocated ``[log_point, layer]`` arrays.
+
+Step ``s`` of the run draws its batch with ``fold_in(data_key, s)``. Log point ``p`` is step
+``p * log_every``: the diagnostic step computes the loss and gradients at the current
+parameters with zero probes on every pre-activation (one backward pass gives dL/dW and
+dL/dh_l), records the statistics, and applies the same update a plain step would; the
+remaining ``log_every - 1`` steps of the block are plain steps. The last log point (step
+``steps``) measures without updating; its ``update_ratio`` is that of the update it would apply.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vgbench import models, optimizers, tasks
+from vgbench.models.layers import safe_norm
+from vgbench.spec import RunSpec
+
+PROGRAM_INDEPENDENT = {"init": "naive", "sigma_w": 1.0, "sigma_b": 0.0, "lr": 1.0, "target": None}
+
+
+def program_key(spec: RunSpec) -> RunSpec:
+    """The part of a spec that shapes the compiled program (initializer and lr do not)."""
+    return spec.replace(**PROGRAM_INDEPENDENT)
+
+
+class Program(NamedTuple):
+    spec: RunSpec
+    task: tasks.Task
+    model: models.Model
+    run: Any          # jitted (params_S, state_S, data_keys_S, lr_S) -> outputs with leading S
+
+
+def seed_keys(seeds) -> tuple[jax.Array, jax.Array]:
+    """(init_keys, data_keys) for a list of integer seeds; the seed fixes both."""
+    keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    pairs = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def init_params(spec: RunSpec, seeds, *, task=None, model=None):
+    """Initial (params, state) for each seed, stacked on a leading axis, and the data keys."""
+    task = task or tasks.make(spec)
+    model = model or models.make(spec, task)
+    init_keys, data_keys = seed_keys(seeds)
+    params, state = jax.jit(jax.vmap(model.init))(init_keys)
+    return params, state, data_keys
+
+
+def tree_finite(tree):
+    """True when every entry of every leaf is finite (no squaring, so no false overflow)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) -> Program:
+    """Compile-ready program for every run that shares ``program_key(spec)``."""
+    task = tasks.make(spec)
+    model = models.make(spec, task)
+    batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
+    x_test, y_test = (jnp.asarray(a) for a in task.eval_test)
+    x_train, y_train = (jnp.asarray(a) for a in task.eval_train)
+    target_key = task.target_metric
+
+    def loss_fn(params, state, x, y, probes=None):
+        out, new_state, stats = model.apply(params, state, x, train=True, probes=probes)
+        return task.loss(out, y), (new_state, stats)
+
+    def evaluate(params, state, x, y):
+        out, _, _ = model.apply(params, state, x, train=False)
+        return task.metrics(out, y)
+
+    def run_one(params, state, data_key, lr):
+        opt = optimizers.build(spec, lr)
+        opt_state = opt.init(params)
+
+        def update(params, opt_state, grads):
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, updates
+
+        def plain_step(carry, step):
+            params, state, opt_state, diverged_at = carry
+            x, y = task.sample(jax.random.fold_in(data_key, step), batch)
+            (loss, (state, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
+            params, opt_state, _ = update(params, opt_state, grads)
+            bad = ~(jnp.isfinite(loss) & tree_finite(grads))
+            diverged_at = jnp.where((diverged_at < 0) & bad, step, diverged_at)
+            return (params, state, opt_state, diverged_at), loss
+
+        def diag_step(carry, step):
+            params, state, opt_state, diverged_at = carry
+            x, y = task.sample(jax.random.fold_in(data_key, step), batch)
+            probes = model.probes(batch)
+            grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 4), has_aux=True)
+            (loss, (new_state, stats)), (grads, probe_grads) = grad_fn(params, state, x, y, probes)
+            new_params, new_opt_state, updates = update(params, opt_state, grads)
+            grad_global = safe_norm(jnp.concatenate(
+                [jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))
+            weight_norm = model.per_layer(params)
+            test = evaluate(params, state, x_test, y_test)
+            log = {"loss": loss, "test_loss": test["loss"], "test_metric": test[target_key],
+                   "grad_global_norm": grad_global, "grad_norm": model.per_layer(grads),
+                   "weight_norm": weight_norm,
+                   "update_ratio": model.per_layer(updates) / weight_norm,
+                   "weight_samples": model.weight_samples(params),
+                   **model.probe_stats(probe_grads), **stats}
+            bad = ~(jnp.isfinite(loss) & tree_finite(grads))
+            diverged_at = jnp.where((diverged_at < 0) & bad, step, diverged_at)
+            return (new_params, new_state, new_opt_state, diverged_at), log
+
+        def block(carry, b):
+            start = b * every
+            if diagnostics:
+                carry, log = diag_step(carry, start)
+            else:
+                carry, loss = plain_step(carry, start)
+                log = {"loss": loss}
+            carry, _ = jax.lax.scan(plain_step, carry, start + 1 + jnp.arange(every - 1))
+            return carry, log
+
+        carry = (params, state, opt_state, jnp.int32(-1))
+        carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
+        if diagnostics:
+            _, last = diag_step(carry, spec.steps)
+        else:
+            last = {"loss": loss_fn(carry[0], carry[1], *task.sample(
+                jax.random.fold_in(data_key, spec.steps), batch))[0]}
+        logs = jax.tree_util.tree_map(lambda a, z: jnp.concatenate([a, z[None]]), logs, last)
+        params, state, _, diverged_at = carry
+        final = {"train": evaluate(params, state, x_train, y_train),
+                 "test": evaluate(params, state, x_test, y_test)}
+        return {"logs": logs, "final": final, "diverged_at": diverged_at}
+
+    run = jax.vmap(run_one)
+    return Program(spec=spec, task=task, model=model, run=jax.jit(run) if jit else run)
+
+
+class RawRun(NamedTuple):
+    """Host-side (numpy) outputs of a program call, plus timings."""
+
+    outputs: dict
+    compile_s: float
+    run_s: float
+
+
+def execute(program: Program, params, state, data_keys, lrs) -> RawRun:
+    """Compile (timed) and run the program on stacked inputs; outputs come back as numpy."""
+    lrs = jnp.asarray(lrs, jnp.float32)
+    t0 = time.perf_counter()
+    compiled = program.run.lower(params, state, data_keys, lrs).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = compiled(params, state, data_keys, lrs)
+    out = jax.block_until_ready(out)
+    run_s = time.perf_counter() - t0
+    return RawRun(outputs=jax.tree_util.tree_map(np.asarray, out), compile_s=compile_s, run_s=run_s)
+
+
+def train(spec: RunSpec, seeds) -> tuple[Program, RawRun]:
+    """Run one config for the given seeds (vmapped) and return the program and raw outputs."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    program = build_program(spec)
+    params, state, data_keys = init_params(spec, seeds, task=program.task, model=program.model)
+    raw = execute(program, params, state, data_keys, [spec.lr] * len(seeds))
+    return program, raw
