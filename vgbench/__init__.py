@@ -1,16 +1,27 @@
 """vgbench: a JAX benchmark suite for the vanishing gradient problem and its mitigations.
 
 The public extension API is one ``register_*`` function per axis; a plugin file calls them.
+Names are imported lazily so that the reporter (``vgbench.report``) never pulls in JAX.
 """
 
-from vgbench.activations import register_activation
-from vgbench.inits import register_initializer
-from vgbench.models import register_model
-from vgbench.norms import register_norm, register_skip
-from vgbench.optimizers import register_clip, register_optimizer
-from vgbench.spec import RunSpec
-from vgbench.tasks import register_task
+import importlib
 
-__all__ = ["RunSpec", "register_activation", "register_initializer", "register_model",
-           "register_norm", "register_skip", "register_clip", "register_optimizer",
-           "register_task"]
+_EXPORTS = {
+    "RunSpec": "vgbench.spec",
+    "register_activation": "vgbench.activations",
+    "register_initializer": "vgbench.inits",
+    "register_model": "vgbench.models",
+    "register_norm": "vgbench.norms",
+    "register_skip": "vgbench.norms",
+    "register_clip": "vgbench.optimizers",
+    "register_optimizer": "vgbench.optimizers",
+    "register_task": "vgbench.tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vgbench' has no attribute {name!r}")
