@@ -1,0 +1,219 @@
+"""Command line: thin wrappers that parse, build specs and call the library.
+
+    vgbench train [--FIELD VALUE ...] [--seeds N|a,b,c] [--out FILE]
+    vgbench list [AXIS]
+    vgbench run GRID... [--results DIR] [...]        (vgbench.runner)
+    vgbench report [--results DIR]                  (vgbench.report)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'3' means seeds 0, 1, 2; '0,5,9' names them."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            seeds = list(range(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count (e.g. 3) or a comma-separated list (e.g. 0,5,9), got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise argparse.ArgumentTypeError(f"--seeds must name distinct seeds, got {text!r}")
+    return seeds
+
+
+def _optional_float(text: str):
+    return None if text.lower() in ("none", "null") else float(text)
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunSpec field, underscores as dashes, typed like the field."""
+    from vgbench.spec import RunSpec
+
+    hints = typing.get_type_hints(RunSpec)
+    for f in dataclasses.fields(RunSpec):
+        if not f.metadata.get("cli", True):
+            continue
+        hint = hints[f.name]
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        kind = {int: int, float: float, str: str}[base]
+        if base is float and type(None) in typing.get_args(hint):
+            kind = _optional_float
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                            metavar=base.__name__.upper(), help=f"default: {f.default!r}")
+
+
+def spec_from_args(args: argparse.Namespace):
+    from vgbench.spec import RunSpec, field_names
+
+    given = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
+    return RunSpec(**given)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vgbench import plugins, record, train
+
+    plugin_hash = plugins.load(args.plugin or [], where="--plugin")
+    spec = spec_from_args(args)
+    if plugin_hash:
+        spec = spec.replace(plugin_hash=plugin_hash)
+    if args.out is not None and Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r} is a directory; give a file name such as run.json")
+    program, raw = train.train(spec, args.seeds)
+    rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
+                              layer_names=program.model.layer_names, compile_s=raw.compile_s,
+                              run_s=raw.run_s)
+    print(format_summary(rec))
+    if args.out is not None:
+        record.write_json_atomic(args.out, rec)
+        print(f"record written to {args.out}")
+    return 0
+
+
+def _fmt(value, spec=".4g"):
+    return "-" if value is None else format(value, spec) if isinstance(value, float) else str(value)
+
+
+def format_summary(rec: dict) -> str:
+    """A short per-seed table: status, final metrics, log10 attenuation at init and end."""
+    cfg, m, s = rec["config"], rec["metrics"], rec["summary"]
+    target = rec["target"]
+    head = (f"run {rec['run_id']}  task={cfg['task']} model={cfg['model']} depth={cfg['depth']} "
+            f"width={cfg['width']} activation={cfg['activation']} init={cfg['init']} "
+            f"norm={cfg['norm']} skip={cfg['skip']}"
+            + (f" cell={cfg['cell']} seq_len={cfg['seq_len']}" if cfg["model"] == "rnn" else "")
+            + f"\n{cfg['steps']} steps, {cfg['optimizer']} lr={cfg['lr']}, clip={cfg['clip']}; "
+            f"compile {rec['timing']['compile_s']:.1f}s, run {rec['timing']['run_s']:.1f}s; "
+            f"baseline loss {m['task_baseline'][0]:.4g}; target {target['metric']} "
+            f"{'>=' if target['higher_is_better'] else '<='} {target['value']:.4g}")
+    metric_key = next((k for k in m if k.startswith("final_test_") and k != "final_test_loss"), None)
+    cols = ["seed", "status", "train_loss", "test_loss"] + ([metric_key[6:]] if metric_key else []) + [
+        "steps_to_target", "log10_att_init", "log10_att_final", "plateau"]
+    rows = []
+    for i, seed in enumerate(rec["seeds"]):
+        status = rec["status"][i] + (f"@{rec['diverged_at_step'][i]}" if rec["diverged_at_step"][i] is not None else "")
+        row = [str(seed), status, _fmt(m["final_train_loss"][i]), _fmt(m["final_test_loss"][i])]
+        if metric_key:
+            row.append(_fmt(m[metric_key][i]))
+        row += [_fmt(m["steps_to_target"][i]), _fmt(s["log10_attenuation_init"][i], "+.2f"),
+                _fmt(s["log10_attenuation_final"][i], "+.2f"),
+                f"yes@{s['plateau_step'][i]}" if s["plateau"][i] else "no"]
+        rows.append(row)
+    widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
+    lines = [head, "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+    reached = sum(x is not None for x in m["steps_to_target"])
+    lines.append(f"target reached by {reached} of {len(rec['seeds'])} seeds")
+    return "\n".join(lines)
+
+
+AXES = {
+    "activation": ("vgbench.activations", "ACTIVATIONS"),
+    "init": ("vgbench.inits", "INITIALIZERS"),
+    "norm": ("vgbench.norms", "NORMS"),
+    "skip": ("vgbench.norms", "SKIPS"),
+    "optimizer": ("vgbench.optimizers", "OPTIMIZERS"),
+    "clip": ("vgbench.optimizers", "CLIPS"),
+    "model": ("vgbench.models", "MODELS"),
+    "task": ("vgbench.tasks", "TASKS"),
+}
+
+
+def registry(axis: str):
+    import importlib
+
+    if axis not in AXES:
+        import difflib
+
+        near = difflib.get_close_matches(axis, list(AXES), n=1)
+        raise UsageError(f"unknown axis {axis!r}; valid axes: {', '.join(AXES)}"
+                         + (f"; did you mean {near[0]!r}?" if near else ""))
+    module, name = AXES[axis]
+    return getattr(importlib.import_module(module), name)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from vgbench import plugins
+
+    plugins.load(args.plugin or [], where="--plugin")
+    for axis in ([args.axis] if args.axis else list(AXES)):
+        reg = registry(axis)
+        print(f"{axis}:")
+        width = max(len(n) for n in reg.names())
+        for name in reg.names():
+            print(f"  {name.ljust(width)}  {reg.summary(name)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vgbench import runner
+
+    return runner.main(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vgbench import report
+
+    paths = report.build_report(Path(args.results))
+    print(f"wrote {len(paths)} files under {args.results}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vgbench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one config for several seeds and write its record")
+    add_spec_arguments(p)
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="count or list (default 1)")
+    p.add_argument("--out", default=None, help="write the run record (JSON) here")
+    p.add_argument("--plugin", action="append", help="a plugin file or module to import first")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("list", help="list the registered entries of one axis or all")
+    p.add_argument("axis", nargs="?", default=None)
+    p.add_argument("--plugin", action="append", help="a plugin file or module to import first")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run benchmark grids (TOML files) into a results directory")
+    try:
+        from vgbench import runner
+
+        runner.add_arguments(p)
+    except ImportError:  # the runner is optional while it is being built
+        pass
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="leaderboards, tables and figures from a results directory")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"vgbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

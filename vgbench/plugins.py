@@ -1,0 +1,79 @@
+"""Plugins: a Python file or importable module that calls the public ``register_*`` functions.
+
+``load`` imports each plugin once and returns a hash of their source code; the runner puts it
+into each run's config (``plugin_hash``), so that a record made with older plugin code is never
+reused for new code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+_LOADED: dict[str, str] = {}   # plugin key -> sha256 of its source
+
+
+class PluginError(ValueError):
+    """A plugin could not be found, imported or registered."""
+
+
+def _source_of_module(name: str) -> tuple[str, bytes]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise PluginError(f"plugin {name!r}: no such file or importable module")
+    return name, Path(spec.origin).read_bytes() if Path(spec.origin).exists() else name.encode()
+
+
+def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> str:
+    """Import one plugin (a .py path, relative to ``base``, or a module name); return its source hash."""
+    if not isinstance(ref, str) or not ref:
+        raise PluginError(f"{where}: a plugin must be a non-empty string (a .py path or a module name), "
+                          f"got {ref!r}")
+    is_path = ref.endswith(".py") or "/" in ref or "\\" in ref
+    if is_path:
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        path = path.resolve()
+        if not path.is_file():
+            raise PluginError(f"{where}: plugin file {str(path)!r} does not exist")
+        key, source = str(path), path.read_bytes()
+    else:
+        try:
+            key, source = _source_of_module(ref)
+        except (ImportError, ValueError) as err:
+            raise PluginError(f"{where}: plugin {ref!r}: {err}") from None
+    digest = hashlib.sha256(source).hexdigest()
+    if _LOADED.get(key) == digest:
+        return digest
+    if key in _LOADED:
+        raise PluginError(f"{where}: plugin {ref!r} changed since it was imported in this process; "
+                          "restart to load the new code")
+    try:
+        if is_path:
+            mod_name = "vgbench_plugin_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(mod_name, key)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(ref)
+    except PluginError:
+        raise
+    except Exception as err:  # an import error of any kind is the plugin's, and named as such
+        raise PluginError(f"{where}: plugin {ref!r} failed to import: {type(err).__name__}: {err}") from err
+    _LOADED[key] = digest
+    return digest
+
+
+def load(refs, *, base: Path | None = None, where: str = "plugins") -> str | None:
+    """Import plugins in order; return one hash over all their sources (None when there are none)."""
+    if isinstance(refs, str) or not isinstance(refs, (list, tuple)):
+        raise PluginError(f"{where}: plugins must be a list of file paths or module names, got {refs!r}")
+    digests = [load_one(r, base=base, where=where) for r in refs]
+    if not digests:
+        return None
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
