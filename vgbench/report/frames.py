@@ -1,0 +1,341 @@
+"""Tidy (long) frames from run records; the only place that knows the record's nesting.
+
+* ``runs``: one row per run x seed: identity, grid axes, status, final metrics, summary.
+* ``grad_stats``: one row per run x seed x log point x layer: the per-layer diagnostics.
+* ``time_stats``: one row per recurrent run x seed x log point x time step, for the first
+  (initialisation) and the last log point: ``time_delta_norm`` = ‖∂L/∂h_t‖.
+* ``curves``: one row per run x seed x log point: losses, test metric, global gradient norm.
+
+Every frame carries ``run_id`` and ``seed``; join on them for the columns of ``runs``
+(:func:`with_runs` does). A study's *entries* are the combinations of its grid axes other than
+the task and the *frontier axis* (``depth`` if it is an axis, else ``seq_len``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vgbench.report.records import Problem, load_records
+
+LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
+                "saturation", "dead_fraction")
+CURVE_FIELDS = ("loss", "test_loss", "test_metric", "grad_global_norm", "gate_mean",
+                "spectral_radius")
+N_WEIGHT_SAMPLES = 4
+FRONTIER_AXES = ("depth", "seq_len")
+# config fields that never make an entry, even where they differ between ad-hoc runs
+_NOT_AXES = ("data_dir", "plugin_hash", "target")
+
+
+@dataclass
+class Frames:
+    """The tidy frames of a set of records, and the records that could not be used."""
+
+    runs: pd.DataFrame
+    grad_stats: pd.DataFrame
+    time_stats: pd.DataFrame
+    curves: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StudyDesign:
+    """Which axes of a study make its entries, and which one is the frontier axis."""
+
+    entry_axes: tuple[str, ...]
+    frontier_axis: str | None
+
+
+def study_design(records: list[dict]) -> StudyDesign:
+    """Entry axes and frontier axis of one study's records (see the module docstring)."""
+    axes: list[str] = []
+    for record in records:
+        axes += [a for a in record.get("grid_axes") or {} if a not in axes]
+    if not axes:  # ad-hoc runs: the config fields that differ between them
+        configs = [r["config"] for r in records]
+        axes = [k for k in configs[0] if k not in _NOT_AXES
+                and len({_hashable(c.get(k)) for c in configs}) > 1]
+    frontier = next((a for a in FRONTIER_AXES if a in axes), None)
+    return StudyDesign(tuple(a for a in axes if a not in ("task", frontier)), frontier)
+
+
+def axis_value(record: dict, axis: str):
+    """A record's value on a grid axis (the grid's word first, else the config's)."""
+    grid_axes = record.get("grid_axes") or {}
+    return grid_axes[axis] if axis in grid_axes else record["config"].get(axis)
+
+
+def entry_label(values) -> str:
+    """``("sigmoid", "naive")`` -> ``"sigmoid / naive"``; no entry axes -> ``"default"``."""
+    return " / ".join(_text(v) for v in values) if len(values) else "default"
+
+
+def build_frames(records: list[dict]) -> Frames:
+    """Tidy frames of ``records``; a record whose arrays are malformed is skipped and reported."""
+    by_study: dict[str, list[dict]] = {}
+    for record in records:
+        by_study.setdefault(str(record.get("study") or "adhoc"), []).append(record)
+    run_rows, layer_parts, time_parts, curve_parts, problems = [], [], [], [], []
+    for study, members in sorted(by_study.items()):
+        design = study_design(members)
+        orders = _entry_orders(members, design)
+        for record in members:
+            try:
+                rows = _run_rows(record, study, design, orders)
+                arrays = _arrays(record)
+            except (KeyError, TypeError, ValueError, IndexError) as err:
+                where = record.get("_source") or f"run {record.get('run_id')}"
+                problems.append(Problem(str(where), f"malformed record ({err})"))
+                continue
+            run_rows += rows
+            keys = (study, record["run_id"], record["seeds"], record["diagnostics"]["steps"])
+            layer_parts.append((keys, arrays["layer"], arrays["layer_names"]))
+            curve_parts.append((keys, arrays["curve"]))
+            if arrays["time"] is not None:
+                time_parts.append((keys, arrays["time"]))
+    return Frames(runs=_runs_frame(run_rows), grad_stats=_long_frame(layer_parts, "layer"),
+                  time_stats=_long_frame(time_parts, "t"), curves=_long_frame(curve_parts, None),
+                  problems=problems)
+
+
+def load_frames(results_dir: str | Path) -> Frames:
+    """:func:`~vgbench.report.records.load_records` then :func:`build_frames`."""
+    records, problems = load_records(results_dir)
+    frames = build_frames(records)
+    frames.problems = problems + frames.problems
+    return frames
+
+
+RUN_ID_COLUMNS = ("study", "task", "entry", "entry_order", "frontier_axis", "frontier_value")
+
+
+def with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns=RUN_ID_COLUMNS) -> pd.DataFrame:
+    """``df`` with columns of ``runs`` joined on ``(run_id, seed)`` (status, axes, ...)."""
+    wanted = ["run_id", "seed"] + [c for c in columns if c in runs and c not in df]
+    return df.merge(runs[wanted], on=["run_id", "seed"], how="left", validate="many_to_one")
+
+
+# ---------------------------------------------------------------------------- one record
+
+def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict) -> list[dict]:
+    seeds, status, config = record["seeds"], record["status"], record["config"]
+    metrics, summary = record["metrics"], record["summary"]
+    target = record.get("target") or {}
+    metric_name, metric = _final_metric(record)
+    higher = target.get("higher_is_better", metric_name.endswith("accuracy"))
+    env, timing = record.get("env") or {}, record.get("timing") or {}
+    axes = {a: axis_value(record, a) for a in record.get("grid_axes") or {}}
+    entry_values = tuple(_hashable(axis_value(record, a)) for a in design.entry_axes)
+    frontier = axis_value(record, design.frontier_axis) if design.frontier_axis else None
+    underflow_first = _underflow_first(record)
+    rows = []
+    for i, seed in enumerate(seeds):
+        ok = status[i] == "ok"
+        steps_to_target = _seed_value(metrics.get("steps_to_target"), i)
+        row = {
+            "study": study, "run_id": record["run_id"], "task": config.get("task"),
+            "entry": entry_label(entry_values), "entry_order": orders[entry_values],
+            "frontier_axis": design.frontier_axis,
+            "frontier_value": float(frontier) if frontier is not None else math.nan,
+            "seed": seed, "status": status[i], "ok": ok,
+            "diverged_at_step": _seed_value(record.get("diverged_at_step"), i),
+            "error": _seed_value(record.get("error"), i),
+            "target_metric": metric_name, "target_value": _number(target.get("value")),
+            "higher_is_better": bool(higher), "metric": _number(metric[i]),
+            "reached": bool(ok and steps_to_target is not None),
+        }
+        row.update({k: _number(_seed_value(v, i)) for k, v in metrics.items()})
+        row.update({k: _number(_seed_value(v, i)) for k, v in summary.items()})
+        for key, point in (("log10_attenuation_init", 0), ("log10_attenuation_final", -1)):
+            # a signal that underflowed to zero at the input end vanished completely
+            if ok and math.isnan(row.get(key, math.nan)) and underflow_first is not None \
+                    and underflow_first[i, point]:
+                row[key] = -math.inf
+        row.update({k: _scalar(v) for k, v in config.items() if k not in row and k != "target"})
+        row.update({k: _scalar(v) for k, v in axes.items() if k not in row})
+        row.update({"grid_hash": record.get("grid_hash"),
+                    "vgbench_version": record.get("vgbench_version"),
+                    "created": record.get("created"),
+                    "compile_s": _number(timing.get("compile_s")),
+                    "run_s": _number(timing.get("run_s"))})
+        row.update({f"env_{k}": _scalar(v) for k, v in env.items()})
+        rows.append(row)
+    return rows
+
+
+def _final_metric(record: dict) -> tuple[str, list]:
+    """The target metric's name and its per-seed final values."""
+    metrics, n_seed = record["metrics"], len(record["seeds"])
+    name = (record.get("target") or {}).get("metric")
+    if not name:
+        name = "test_accuracy" if "final_test_accuracy" in metrics else "test_loss"
+    for key in (f"final_{name}", f"final_test_{name}"):
+        if isinstance(metrics.get(key), list):
+            return name, metrics[key]
+    series = record["diagnostics"].get("test_metric")
+    if isinstance(series, list):
+        return name, [s[-1] if isinstance(s, list) and s else None for s in series]
+    return name, [None] * n_seed
+
+
+def _underflow_first(record: dict) -> np.ndarray | None:
+    """``[seed, log_point]``: did the signal at the input end (layer 0 or t = 0) underflow?"""
+    diagnostics = record["diagnostics"]
+    flags = diagnostics.get("time_delta_underflow", diagnostics.get("delta_underflow"))
+    if flags is None:
+        return None
+    shape = (len(record["seeds"]), len(diagnostics["steps"]), _last_dim(flags))
+    return _array(flags, shape, "underflow")[:, :, 0] == 1
+
+
+def _arrays(record: dict) -> dict:
+    diagnostics = record["diagnostics"]
+    n_seed, n_point = len(record["seeds"]), len(diagnostics["steps"])
+    names = diagnostics.get("layer_names")
+    n_layer = len(names) if isinstance(names, list) else _last_dim(diagnostics.get("delta_norm"))
+    names = [str(n) for n in names] if isinstance(names, list) else [
+        f"layer_{i}" for i in range(n_layer)]
+    shape = (n_seed, n_point, n_layer)
+    layer = {f: _array(diagnostics.get(f), shape, f) for f in LAYER_FIELDS}
+    layer["delta_underflow"] = _array(diagnostics.get("delta_underflow"), shape, "delta_underflow")
+    samples = _array(diagnostics.get("weight_samples"), shape + (N_WEIGHT_SAMPLES,), "weight_samples")
+    layer.update({f"weight_sample_{k}": samples[..., k] for k in range(N_WEIGHT_SAMPLES)})
+    curve = {f: _array(diagnostics.get(f), (n_seed, n_point), f) for f in CURVE_FIELDS}
+    time = None
+    if diagnostics.get("time_delta_norm") is not None:
+        t_shape = (n_seed, n_point, _last_dim(diagnostics["time_delta_norm"]))
+        keep = [0, n_point - 1] if n_point > 1 else [0]  # initialisation and end of training
+        time = {"time_delta_norm": _array(diagnostics["time_delta_norm"], t_shape, "time_delta_norm"),
+                "time_delta_underflow": _array(diagnostics.get("time_delta_underflow"), t_shape,
+                                               "time_delta_underflow")}
+        time = {k: v[:, keep] for k, v in time.items()} | {"_points": np.array(keep)}
+    return {"layer": layer, "layer_names": names, "curve": curve, "time": time}
+
+
+def _array(value, shape: tuple, name: str) -> np.ndarray:
+    """A nested list as a float array of ``shape``; null -> NaN, a null seed -> all NaN."""
+    if value is None:
+        return np.full(shape, np.nan)
+    try:
+        out = np.asarray(value, dtype=float)
+        if out.shape == shape:
+            return out
+    except (TypeError, ValueError):
+        pass
+    if not isinstance(value, list) or len(value) != shape[0]:
+        raise ValueError(f"diagnostics.{name} is not shaped {list(shape)}")
+    out = np.full(shape, np.nan)
+    for i, per_seed in enumerate(value):
+        if per_seed is None:
+            continue
+        try:
+            row = np.asarray(per_seed, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"diagnostics.{name}[{i}] is ragged") from None
+        if row.shape != shape[1:]:
+            raise ValueError(f"diagnostics.{name}[{i}] is shaped {list(row.shape)}, "
+                             f"expected {list(shape[1:])}")
+        out[i] = row
+    return out
+
+
+def _last_dim(nested) -> int:
+    """Length of the innermost list of the first non-null element of a nested list."""
+    while isinstance(nested, list):
+        inner = next((x for x in nested if x is not None), None)
+        if not isinstance(inner, list):
+            return len(nested)
+        nested = inner
+    raise ValueError("cannot find the length of a diagnostics array")
+
+
+# ---------------------------------------------------------------------------- assembling
+
+def _entry_orders(records: list[dict], design: StudyDesign) -> dict[tuple, int]:
+    entries = {tuple(_hashable(axis_value(r, a)) for a in design.entry_axes) for r in records}
+    ordered = sorted(entries, key=lambda values: tuple(_sort_key(v) for v in values))
+    return {values: i for i, values in enumerate(ordered)}
+
+
+def _runs_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(columns=["study", "run_id", "seed", "status", "ok", "entry"])
+    runs = pd.DataFrame(rows)
+    return runs.sort_values(["study", "task", "entry_order", "frontier_value", "seed"],
+                            kind="stable", ignore_index=True)
+
+
+def _long_frame(parts: list, inner: str | None) -> pd.DataFrame:
+    """Stack per-record ``[seed, point(, inner)]`` arrays into one long frame."""
+    columns: dict[str, list] = {}
+    studies, run_ids, names = [], [], []
+    for part in parts:
+        (study, run_id, seeds, steps), arrays = part[0], part[1]
+        points = arrays.get("_points", np.arange(len(steps)))
+        values = {k: v for k, v in arrays.items() if k != "_points"}
+        shape = next(iter(values.values())).shape
+        index = np.indices(shape).reshape(len(shape), -1)
+        n = index.shape[1]
+        studies.append(np.full(n, study, dtype=object))
+        run_ids.append(np.full(n, run_id, dtype=object))
+        columns.setdefault("seed", []).append(np.asarray(seeds)[index[0]])
+        columns.setdefault("log_point", []).append(points[index[1]])
+        columns.setdefault("step", []).append(np.asarray(steps)[points[index[1]]])
+        if inner is not None:
+            columns.setdefault(inner, []).append(index[2])
+        if inner == "layer":
+            names.append(np.asarray(part[2], dtype=object)[index[2]])
+        for key, array in values.items():
+            columns.setdefault(key, []).append(array.reshape(-1))
+    if not parts:
+        return pd.DataFrame(columns=["study", "run_id", "seed", "log_point", "step"])
+    frame = {"study": pd.Categorical(np.concatenate(studies)),
+             "run_id": pd.Categorical(np.concatenate(run_ids))}
+    frame.update({k: np.concatenate(v) for k, v in columns.items()})
+    if names:
+        frame["layer_name"] = pd.Categorical(np.concatenate(names))
+    for flag in ("delta_underflow", "time_delta_underflow"):
+        if flag in frame:
+            frame[flag] = frame[flag] == 1
+    return pd.DataFrame(frame)
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+def _seed_value(values, i):
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def _number(value) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _scalar(value):
+    """Config and env values as CSV cells: lists and dicts become their JSON-ish text."""
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _hashable(value):
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sort_key(value):
+    """Numbers before text, numbers numerically; None last."""
+    if value is None:
+        return (2, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))

@@ -1,0 +1,84 @@
+"""Reading run records: every file is either loaded or reported as a problem, never a crash.
+
+A record is one JSON file ``<results>/runs/<run_id>.json`` in the layout of RECORD.md. Files
+that are not JSON, have another ``schema`` or are missing a required field are skipped and
+come back as :class:`Problem` entries, which the report lists in ``results/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = "vgbench.run/1"
+STATUSES = ("ok", "diverged", "failed")
+_REQUIRED = {"run_id": str, "config": dict, "seeds": list, "status": list, "metrics": dict,
+             "diagnostics": dict, "summary": dict}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A record that was skipped, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def check_record(record) -> str | None:
+    """Why ``record`` cannot be read as a ``vgbench.run/1`` record, or None if it can."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but a {type(record).__name__}"
+    schema = record.get("schema")
+    if schema != SCHEMA:
+        if schema is None:
+            return f"no 'schema' field (expected {SCHEMA!r})"
+        return f"schema {schema!r} is not {SCHEMA!r} (a record of another format version)"
+    for name, kind in _REQUIRED.items():
+        if not isinstance(record.get(name), kind):
+            return f"field {name!r} is missing or not a {kind.__name__}"
+    n_seed = len(record["seeds"])
+    if n_seed == 0 or not all(isinstance(s, int) and not isinstance(s, bool)
+                              for s in record["seeds"]):
+        return "'seeds' must be a non-empty list of integers"
+    if len(record["status"]) != n_seed:
+        return f"'status' has {len(record['status'])} entries for {n_seed} seeds"
+    bad = sorted({str(s) for s in record["status"]} - set(STATUSES))
+    if bad:
+        return f"unknown status {bad[0]!r} (expected one of {', '.join(STATUSES)})"
+    for group in ("metrics", "summary", "diagnostics"):
+        for name, value in record[group].items():
+            if group == "diagnostics" and name in ("steps", "layer_names"):
+                continue
+            if isinstance(value, list) and len(value) != n_seed:
+                return f"{group}.{name} has {len(value)} entries for {n_seed} seeds"
+    diagnostics = record["diagnostics"]
+    if not isinstance(diagnostics.get("steps"), list) or not diagnostics["steps"]:
+        return "diagnostics.steps is missing or empty"
+    return None
+
+
+def load_records(results_dir: str | Path) -> tuple[list[dict], list[Problem]]:
+    """Load every ``<results_dir>/runs/*.json``; returns ``(records, problems)``.
+
+    Each loaded record gains a ``"_source"`` key with its path, so that later stages can
+    name the file when they find something wrong with it.
+    """
+    runs = Path(results_dir) / "runs"
+    records, problems = [], []
+    for path in sorted(runs.glob("*.json")):
+        try:
+            record = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or UTF-8
+            problems.append(Problem(str(path), f"not readable as JSON ({err})"))
+            continue
+        reason = check_record(record)
+        if reason is not None:
+            problems.append(Problem(str(path), reason))
+            continue
+        record["_source"] = str(path)
+        records.append(record)
+    return records, problems

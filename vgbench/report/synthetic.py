@@ -1,0 +1,234 @@
+"""Synthetic run records with realistic shapes, for the reporter's tests, benchmark and demos.
+
+The numbers follow the textbook picture, not a simulation: the backpropagated signal shrinks
+by a fixed factor per layer (or per time step) that depends on the activation, the init and
+the mitigation; a run learns when the end-to-end attenuation stays within about three orders
+of magnitude, and otherwise sits on a plateau at the trivial predictor's loss. Nothing here
+imports JAX: a record is plain JSON-ready data in the layout of RECORD.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "vgbench.run/1"
+
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "task": "digits", "model": "mlp", "depth": 4, "width": 64, "activation": "relu",
+    "init": "he_normal", "sigma_w": 1.0, "sigma_b": 0.0, "leaky_slope": 0.01, "norm": "none",
+    "skip": "none", "cell": "rnn", "recurrent_init": "orthogonal", "forget_bias": 1.0,
+    "seq_len": 100, "input_dim": 64, "input_scale": 1.0, "optimizer": "sgd", "lr": 0.1,
+    "clip": "none", "clip_threshold": 1.0, "steps": 500, "batch_size": 128, "log_every": 25,
+    "target": None, "data_dir": None, "plugin_hash": None,
+}
+
+ENV = {"python": "3.11.9", "jax": "0.4.35", "jaxlib": "0.4.35", "flax": "0.10.2",
+       "optax": "0.2.4", "numpy": "2.1.3", "backend": "cpu", "device_kind": "cpu",
+       "device_count": 1, "git_commit": "0123456789abcdef0123456789abcdef01234567"}
+
+# per-layer gain of the backpropagated signal: the activation's mean squared slope times the
+# init's weight variance, square-rooted (mean-field theory's chi_1 ** 0.5)
+_ACTIVATION_GAIN = {"sigmoid": 0.25, "tanh": 0.8, "relu": 0.71, "leaky_relu": 0.72,
+                    "elu": 0.8, "selu": 1.0, "gelu": 0.75, "silu": 0.7, "identity": 1.0}
+_INIT_GAIN = {"naive": 1.0, "small_normal": 0.3, "xavier_normal": 1.0, "xavier_uniform": 1.0,
+              "he_normal": 1.41, "he_uniform": 1.41, "lecun_normal": 1.0, "orthogonal": 1.05}
+_CELL_GAIN = {"rnn": 0.85, "gru": 0.97, "lstm": 0.99}
+_TASKS = {  # trivial predictor's loss, target metric, target, higher is better, start metric
+    "digits": (2.303, "test_accuracy", 0.9, True, 0.1),
+    "adding": (0.167, "test_loss", 0.05, False, 0.167),
+    "teacher": (1.0, "test_loss", 0.1, False, 1.0),
+}
+
+
+def run_id(config: dict) -> str:
+    blob = json.dumps({"schema": SCHEMA, "config": config}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _clean(value):
+    """JSON-ready: numpy scalars to Python, non-finite floats to None, 6 significant digits."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(f"{value:.6g}") if math.isfinite(value) else None
+    return value
+
+
+def _per_step_gain(config: dict) -> float:
+    if config["model"] == "rnn":
+        return _CELL_GAIN.get(config["cell"], 0.9)
+    if config["skip"] != "none" or config["norm"] != "none":
+        return 0.98
+    return _ACTIVATION_GAIN.get(config["activation"], 0.8) * _INIT_GAIN.get(config["init"], 1.0)
+
+
+def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0, 1, 2),
+                diverge: dict[int, int] | None = None, fail: dict[int, str] | None = None,
+                grid_hash: str | None = "5eed0f00", created: str = "2025-01-15T12:00:00Z",
+                **config_changes) -> dict:
+    """A realistic record for one config; ``diverge`` maps seed -> step, ``fail`` seed -> error."""
+    config = {**CONFIG_DEFAULTS, **config_changes}
+    diverge, fail, seeds = diverge or {}, fail or {}, list(seeds)
+    recurrent = config["model"] == "rnn"
+    baseline, metric, target, higher, start = _TASKS.get(config["task"], _TASKS["teacher"])
+    if config["target"] is not None:
+        target = float(config["target"])
+    steps = np.arange(0, config["steps"] + 1, config["log_every"])
+    n_seed, n_point = len(seeds), len(steps)
+    n_layer = 3 if recurrent else config["depth"]
+    horizon = config["seq_len"] if recurrent else n_layer
+    gain = _per_step_gain(config)
+    rng = np.random.default_rng(int(run_id(config)[:8], 16))
+
+    # backpropagated signal: gain per layer/time step, input-side entries smallest
+    log_gain = math.log10(gain) + 0.3 / horizon * rng.standard_normal((n_seed, 1, 1))
+    span = np.arange(horizon)[::-1]
+    attenuation = -log_gain[:, 0, 0] * (horizon - 1)              # orders of magnitude lost
+    learns = attenuation < 3.0 + 0.3 * rng.standard_normal(n_seed)
+    # training that learns also halves the attenuation (the layers near the input wake up)
+    healing = 1 - 0.5 * learns[:, None, None] * np.linspace(0, 1, n_point)[None, :, None]
+    log_delta = (-1.0 + log_gain * span * healing
+                 + 0.05 * rng.standard_normal((n_seed, n_point, horizon)))
+    delta = 10.0 ** log_delta
+    underflow = log_delta < -38
+    delta[underflow] = 0.0
+    layer_delta = delta if not recurrent else 10.0 ** (-1.0 + 0.05 * rng.standard_normal(
+        (n_seed, n_point, n_layer)))
+    layer_underflow = underflow if not recurrent else np.zeros_like(layer_delta, bool)
+
+    # loss: exponential decay towards a floor when the signal arrives, a plateau otherwise
+    rate = np.where(learns, 3.0 + rng.random(n_seed), 0.02)[:, None]
+    frac = steps[None, :] / max(config["steps"], 1)
+    floor = 0.05 * baseline
+    loss = floor + (baseline - floor) * np.exp(-rate * frac) + 0.01 * baseline * rng.random(
+        (n_seed, n_point))
+    test_loss = loss * (1.05 + 0.02 * rng.random((n_seed, 1)))
+    if higher:
+        test_metric = start + (1 - start) * np.clip(1 - test_loss / baseline, 0, 1) * 0.99
+    else:
+        test_metric = test_loss
+    reached = (test_metric >= target) if higher else (test_metric <= target)
+
+    weight0 = rng.standard_normal((n_seed, 1, n_layer, 4)) / math.sqrt(config["width"])
+    mobility = np.clip(layer_delta.mean(axis=1, keepdims=True) * 10, 0, 1)[..., None]
+    walk = np.cumsum(rng.standard_normal((n_seed, n_point, n_layer, 4)), axis=1) * 0.02
+    walk[:, 0] = 0.0
+    weight_samples = weight0 + mobility * walk
+
+    relu_like = config["activation"] in ("relu", "leaky_relu")
+    saturating = config["activation"] in ("sigmoid", "tanh")
+    dead = np.clip(0.004 * n_layer * relu_like + 0.01 * rng.random((n_seed, n_point, n_layer)), 0, 1)
+    saturation = np.clip(0.3 * saturating * (config["init"] == "naive")
+                         + 0.02 * rng.random((n_seed, n_point, n_layer)), 0, 1)
+    grad_norm = layer_delta * math.sqrt(config["width"]) * (0.5 + rng.random((n_seed, n_point, n_layer)))
+
+    status = ["failed" if s in fail else "diverged" if s in diverge else "ok" for s in seeds]
+    diverged_at = [diverge.get(s) if s not in fail else None for s in seeds]
+    errors = [fail.get(s) for s in seeds]
+
+    def per_seed(array):
+        """Blank the seeds and log points that a failure or divergence left undefined."""
+        out = np.array(array, dtype=float)
+        for i, seed in enumerate(seeds):
+            if seed in fail:
+                out[i] = np.nan
+            elif seed in diverge:
+                out[i, steps >= diverge[seed]] = np.nan
+        return out
+
+    def first_step(hit):
+        return [int(steps[np.argmax(row)]) if row.any() and status[i] == "ok" else None
+                for i, row in enumerate(hit)]
+
+    d_first, d_last = log_delta[:, :, 0], log_delta[:, :, -1]
+    atten = np.where(underflow[:, :, 0], np.nan, d_first - d_last)
+    slope = np.array([np.polyfit(np.arange(horizon), log_delta[i, 0], 1)[0] for i in range(n_seed)])
+    ok = np.array([s == "ok" for s in status])
+    summary = {
+        "log10_attenuation_init": np.where(ok, atten[:, 0], np.nan),
+        "log10_attenuation_final": np.where(ok, atten[:, -1], np.nan),
+        "decay_per_layer": np.where(ok, slope, np.nan),
+        "plateau": [bool(not learn) for learn in learns],
+        "plateau_step": [int(steps[min(2, n_point - 1)]) if not learn else None for learn in learns],
+        "dead_fraction_final": np.where(ok, dead[:, -1].mean(axis=1), np.nan),
+        "saturation_final": np.where(ok, saturation[:, -1].mean(axis=1), np.nan),
+    }
+    metrics = {
+        "final_train_loss": per_seed(loss)[:, -1],
+        "final_test_loss": per_seed(test_loss)[:, -1],
+        "steps_to_target": first_step(reached),
+        "task_baseline": [baseline] * n_seed,
+    }
+    if higher:
+        metrics["final_test_accuracy"] = per_seed(test_metric)[:, -1]
+    diagnostics = {
+        "steps": steps, "layer_names": [f"dense_{i}" for i in range(n_layer)],
+        "loss": per_seed(loss), "test_loss": per_seed(test_loss),
+        "test_metric": per_seed(test_metric),
+        "grad_global_norm": per_seed(np.sqrt((grad_norm ** 2).sum(axis=2))),
+        "grad_norm": per_seed(grad_norm), "delta_norm": per_seed(layer_delta),
+        "weight_norm": per_seed(np.full_like(grad_norm, 1.0) + 0.01 * np.arange(n_point)[:, None]),
+        "update_ratio": per_seed(grad_norm * config["lr"] / 10),
+        "act_rms": per_seed(np.full_like(grad_norm, 0.8)),
+        "saturation": per_seed(saturation), "dead_fraction": per_seed(dead),
+        "delta_underflow": layer_underflow.tolist(),
+        "weight_samples": per_seed(weight_samples),
+    }
+    if recurrent:
+        diagnostics.update(
+            time_delta_norm=per_seed(delta), time_delta_underflow=underflow.tolist(),
+            gate_mean=per_seed(np.full((n_seed, n_point), 0.7 if config["cell"] != "rnn" else np.nan)),
+            spectral_radius=per_seed(np.full((n_seed, n_point), gain)))
+        # the number of time steps over which the signal loses less than three decades
+        horizon_steps = np.minimum(horizon, 3.0 / np.maximum(-log_gain[:, 0, 0], 1e-6))
+        summary["effective_horizon"] = np.where(ok, horizon_steps, np.nan)
+        summary["temporal_decay"] = summary["decay_per_layer"]
+    record = {
+        "schema": SCHEMA, "run_id": run_id(config), "study": study, "grid_hash": grid_hash,
+        "grid_axes": grid_axes or {}, "vgbench_version": "0.1.0", "created": created,
+        "config": config, "seeds": seeds, "status": status, "diverged_at_step": diverged_at,
+        "error": errors,
+        "target": {"metric": metric, "value": target, "higher_is_better": higher},
+        "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
+        "timing": {"compile_s": 1.5, "run_s": 0.01 * config["steps"]}, "env": dict(ENV),
+    }
+    return _clean(record)
+
+
+def make_study(study: str, axes: dict[str, list], *, seeds=(0, 1, 2), **config_changes) -> list[dict]:
+    """One record per point of the grid ``axes`` (name -> values), like a study's grid file."""
+    names = list(axes)
+    grid_hash = hashlib.sha256(json.dumps([study, axes], sort_keys=True).encode()).hexdigest()[:12]
+    records = []
+    for values in np.array(np.meshgrid(*[np.arange(len(axes[n])) for n in names],
+                                       indexing="ij")).reshape(len(names), -1).T:
+        point = {n: axes[n][int(i)] for n, i in zip(names, values)}
+        records.append(make_record(study=study, grid_axes=point, seeds=seeds,
+                                   grid_hash=grid_hash, **{**config_changes, **point}))
+    return records
+
+
+def write_records(results_dir: str | Path, records: list[dict]) -> list[Path]:
+    """Write each record to ``<results_dir>/runs/<run_id>.json``, as the runner does."""
+    runs = Path(results_dir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for record in records:
+        path = runs / f"{record['run_id']}.json"
+        path.write_text(json.dumps(record, separators=(",", ":"), allow_nan=False))
+        paths.append(path)
+    return paths
