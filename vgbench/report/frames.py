@@ -111,7 +111,8 @@ def load_frames(results_dir: str | Path) -> Frames:
     return frames
 
 
-RUN_ID_COLUMNS = ("study", "task", "entry", "entry_order", "frontier_axis", "frontier_value")
+RUN_ID_COLUMNS = ("study", "task", "entry", "entry_order", "entry_axes", "frontier_axis",
+                  "frontier_value")
 
 
 def with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns=RUN_ID_COLUMNS) -> pd.DataFrame:
@@ -140,6 +141,7 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict) -> li
         row = {
             "study": study, "run_id": record["run_id"], "task": config.get("task"),
             "entry": entry_label(entry_values), "entry_order": orders[entry_values],
+            "entry_axes": " / ".join(design.entry_axes),
             "frontier_axis": design.frontier_axis,
             "frontier_value": float(frontier) if frontier is not None else math.nan,
             "seed": seed, "status": status[i], "ok": ok,

@@ -1,0 +1,178 @@
+"""Leaderboards: per task, a study's entries ranked by the final test metric, with statistics.
+
+Two frames per study, both from the ``runs`` frame (one row per run x seed):
+
+* :func:`by_setting`: one row per task x entry x frontier value (e.g. depth): the seed
+  statistics of that one setting.
+* :func:`leaderboard`: one row per task x entry, taken at the *headline setting* (the largest
+  frontier value that every entry of the task ran), ranked by the mean final metric, with the
+  entry's *trainability frontier* (the largest frontier value at which at least 2/3 of the
+  seeds reach the target) and a paired comparison against the study's baseline entry.
+
+The baseline entry is the one named in ``baseline`` (an entry label such as
+``"relu / he_normal"``, or a dict of axis values such as ``{"skip": "none"}``, matched against
+the entries in order); without one it is the entry with the most axes set to ``"none"`` (no
+mitigation), ties going to the first entry in sorted order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vgbench.report.stats import censored_median, describe, paired_comparison
+
+SUCCESS_SHARE = 2 / 3
+
+
+def group_summary(rows: pd.DataFrame) -> dict:
+    """Seed statistics of one setting (rows: one per seed from the ``runs`` frame)."""
+    ok = rows["ok"].to_numpy(bool)
+    n, n_reached = len(rows), int(rows["reached"].sum())
+    has_target = bool(rows["target_value"].notna().any())
+    stats = describe(rows["metric"].to_numpy(float)[ok])
+    steps = rows["steps_to_target"].where(rows["reached"]) if "steps_to_target" in rows else None
+
+    def mean_ok(column, transform=None):
+        if column not in rows:
+            return np.nan
+        values = rows[column].to_numpy(float)[ok]
+        values = transform(values) if transform else values
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) else np.nan
+
+    return {
+        "n_seeds": n, "n_ok": int(ok.sum()),
+        "n_diverged": int((rows["status"] == "diverged").sum()),
+        "n_failed": int((rows["status"] == "failed").sum()),
+        "mean": stats["mean"], "std": stats["std"], "median": stats["median"],
+        "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+        "n_reached": n_reached if has_target else np.nan,
+        "success": f"{n_reached}/{n}" if has_target else "",
+        "success_rate": n_reached / n if has_target else np.nan,
+        "steps_to_target": censored_median(steps) if steps is not None else np.nan,
+        "abs_log10_attenuation_init": mean_ok("log10_attenuation_init", np.abs),
+        "abs_log10_attenuation_final": mean_ok("log10_attenuation_final", np.abs),
+        "decay_per_layer": mean_ok("decay_per_layer"),
+        "dead_fraction": mean_ok("dead_fraction_final"),
+        "saturation": mean_ok("saturation_final"),
+        "plateau_rate": mean_ok("plateau"),
+        "effective_horizon": mean_ok("effective_horizon"),
+    }
+
+
+def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per task x entry x frontier value of one study's ``runs`` rows."""
+    keys = ["task", "entry", "entry_order", "frontier_value"]
+    rows = []
+    for key, group in runs.groupby(keys, dropna=False, sort=True):
+        first = group.iloc[0]
+        rows.append({**dict(zip(keys, key)), "study": first["study"],
+                     "entry_axes": first["entry_axes"], "frontier_axis": first["frontier_axis"],
+                     "metric": first["target_metric"],
+                     "higher_is_better": bool(first["higher_is_better"]),
+                     "target": first["target_value"], **group_summary(group)})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    head = ["study", "task", "entry", "entry_order", "frontier_axis", "frontier_value", "metric",
+            "higher_is_better", "target"]
+    return frame[head + [c for c in frame.columns if c not in head]]
+
+
+def frontier(settings: pd.DataFrame) -> tuple[float, bool]:
+    """Largest frontier value where >= 2/3 of the seeds reach the target, and whether it is the
+    largest value tried (then the true frontier may lie further out). NaN if none qualifies."""
+    rate = settings["success_rate"].to_numpy(float)
+    values = settings["frontier_value"].to_numpy(float)
+    # k of n seeds with 3k >= 2n, computed on counts so that 2/3 itself qualifies exactly
+    good = 3 * settings["n_reached"].to_numpy(float) >= 2 * settings["n_seeds"].to_numpy(float)
+    good &= ~np.isnan(rate) & ~np.isnan(values)
+    if not good.any():
+        return (np.nan, False)
+    best = float(values[good].max())
+    return (best, best >= np.nanmax(values))
+
+
+def choose_baseline(entries: pd.DataFrame, baseline=None) -> str:
+    """The baseline entry's label, from ``entries`` (one row per entry, with its axis columns,
+    in entry order); see the module docstring for the rule."""
+    labels = entries["entry"].tolist()
+    if isinstance(baseline, str):
+        if baseline not in labels:
+            raise ValueError(f"baseline {baseline!r} is not an entry; entries: {', '.join(labels)}")
+        return baseline
+    if isinstance(baseline, dict):
+        for _, row in entries.iterrows():
+            if all(k in row and str(row[k]) == str(v) for k, v in baseline.items()):
+                return row["entry"]
+        raise ValueError(f"no entry matches baseline {baseline}; entries: {', '.join(labels)}")
+    nones = [sum(part.strip().lower() == "none" for part in label.split(" / ")) for label in labels]
+    return labels[int(np.argmax(nones))]
+
+
+def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=()) -> pd.DataFrame:
+    """The leaderboard of one study (see the module docstring); ``entry_axes`` adds columns."""
+    settings = by_setting(runs)
+    if settings.empty:
+        return settings
+    out = []
+    for task, task_settings in settings.groupby("task", sort=True):
+        task_runs = runs[runs["task"] == task]
+        entries = task_runs.drop_duplicates("entry").sort_values("entry_order")
+        base = choose_baseline(entries, baseline)
+        at = _headline_value(task_settings)
+        rows = []
+        for entry, entry_settings in task_settings.groupby("entry", sort=False):
+            value = at if not np.isnan(at) else entry_settings["frontier_value"].max()
+            here = entry_settings[_same(entry_settings["frontier_value"], value)]
+            if here.empty:
+                continue
+            row = here.iloc[0].to_dict()
+            row["frontier"], row["frontier_censored"] = frontier(entry_settings)
+            row["baseline"] = entry == base
+            row.update(_versus(task_runs, entry, base, value, row["higher_is_better"]))
+            first = entries[entries["entry"] == entry].iloc[0]
+            row.update({axis: first.get(axis) for axis in entry_axes})
+            rows.append(row)
+        board = pd.DataFrame(rows)
+        direction = 1 if board["higher_is_better"].iloc[0] else -1
+        board = board.assign(_key=-direction * board["mean"].fillna(-direction * np.inf))
+        board = board.sort_values(["_key", "success_rate", "entry_order"],
+                                  ascending=[True, False, True], na_position="last")
+        board.insert(0, "rank", np.arange(1, len(board) + 1))
+        out.append(board.drop(columns="_key"))
+    board = pd.concat(out, ignore_index=True).rename(columns={"frontier_value": "at"})
+    head = ["study", "task", "rank", "entry", *entry_axes, "baseline", "metric",
+            "higher_is_better", "frontier_axis", "at"]
+    return board[head + [c for c in board.columns if c not in head and c != "entry_order"]]
+
+
+def _headline_value(task_settings: pd.DataFrame) -> float:
+    """Largest frontier value that every entry ran (NaN without a frontier axis or in common)."""
+    per_entry = [set(g["frontier_value"].dropna()) for _, g in task_settings.groupby("entry")]
+    common = set.intersection(*per_entry) if per_entry else set()
+    return max(common) if common else np.nan
+
+
+def _same(values: pd.Series, value: float) -> pd.Series:
+    return values.isna() if np.isnan(value) else values == value
+
+
+def _versus(task_runs: pd.DataFrame, entry: str, base: str, value: float, higher: bool) -> dict:
+    """Paired comparison of ``entry`` against ``base`` at one frontier value, on shared seeds."""
+    keys = ("diff", "diff_ci_low", "diff_ci_high", "p_improve", "p_improve_ci_low",
+            "p_improve_ci_high")
+    if entry == base:
+        return {"n_paired": 0, **{k: np.nan for k in keys}}
+    here = task_runs[_same(task_runs["frontier_value"], value)]
+
+    def seed_metric(label):
+        rows = here[here["entry"] == label]
+        return rows.assign(value=rows["metric"].where(rows["ok"])).groupby("seed")["value"].mean()
+
+    paired = pd.concat([seed_metric(entry), seed_metric(base)], axis=1, join="inner",
+                       keys=["entry", "base"])
+    result = paired_comparison(paired["entry"].to_numpy(), paired["base"].to_numpy(),
+                               higher_is_better=higher)
+    return {"n_paired": result["n_paired"], **{k: result[k] for k in keys}}

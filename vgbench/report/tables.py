@@ -1,0 +1,311 @@
+"""Paper tables of a study: LaTeX (booktabs) and Markdown, each with a provenance footer.
+
+One table per task. Rows are the leaderboard's entries in rank order; columns are the final
+metric (mean ± std over the seeds that finished, best per column in bold) at each value of the
+frontier axis, then, at the headline setting, the success count, the trainability frontier,
+|log10 attenuation| at initialisation and the paired comparison with the baseline entry.
+The LaTeX needs only ``\\usepackage{booktabs}``; it is meant to be ``\\input`` into a paper.
+The footer says which code, grid, seeds and machine produced the numbers (read from the
+records, not from the machine that builds the report, so a rebuild gives the same text).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text) -> str:
+    """``text`` with LaTeX's special characters escaped (and only ASCII left)."""
+    text = "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one output format writes the few things the tables need."""
+
+    escape: Callable[[str], str]
+    bold: Callable[[str], str]
+    code: Callable[[str], str]
+    pm: str
+    infinity: str
+    missing: str
+    dagger: str
+    geq: str
+    seed_range: str
+    sci: Callable[[str, int], str]
+    small: Callable[[str], str]
+    arrow: str
+
+
+LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"\textbf{{{s}}}",
+                code=lambda s: rf"\texttt{{{latex_escape(s)}}}", pm=r"$\pm$",
+                infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", geq=r"$\geq$",
+                seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
+                small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$")
+MARKDOWN = Dialect(escape=lambda s: str(s).replace("|", r"\|"), bold=lambda s: f"**{s}**",
+                   code=lambda s: f"`{s}`", pm="±", infinity="∞", missing="–", dagger="†",
+                   geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
+                   arrow="→")
+
+
+def number(x, dialect: Dialect, decimals: int | None = None, sign: bool = False) -> str:
+    """A number for a table: fixed decimals in [0.001, 1000), scientific outside."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return dialect.missing
+    x = float(x)
+    if math.isinf(x):
+        return ("$-$" if dialect is LATEX else "−") * (x < 0) + "+" * (sign and x > 0) \
+            + dialect.infinity
+    if decimals is None:
+        decimals = _decimals(x)
+    if decimals is None:
+        mantissa, exponent = f"{x:{'+' if sign else ''}.2e}".split("e")
+        return dialect.sci(mantissa, int(exponent))
+    text = f"{x:{'+' if sign else ''}.{decimals}f}"
+    return text.replace("-", "$-$", 1) if dialect is LATEX else text.replace("-", "−", 1)
+
+
+def _decimals(x: float) -> int | None:
+    size = abs(x)
+    if size == 0 or 0.01 <= size < 1000:
+        return 3
+    return 4 if 0.001 <= size < 0.01 else None
+
+
+def mean_std(mean, std, dialect: Dialect) -> str:
+    if mean is None or np.isnan(mean):
+        return dialect.missing
+    decimals = _decimals(float(mean)) if np.isfinite(mean) else 3
+    text = number(mean, dialect, decimals)
+    if std is not None and not np.isnan(std):
+        text += " " + dialect.small(f"{dialect.pm} {number(std, dialect, decimals)}")
+    return text
+
+
+def seed_text(seeds, dialect: Dialect) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``"0-3, 7"`` (with the dialect's dash)."""
+    seeds = sorted({int(s) for s in seeds})
+    parts, start = [], None
+    for i, s in enumerate(seeds):
+        start = s if start is None else start
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            parts.append(str(s) if s == start else f"{start}{dialect.seed_range}{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def provenance(runs: pd.DataFrame) -> dict[str, str]:
+    """Version, commit, grid hash, seeds, dates, backend and device of ``runs`` (text values,
+    several values joined by ", "; "unknown" where the records do not say)."""
+    def values(column, shorten=None):
+        if column not in runs:
+            return "unknown"
+        found = sorted({str(v) for v in runs[column].dropna() if str(v)})
+        found = [shorten(v) for v in found] if shorten else found
+        return ", ".join(found) if found else "unknown"
+
+    dates = sorted({str(c)[:10] for c in runs.get("created", pd.Series(dtype=str)).dropna()})
+    devices = sorted({f"{b} ({k} x{_count(c)})" for b, k, c in zip(
+        runs.get("env_backend", ["unknown"] * len(runs)),
+        runs.get("env_device_kind", ["unknown"] * len(runs)),
+        runs.get("env_device_count", [None] * len(runs)))})
+    per_run = runs.groupby("run_id")["seed"].nunique()
+    return {
+        "vgbench": values("vgbench_version"), "commit": values("env_git_commit", lambda c: c[:12]),
+        "grid": values("grid_hash"), "seeds": list(runs["seed"].unique()),
+        "seeds_per_run": "/".join(str(n) for n in sorted(per_run.unique())),
+        "date": dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "unknown",
+        "device": ", ".join(devices) if devices else "unknown", "jax": values("env_jax"),
+        "runs": str(runs["run_id"].nunique()),
+    }
+
+
+def provenance_text(runs: pd.DataFrame, dialect: Dialect) -> str:
+    p = provenance(runs)
+    return (f"vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}; "
+            f"grid {dialect.code(p['grid'])}; {p['runs']} run{'s' * (p['runs'] != '1')}, seeds "
+            f"{seed_text(p['seeds'], dialect)} ({p['seeds_per_run']} per run); run "
+            f"{dialect.escape(p['date'])}; {dialect.escape(p['device'])}; "
+            f"JAX {dialect.escape(p['jax'])}.")
+
+
+@dataclass
+class Table:
+    """One table, already formatted for one dialect: ``groups`` are column spans
+    ``(text, first, last)`` (1-based) for a line above the header."""
+
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    label: str
+    groups: list[tuple[str, int, int]]
+
+
+def _info(board: pd.DataFrame, dialect: Dialect) -> dict:
+    first = board.iloc[0]
+    axis = first["frontier_axis"] if isinstance(first["frontier_axis"], str) else None
+    target = "" if np.isnan(first["target"]) else f"; target {number(first['target'], dialect)}"
+    return {"axis": axis, "at": first["at"], "higher": bool(first["higher_is_better"]),
+            "metric": str(first["metric"]).replace("_", " "), "target": target,
+            "where": f"Study {dialect.code(first['study'])}, task {dialect.code(first['task'])}",
+            "direction": "higher" if first["higher_is_better"] else "lower",
+            "entry": dialect.escape(str(first["entry_axes"] or "entry")),
+            "label": re.sub(r"[^A-Za-z0-9-]+", "-", f"vgbench-{first['study']}-{first['task']}")}
+
+
+def _metric_cell(setting, best: float | None, dialect: Dialect) -> str:
+    text = mean_std(setting["mean"], setting["std"], dialect)
+    if best is not None and setting["mean"] == best:
+        text = dialect.bold(text)
+    lost = int(setting["n_diverged"] + setting["n_failed"])
+    return text + (f" ({lost} failed)" if lost else "")
+
+
+def _best(means, higher: bool) -> float | None:
+    """The best mean, if there are at least two to choose from (bold marks a winner)."""
+    means = np.asarray(means, dtype=float)
+    if np.isfinite(means).sum() < 2:
+        return None
+    return float(np.nanmax(means) if higher else np.nanmin(means))
+
+
+def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect) -> Table | None:
+    """The final metric of each entry at each value of the frontier axis, and the frontier."""
+    info = _info(board, dialect)
+    if info["axis"] is None:
+        return None
+    values = sorted(settings["frontier_value"].dropna().unique())
+    columns = [settings[settings["frontier_value"] == v] for v in values]
+    bests = [_best(part["mean"], info["higher"]) for part in columns]
+    rows = []
+    for _, row in board.iterrows():
+        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
+        for part, best in zip(columns, bests):
+            here = part[part["entry"] == row["entry"]]
+            cells.append(_metric_cell(here.iloc[0], best, dialect) if len(here) else dialect.missing)
+        f = row["frontier"]
+        cells.append(dialect.missing if np.isnan(f) else
+                     (dialect.geq if row["frontier_censored"] else "") + _int_text(f))
+        rows.append(cells)
+    axis = dialect.escape(info["axis"])
+    caption = (f"{info['where']}: final {dialect.escape(info['metric'])} against {axis} "
+               f"({info['direction']} is better{info['target']}), mean {dialect.pm} std over the "
+               f"seeds that finished; best per column in bold; {dialect.dagger} baseline entry; "
+               f"(k failed): seeds that diverged or failed. Frontier: the largest {axis} at which "
+               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried).")
+    header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"]
+    span = (dialect.escape(f"{info['metric']} at {info['axis']}"), 2, 1 + len(values))
+    return Table(caption, header, rows, info["label"] + "-scaling", [span])
+
+
+def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
+    """The leaderboard at the headline setting: metric, success, attenuation, paired test."""
+    info = _info(board, dialect)
+    best = _best(board["mean"], info["higher"])
+    with_success = board["success"].astype(bool).any()
+    rows = []
+    for _, row in board.iterrows():
+        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else ""),
+                 _metric_cell(row, best, dialect)]
+        cells += [str(row["success"])] if with_success else []
+        cells.append(f"{number(row['abs_log10_attenuation_init'], dialect, 1)} {dialect.arrow} "
+                     f"{number(row['abs_log10_attenuation_final'], dialect, 1)}")
+        if row["baseline"] or np.isnan(row["diff"]):
+            cells += [dialect.missing, dialect.missing]
+        else:
+            diff = [row["diff_ci_low"], row["diff"], row["diff_ci_high"]]
+            decimals = _decimals(np.nanmax(np.abs(diff)))
+            low, mid, high = (number(x, dialect, decimals, sign=True) for x in diff)
+            cells += [f"{mid} " + dialect.small(f"[{low}, {high}]"),
+                      number(row["p_improve"], dialect, 2)]
+        rows.append(cells)
+    at = (f" at {dialect.escape(info['axis'])} {_int_text(info['at'])}"
+          if info["axis"] and not np.isnan(info["at"]) else "")
+    caption = (f"{info['where']}{at}: final {dialect.escape(info['metric'])} "
+               f"({info['direction']} is better), mean {dialect.pm} std over the seeds that "
+               f"finished, best in bold; (k failed): seeds that diverged or failed. Success: "
+               f"seeds reaching the target{info['target'].replace('; target', '')}. "
+               f"|log10 a|: orders of magnitude the backpropagated signal loses between the "
+               f"output and the input end, at initialisation {dialect.arrow} end of training. "
+               f"Δ: paired difference from the baseline ({dialect.dagger}) on shared seeds, with "
+               f"its 95% bootstrap interval; P(better): share of those seeds on which the entry "
+               f"beats the baseline (ties count half, failures lose).")
+    header = [info["entry"], dialect.escape(info["metric"])] + (["success"] if with_success else [])
+    header += ["|log10 a|", "Δ vs. baseline [95% CI]", "P(better)"]
+    return Table(caption, header, rows, info["label"], [])
+
+
+def study_tables(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect) -> list[Table]:
+    """Per task: the scaling table (if the study has a frontier axis), then the comparison."""
+    tables = []
+    for task, task_board in board.groupby("task", sort=True):
+        scaling = scaling_table(task_board, settings[settings["task"] == task], dialect)
+        tables += ([scaling] if scaling else []) + [comparison_table(task_board, dialect)]
+    return tables
+
+
+def latex_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.DataFrame) -> str:
+    """The LaTeX of one study: booktabs ``table`` floats, each with the provenance footer."""
+    footer = provenance_text(study_runs, LATEX)
+    parts = ["% Generated by `vgbench report` from run records; do not edit by hand.",
+             "% Needs \\usepackage{booktabs}. Wider than your column? Wrap each tabular in",
+             "% \\resizebox{\\linewidth}{!}{...} (graphicx) or use table* in two-column layouts."]
+    for table in study_tables(board, settings, LATEX):
+        lines = [r"\begin{table}[htbp]", r"\centering", r"\footnotesize",
+                 r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{_latex_text(table.caption)}}}",
+                 rf"\label{{tab:{table.label}}}",
+                 rf"\begin{{tabular}}{{l{'r' * (len(table.header) - 1)}}}", r"\toprule"]
+        for text, first, last in table.groups:
+            span = rf"\multicolumn{{{last - first + 1}}}{{c}}{{{text}}}"
+            lines.append(" & " * (first - 1) + span + " &" * (len(table.header) - last) + r" \\")
+            lines.append(rf"\cmidrule(lr){{{first}-{last}}}")
+        lines += [" & ".join(_latex_text(h) for h in table.header) + r" \\", r"\midrule"]
+        lines += [" & ".join(cells) + r" \\" for cells in table.rows]
+        lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip",
+                  rf"{{\scriptsize\raggedright Provenance: {footer}\par}}", r"\end{table}", ""]
+        parts.append("\n".join(lines))
+    return "\n".join(parts)
+
+
+def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.DataFrame) -> str:
+    """The Markdown of one study: its pipe tables, then the provenance."""
+    parts = [f"# Study `{board['study'].iloc[0]}`", ""]
+    for table in study_tables(board, settings, MARKDOWN):
+        header = list(table.header)
+        for text, first, last in table.groups:  # Markdown has no spanning header: prefix
+            axis = text.rsplit(" at ", 1)[-1]
+            header[first - 1:last] = [f"{axis} {h}" for h in header[first - 1:last]]
+        parts += [table.caption, "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+        parts += ["| " + " | ".join(cells) + " |" for cells in table.rows] + [""]
+    parts += [f"_Provenance: {provenance_text(study_runs, MARKDOWN)}_", ""]
+    return "\n".join(parts)
+
+
+def _latex_text(text: str) -> str:
+    """Header and caption text: the few symbols written in plain words, typeset."""
+    return (text.replace("Δ", r"$\Delta$").replace("|log10 a|", r"$|\log_{10} a|$")
+            .replace("95% CI", r"95\% CI").replace("95% bootstrap", r"95\% bootstrap"))
+
+
+def _int_text(x) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def _count(value) -> str:
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "?"
