@@ -46,17 +46,21 @@ class Dialect:
     sci: Callable[[str, int], str]
     small: Callable[[str], str]
     arrow: str
+    delta: str
+    log_a: str
+    percent: str
 
 
 LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"\textbf{{{s}}}",
                 code=lambda s: rf"\texttt{{{latex_escape(s)}}}", pm=r"$\pm$",
                 infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", geq=r"$\geq$",
                 seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
-                small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$")
+                small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$", delta=r"$\Delta$",
+                log_a=r"$|\log_{10} a|$", percent=r"\%")
 MARKDOWN = Dialect(escape=lambda s: str(s).replace("|", r"\|"), bold=lambda s: f"**{s}**",
                    code=lambda s: f"`{s}`", pm="±", infinity="∞", missing="–", dagger="†",
                    geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
-                   arrow="→")
+                   arrow="→", delta="Δ", log_a=r"\|log10 a\|", percent="%")
 
 
 def number(x, dialect: Dialect, decimals: int | None = None, sign: bool = False) -> str:
@@ -236,13 +240,13 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
                f"({info['direction']} is better), mean {dialect.pm} std over the seeds that "
                f"finished, best in bold; (k failed): seeds that diverged or failed. Success: "
                f"seeds reaching the target{info['target'].replace('; target', '')}. "
-               f"|log10 a|: orders of magnitude the backpropagated signal loses between the "
+               f"{dialect.log_a}: orders of magnitude the backpropagated signal loses between the "
                f"output and the input end, at initialisation {dialect.arrow} end of training. "
-               f"Δ: paired difference from the baseline ({dialect.dagger}) on shared seeds, with "
-               f"its 95% bootstrap interval; P(better): share of those seeds on which the entry "
+               f"{dialect.delta}: paired difference from the baseline ({dialect.dagger}) on shared "
+               f"seeds, with its 95{dialect.percent} bootstrap interval; P(better): share of those seeds on which the entry "
                f"beats the baseline (ties count half, failures lose).")
     header = [info["entry"], dialect.escape(info["metric"])] + (["success"] if with_success else [])
-    header += ["|log10 a|", "Δ vs. baseline [95% CI]", "P(better)"]
+    header += [dialect.log_a, f"{dialect.delta} vs. baseline [95{dialect.percent} CI]", "P(better)"]
     return Table(caption, header, rows, info["label"], [])
 
 
@@ -263,14 +267,14 @@ def latex_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.Data
              "% \\resizebox{\\linewidth}{!}{...} (graphicx) or use table* in two-column layouts."]
     for table in study_tables(board, settings, LATEX):
         lines = [r"\begin{table}[htbp]", r"\centering", r"\footnotesize",
-                 r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{_latex_text(table.caption)}}}",
+                 r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{table.caption}}}",
                  rf"\label{{tab:{table.label}}}",
                  rf"\begin{{tabular}}{{l{'r' * (len(table.header) - 1)}}}", r"\toprule"]
         for text, first, last in table.groups:
             span = rf"\multicolumn{{{last - first + 1}}}{{c}}{{{text}}}"
             lines.append(" & " * (first - 1) + span + " &" * (len(table.header) - last) + r" \\")
             lines.append(rf"\cmidrule(lr){{{first}-{last}}}")
-        lines += [" & ".join(_latex_text(h) for h in table.header) + r" \\", r"\midrule"]
+        lines += [" & ".join(table.header) + r" \\", r"\midrule"]
         lines += [" & ".join(cells) + r" \\" for cells in table.rows]
         lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip",
                   rf"{{\scriptsize\raggedright Provenance: {footer}\par}}", r"\end{table}", ""]
@@ -291,12 +295,6 @@ def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.D
         parts += ["| " + " | ".join(cells) + " |" for cells in table.rows] + [""]
     parts += [f"_Provenance: {provenance_text(study_runs, MARKDOWN)}_", ""]
     return "\n".join(parts)
-
-
-def _latex_text(text: str) -> str:
-    """Header and caption text: the few symbols written in plain words, typeset."""
-    return (text.replace("Δ", r"$\Delta$").replace("|log10 a|", r"$|\log_{10} a|$")
-            .replace("95% CI", r"95\% CI").replace("95% bootstrap", r"95\% bootstrap"))
 
 
 def _int_text(x) -> str:
