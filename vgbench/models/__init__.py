@@ -64,3 +64,4 @@ def make(spec, task) -> Model:
 
 from vgbench.models import cnn as _cnn  # noqa: E402,F401  (built-ins register themselves)
 from vgbench.models import mlp as _mlp  # noqa: E402,F401
+from vgbench.models import rnn as _rnn  # noqa: E402,F401

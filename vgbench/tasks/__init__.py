@@ -78,3 +78,4 @@ def mse(pred, target):
 
 # the built-in tasks register themselves on import
 from vgbench.tasks import classification as _classification  # noqa: E402,F401
+from vgbench.tasks import sequence as _sequence  # noqa: E402,F401

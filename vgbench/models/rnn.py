@@ -1,0 +1,397 @@
+"""Recurrent networks: `depth` stacked recurrent layers of `width` units, unrolled with lax.scan.
+
+Layer l reads a sequence u_1..u_T and computes, for t = 1..T,
+
+    xp_t = u_t W_x + b            (for every t at once: one large matmul outside the scan)
+    hw_t = h_{t-1} W_h            (the only matmul inside the scan; all gates fused)
+    s_t  = cell(xp_t, hw_t, s_{t-1})      s = (h,) or (c, h); h_0 = c_0 = 0
+
+The top layer's last h_T feeds a linear head (one output per sequence), or every h_t does
+when the task's targets carry a time axis (``copy``: one output per step).
+
+Cells are entries of :data:`CELLS` (``register_cell`` adds more): ``rnn`` (Elman, the run's
+``activation``), ``irnn`` (ReLU, identity recurrent init), ``lstm`` and ``gru``. Input and
+output weights take the run's ``init``, recurrent weights ``recurrent_init`` (orthogonal by
+default; each gate block is initialised on its own, as flax does); ``sigma_w`` is the gain of
+the orthogonal, identity and gaussian schemes.
+
+Diagnostics (layers ordered recurrent_1 .. recurrent_depth, output):
+
+* ``delta_norm`` of a recurrent layer: RMS over the batch of ‖∂L/∂h_{1..T}‖, the norm over
+  every time step and unit of the layer's hidden states (zero probes are added to each h_t).
+* ``time_delta_norm`` [T]: RMS over the batch of ‖∂L/∂h_t‖ of the first recurrent layer (the
+  one that reads the input), for every t: from the same probes, in the same backward pass.
+* ``gate_mean``: mean forget gate (LSTM) / update gate (GRU) of the first layer; NaN for cells
+  without one. ``spectral_radius``: ρ of the first layer's recurrent matrix (for gated cells,
+  of the candidate block W_hg / W_hn that carries the state's content).
+* ``act_rms``, ``dead_fraction``: of the hidden states h; ``saturation``: of the cell's
+  candidate nonlinearity (the activation for Elman cells, tanh for gated ones).
+
+Training speed: the backward pass is a hand-written scan (:func:`fused_recurrence`) that
+carries only ∂L/∂s_t and leaves ∂L/∂W_h to one large matmul after the scan; gate sigmoids
+are computed as ½(1 + tanh(x/2)). :func:`scan_recurrence` is the plain autodiff reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vgbench import activations, inits
+from vgbench.models import Model, register_model
+from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, safe_norm,
+                                   stacked_norms, tree_norm)
+from vgbench.registry import Registry
+
+UNROLL = 2               # time steps per loop iteration of the forward and backward scans
+SPECTRAL_SQUARINGS = 20  # rho(W) from ||W^(2^20)||^(2^-20): converged far below 1e-5
+
+
+# ---------------------------------------------------------------------------- the cell registry
+
+@dataclass(frozen=True)
+class Cell:
+    """A registered recurrent cell.
+
+    pointwise: ``pointwise(act, cp, xp, hw, state) -> state``, elementwise given ``xp`` (input
+      projection plus bias, ``[B, blocks * W]``) and ``hw`` (``h_{t-1} W_h``, same shape);
+      ``state`` is a tuple of ``state_size`` arrays ``[B, W]`` whose last one is ``h``.
+      ``act`` is the bound activation, ``cp`` the cell's own parameters (see ``extra``).
+    blocks: how many W-wide blocks the fused projections have (1 Elman, 4 LSTM, 3 GRU).
+    activation: the candidate nonlinearity (its saturation is recorded); None: the run's.
+    recurrent_init: an initializer name that overrides the run's ``recurrent_init``.
+    bias: ``bias(width, spec) -> [blocks * W]`` initial input bias (LSTM: the forget bias).
+    extra: ``extra(width, act) -> dict`` of the cell's own parameters (GRU: the bias of W_hn).
+    candidate: ``candidate(act, cp, xp, hw, state) -> pre-activation`` of the candidate.
+    gate: ``gate(act, cp, xp, hw, state) -> gate values`` whose mean is ``gate_mean``, or None.
+    spectral_block: the block of W_h whose spectral radius is recorded.
+    """
+
+    pointwise: Callable
+    blocks: int
+    state_size: int = 1
+    activation: str | None = None
+    recurrent_init: str | None = None
+    bias: Callable | None = None
+    extra: Callable | None = None
+    candidate: Callable | None = None
+    gate: Callable | None = None
+    spectral_block: int = 0
+
+
+CELLS: Registry[Cell] = Registry("cell")
+
+
+def register_cell(name: str, pointwise: Callable, *, blocks: int, state_size: int = 1,
+                  activation: str | None = None, recurrent_init: str | None = None,
+                  bias: Callable | None = None, extra: Callable | None = None,
+                  candidate: Callable | None = None, gate: Callable | None = None,
+                  spectral_block: int = 0, doc: str | None = None,
+                  origin: str = "vgbench") -> Cell:
+    """Register a recurrent cell for ``model = "rnn"`` under ``name`` (see :class:`Cell`)."""
+    if not callable(pointwise):
+        raise TypeError(f"cell {name!r}: pointwise must be callable")
+    if blocks < 1 or state_size < 1 or not 0 <= spectral_block < blocks:
+        raise ValueError(f"cell {name!r}: need blocks >= 1, state_size >= 1 and "
+                         f"0 <= spectral_block < blocks")
+    entry = Cell(pointwise=pointwise, blocks=blocks, state_size=state_size, activation=activation,
+                 recurrent_init=recurrent_init, bias=bias, extra=extra,
+                 candidate=candidate or (lambda act, cp, xp, hw, state: xp + hw), gate=gate,
+                 spectral_block=spectral_block)
+    CELLS.register(name, entry, doc=doc if doc is not None else pointwise.__doc__, origin=origin)
+    return entry
+
+
+def get_cell(name: str) -> Cell:
+    return CELLS.get(name)
+
+
+# ---------------------------------------------------------------------------- built-in cells
+
+def sigmoid(x):
+    """σ(x) = ½(1 + tanh(x/2)): one transcendental where exp and a division would take two."""
+    return 0.5 + 0.5 * jnp.tanh(0.5 * x)
+
+
+def elman(act, cp, xp, hw, state):
+    """Elman RNN h_t = phi(x_t W_x + h_{t-1} W_h + b), phi the run's activation (Elman 1990)."""
+    return (act.apply(xp + hw, cp.get("act")),)
+
+
+def lstm(act, cp, xp, hw, state):
+    """LSTM with forget gate, bias `forget_bias` (Hochreiter & Schmidhuber 1997; Gers et al. 2000).
+
+    Gate blocks in the order i, f, g, o of flax.linen.LSTMCell: c' = σ(f) c + σ(i) tanh(g),
+    h' = σ(o) tanh(c').
+    """
+    c, _ = state
+    i, f, g, o = jnp.split(xp + hw, 4, axis=-1)
+    c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+    return c, sigmoid(o) * jnp.tanh(c)
+
+
+def gru(act, cp, xp, hw, state):
+    """GRU (Cho et al. 2014) in flax.linen.GRUCell's form: h' = (1 - z) n + z h.
+
+    r = σ(x W_ir + h W_hr + b_r), z = σ(x W_iz + h W_hz + b_z),
+    n = tanh(x W_in + b_n + r (h W_hn + b_hn)); z near 1 keeps the state.
+    """
+    (h,) = state
+    x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
+    r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * (h_n + cp["b_hn"]))
+    return (n + z * (h - n),)
+
+
+def _lstm_bias(width, spec):
+    return jnp.zeros((4, width), jnp.float32).at[1].set(spec.forget_bias).reshape(-1)
+
+
+def _lstm_candidate(act, cp, xp, hw, state):
+    return jnp.split(xp + hw, 4, axis=-1)[2]
+
+
+def _lstm_forget(act, cp, xp, hw, state):
+    return sigmoid(jnp.split(xp + hw, 4, axis=-1)[1])
+
+
+def _gru_candidate(act, cp, xp, hw, state):
+    x_r, _, x_n = jnp.split(xp, 3, axis=-1)
+    h_r, _, h_n = jnp.split(hw, 3, axis=-1)
+    return x_n + sigmoid(x_r + h_r) * (h_n + cp["b_hn"])
+
+
+def _gru_update(act, cp, xp, hw, state):
+    return sigmoid(jnp.split(xp, 3, axis=-1)[1] + jnp.split(hw, 3, axis=-1)[1])
+
+
+def _elman_theta(width, act):
+    return {"act": act.init_theta(width)}
+
+
+register_cell("rnn", elman, blocks=1, extra=_elman_theta)
+register_cell("irnn", elman, blocks=1, activation="relu", recurrent_init="identity",
+              doc="IRNN: ReLU Elman cell with identity recurrent init (Le, Jaitly & Hinton 2015).")
+register_cell("lstm", lstm, blocks=4, state_size=2, activation="tanh", bias=_lstm_bias,
+              candidate=_lstm_candidate, gate=_lstm_forget, spectral_block=2)
+register_cell("gru", gru, blocks=3, activation="tanh",
+              extra=lambda width, act: {"b_hn": jnp.zeros((width,), jnp.float32)},
+              candidate=_gru_candidate, gate=_gru_update, spectral_block=2)
+
+
+# ---------------------------------------------------------------------------- the recurrence
+
+def _with_probe(state, probe):
+    return state if probe is None else (*state[:-1], state[-1] + probe)
+
+
+def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = 1):
+    """States s_1..s_T (a tuple of ``[T, B, W]``) by lax.scan; JAX differentiates the scan.
+
+    ``xp`` is ``[T, B, blocks * W]``; ``probes`` (``[T, B, W]`` or None) is added to each h_t.
+    """
+    def step(state, inputs):
+        xp_t, probe_t = inputs
+        new = _with_probe(cell.pointwise(act, cp, xp_t, state[-1] @ w_h, state), probe_t)
+        return new, new
+
+    return jax.lax.scan(step, tuple(state0), (xp, probes), unroll=unroll)[1]
+
+
+def fused_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = UNROLL):
+    """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
+
+    The backward scan carries ∂L/∂s_t, recomputes the cell's elementwise part for its
+    vector-Jacobian product (cheaper than storing every gate), and sends ∂L/∂h_{t-1} through
+    W_h; ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is then one [W, T·B] x [T·B, blocks·W] matmul instead
+    of T small ones inside the loop. The cotangent of the probes is ∂L/∂h_t itself.
+    """
+    return _fused(cell, act, unroll, probes is not None)(cp, xp, w_h, tuple(state0), probes)
+
+
+def _fused(cell: Cell, act, unroll: int, with_probes: bool):
+    pointwise = functools.partial(cell.pointwise, act)
+
+    def forward(cp, xp, w_h, state0, probes):
+        def step(state, inputs):
+            xp_t, probe_t = inputs
+            hw = state[-1] @ w_h
+            new = _with_probe(pointwise(cp, xp_t, hw, state), probe_t)
+            return new, (new, hw)
+
+        return jax.lax.scan(step, state0, (xp, probes), unroll=unroll)[1]
+
+    @jax.custom_vjp
+    def run(cp, xp, w_h, state0, probes):
+        return forward(cp, xp, w_h, state0, probes)[0]
+
+    def run_fwd(cp, xp, w_h, state0, probes):
+        states, hws = forward(cp, xp, w_h, state0, probes)
+        return states, (cp, xp, w_h, state0, states, hws)
+
+    def run_bwd(res, g_states):
+        cp, xp, w_h, state0, states, hws = res
+        prev = tuple(jnp.concatenate([s0[None], s[:-1]]) for s0, s in zip(state0, states))
+
+        def step(carry, inputs):
+            d_next, d_cp = carry
+            xp_t, hw_t, prev_t, g_t = inputs
+            d_state = tuple(a + b for a, b in zip(d_next, g_t))  # total ∂L/∂s_t
+            _, vjp = jax.vjp(pointwise, cp, xp_t, hw_t, prev_t)
+            dcp_t, dxp_t, dhw_t, d_prev = vjp(d_state)
+            d_prev = (*d_prev[:-1], d_prev[-1] + dhw_t @ w_h.T)
+            d_cp = jax.tree_util.tree_map(jnp.add, d_cp, dcp_t)
+            return (d_prev, d_cp), (dxp_t, dhw_t, d_state[-1])
+
+        zeros = (tuple(jnp.zeros_like(s) for s in state0), jax.tree_util.tree_map(jnp.zeros_like, cp))
+        (d_state0, d_cp), (d_xp, d_hw, d_h) = jax.lax.scan(
+            step, zeros, (xp, hws, prev, tuple(g_states)), reverse=True, unroll=unroll)
+        d_w_h = jnp.einsum("tbi,tbj->ij", prev[-1], d_hw)
+        return d_cp, d_xp, d_w_h, d_state0, (d_h if with_probes else None)
+
+    run.defvjp(run_fwd, run_bwd)
+    return run
+
+
+def spectral_radius(w, squarings: int = SPECTRAL_SQUARINGS):
+    """ρ(W) by Gelfand's formula ρ = lim ‖W^n‖^(1/n), n = 2^squarings, renormalising each square.
+
+    Runs on every backend (jnp.linalg.eigvals is CPU-only); the Frobenius norm overstates the
+    spectral one by at most sqrt(W), a factor W^(2^-(squarings+1)) ≈ 1 + 2e-6 here.
+    """
+    def square(carry, _):
+        a, log_scale = carry                   # W^(2^k) = exp(log_scale) a, ‖a‖ = 1
+        a2 = jnp.matmul(a, a, precision=jax.lax.Precision.HIGHEST)
+        norm = safe_norm(a2)
+        a2 = jnp.where(norm > 0, a2 / jnp.where(norm > 0, norm, 1.0), 0.0)
+        return (a2, 2.0 * log_scale + jnp.log(norm)), None
+
+    norm = safe_norm(w)
+    a = w / jnp.where(norm > 0, norm, 1.0)
+    (_, log_scale), _ = jax.lax.scan(square, (a, jnp.log(norm)), None, length=squarings)
+    return jnp.exp(log_scale / 2.0 ** squarings)
+
+
+# ---------------------------------------------------------------------------- the model
+
+def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence) -> Model:
+    """Stacked recurrent network of `depth` layers of `width` units, cell `cell` (Elman 1990; Hochreiter & Schmidhuber 1997; Cho et al. 2014)."""
+    if len(task.input_shape) != 2:
+        raise ValueError(f"model 'rnn' needs sequence inputs (T, channels); task {task.name!r} "
+                         f"gives {task.input_shape}")
+    cell = get_cell(spec.cell)
+    parts = Parts(spec)
+    act = activations.get(cell.activation or spec.activation).bind(spec)
+    recurrent_init = inits.get(cell.recurrent_init or spec.recurrent_init)
+    (length, channels), width, d_out = task.input_shape, spec.width, task.output_dim
+    blocks, n_stack = cell.blocks, spec.depth - 1
+    per_step = np.ndim(task.eval_test[1]) >= 2   # targets with a time axis: one output per step
+
+    def block_weights(key, fan_in, weight):
+        """[fan_in, blocks * W]: each gate block drawn on its own (orthogonal per block)."""
+        ws = [weight(k) for k in jax.random.split(key, blocks)]
+        return jnp.concatenate(ws, axis=-1).astype(jnp.float32)
+
+    def layer_init(key, fan_in):
+        k_x, k_h = jax.random.split(key)
+        w_x = block_weights(k_x, fan_in, lambda k: parts.weight(k, (fan_in, width))[0])
+        w_h = block_weights(k_h, width, lambda k: recurrent_init.weight(
+            k, (width, width), width, width, parts.hp))
+        bias = cell.bias(width, spec) if cell.bias else jnp.zeros((blocks * width,), jnp.float32)
+        return {"w_x": w_x, "b": bias, "w_h": w_h,
+                "cell": cell.extra(width, act) if cell.extra else {}}
+
+    def init(key):
+        k_first, k_stack, k_out = jax.random.split(key, 3)
+        stack = jax.vmap(lambda k: layer_init(k, width))(jax.random.split(k_stack, n_stack))
+        w, b = parts.weight(k_out, (width, d_out))
+        return {"first": layer_init(k_first, channels), "stack": stack,
+                "out": {"w": w, "b": b}}, {}
+
+    def layer(p, u, probe, diag):
+        """One recurrent layer over a time-major sequence u [T, B, in] -> h [T, B, W]."""
+        xp = jnp.einsum("tbi,ik->tbk", u, p["w_x"]) + p["b"]
+        state0 = tuple(jnp.zeros((u.shape[1], width), u.dtype) for _ in range(cell.state_size))
+        states = recurrence(cell, act, p["cell"], xp, p["w_h"], state0, probe)
+        return states[-1], (layer_diagnostics(p, xp, state0, states) if diag else {})
+
+    def layer_diagnostics(p, xp, state0, states):
+        p, xp, states = jax.lax.stop_gradient((p, xp, states))
+        prev = tuple(jnp.concatenate([s0[None], s[:-1]]) for s0, s in zip(state0, states))
+        hw = jnp.einsum("tbi,ik->tbk", prev[-1], p["w_h"])
+        theta = p["cell"].get("act")
+        pre = cell.candidate(act, p["cell"], xp, hw, prev)
+        stats = layer_stats(act, pre, act.apply(pre, theta), theta, states[-1])
+        gate = cell.gate(act, p["cell"], xp, hw, prev) if cell.gate else None
+        stats["gate_mean"] = jnp.mean(gate) if gate is not None else jnp.float32(jnp.nan)
+        k = cell.spectral_block
+        stats["spectral_radius"] = spectral_radius(p["w_h"][:, k * width:(k + 1) * width])
+        return stats
+
+    def apply(params, state, x, *, train, probes=None):
+        diag = probes is not None
+        pr = probes if diag else {"first": None, "stack": None, "out": None}
+        h, first_stats = layer(params["first"], jnp.swapaxes(x, 0, 1), pr["first"], diag)
+
+        def body(h, xs):
+            p, probe = xs
+            return layer(p, h, probe, diag)
+
+        h, stack_stats = jax.lax.scan(body, h, (params["stack"], pr["stack"]))
+        head = params["out"]
+        out = (jnp.einsum("tbw,wc->btc", h, head["w"]) if per_step else h[-1] @ head["w"]) + head["b"]
+        stats = {}
+        if diag:
+            out = out + pr["out"]
+            stats = {k: jnp.concatenate([first_stats[k][None], stack_stats[k],
+                                         jnp.full((1,), NAN_STATS[k], jnp.float32)])
+                     for k in NAN_STATS}
+            stats["gate_mean"] = first_stats["gate_mean"]
+            stats["spectral_radius"] = first_stats["spectral_radius"]
+        return out, state, stats
+
+    def probes(batch_size):
+        out_shape = (batch_size, length, d_out) if per_step else (batch_size, d_out)
+        return {"first": jnp.zeros((length, batch_size, width), jnp.float32),
+                "stack": jnp.zeros((n_stack, length, batch_size, width), jnp.float32),
+                "out": jnp.zeros(out_shape, jnp.float32)}
+
+    def sequence_delta(g):
+        """RMS over the batch of ‖∂L/∂h_{1..T}‖ from g = ∂(batch-mean L)/∂h, [T, B, W]."""
+        return jnp.sqrt(jnp.float32(g.shape[1])) * safe_norm(g)
+
+    def probe_stats(g):
+        batch = g["out"].shape[0]
+        return {"delta_norm": jnp.concatenate([
+                    sequence_delta(g["first"])[None], jax.vmap(sequence_delta)(g["stack"]),
+                    (jnp.sqrt(jnp.float32(batch)) * safe_norm(g["out"]))[None]]),
+                "time_delta_norm": jnp.sqrt(jnp.float32(batch)) * safe_norm(g["first"], axis=(1, 2))}
+
+    def per_layer(tree):
+        return jnp.concatenate([tree_norm(tree["first"])[None], stacked_norms(tree["stack"], n_stack),
+                                tree_norm(tree["out"])[None]])
+
+    def weight_samples(params):
+        return jnp.concatenate([pick_samples(params["first"]["w_h"])[None],
+                                pick_samples(params["stack"]["w_h"], n_stack),
+                                pick_samples(params["out"]["w"])[None]])
+
+    names = tuple(f"recurrent_{i + 1}" for i in range(spec.depth)) + ("output",)
+    return Model(init=init, apply=apply, layer_names=names, probes=probes,
+                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
+
+
+def _check(spec) -> None:
+    get_cell(spec.cell)
+    if spec.norm != "none" or spec.skip != "none":
+        raise ValueError(f"model 'rnn' has no normalization or skip connections; got norm="
+                         f"{spec.norm!r}, skip={spec.skip!r} (use 'none')")
+
+
+register_model("rnn", make_rnn, check=_check)
