@@ -11,6 +11,7 @@ _EXPORTS = {
     "register_activation": "vgbench.activations",
     "register_initializer": "vgbench.inits",
     "register_model": "vgbench.models",
+    "register_cell": "vgbench.models.rnn",
     "register_norm": "vgbench.norms",
     "register_skip": "vgbench.norms",
     "register_clip": "vgbench.optimizers",

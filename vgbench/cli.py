@@ -130,6 +130,7 @@ AXES = {
     "optimizer": ("vgbench.optimizers", "OPTIMIZERS"),
     "clip": ("vgbench.optimizers", "CLIPS"),
     "model": ("vgbench.models", "MODELS"),
+    "cell": ("vgbench.models.rnn", "CELLS"),
     "task": ("vgbench.tasks", "TASKS"),
 }
 

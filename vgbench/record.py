@@ -139,6 +139,40 @@ def _mean_hidden(values: np.ndarray) -> float | None:
     return float(hidden.mean()) if hidden.size else None
 
 
+HORIZON_FRACTION = 1e-3  # a lag is within the horizon while ||dL/dh_t|| >= 1e-3 of the last step's
+
+
+def effective_horizon(time_row: np.ndarray) -> int | None:
+    """Largest lag k = T-1-t with ||dL/dh_t|| >= HORIZON_FRACTION * ||dL/dh_T|| (0: the last step only)."""
+    row = np.asarray(time_row, np.float64)
+    last = row[-1]
+    if not (math.isfinite(last) and last > 0):
+        return None
+    lags = np.nonzero(np.isfinite(row) & (row >= HORIZON_FRACTION * last))[0]
+    return int(len(row) - 1 - lags.min())
+
+
+def add_recurrent_summary(diagnostics: dict, summary: dict, logs: dict) -> None:
+    """Per-time-step summaries of a recurrent run, from ``time_delta_norm[seed][point][t]``.
+
+    ``log10_attenuation_*`` become log10 ||dL/dh_1|| - log10 ||dL/dh_T|| (first step over last);
+    ``temporal_decay[_final]`` is the fitted slope of log10 ||dL/dh_t|| against t (decades per
+    step, positive when the signal shrinks towards the start); ``effective_horizon[_final]``
+    is :func:`effective_horizon`; ``gate_mean_init/final`` the first layer's mean forget/update
+    gate. A step whose signal is exactly 0 in float32 is flagged in ``time_delta_underflow``.
+    """
+    time_delta = np.asarray(logs["time_delta_norm"], np.float64)
+    diagnostics["time_delta_underflow"] = time_delta == 0
+    gate = np.asarray(logs.get("gate_mean", np.full(time_delta.shape[:2], np.nan)), np.float64)
+    for when, point in (("init", 0), ("final", -1)):
+        rows = time_delta[:, point]
+        summary[f"log10_attenuation_{when}"] = [attenuation(r) for r in rows]
+        suffix = "" if when == "init" else "_final"
+        summary[f"temporal_decay{suffix}"] = [decay_slope(r) for r in rows]
+        summary[f"effective_horizon{suffix}"] = [effective_horizon(r) for r in rows]
+        summary[f"gate_mean_{when}"] = list(gate[:, point])
+
+
 # ---------------------------------------------------------------------------- the record
 
 def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
@@ -187,6 +221,8 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         steps_to_target.append(first_hit)
     metrics["steps_to_target"] = steps_to_target
     metrics["task_baseline"] = [task.baseline] * len(seeds)
+    if "time_delta_norm" in logs:
+        add_recurrent_summary(diagnostics, summary, logs)
 
     record = {
         "schema": SCHEMA, "run_id": spec.run_id, "study": study, "grid_hash": grid_hash,
