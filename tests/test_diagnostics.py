@@ -15,7 +15,7 @@ def probe_gradients(spec, seed=0, batch=32):
     """Model, params, probe gradients and stats at initialization for one digits batch."""
     task = tasks.make(spec)
     model = models.make(spec, task)
-    params, state, _ = init_params(spec, [seed], task=task, model=model)
+    params, state, _ = init_params(spec, [seed], task=task)
     params = jax.tree_util.tree_map(lambda a: a[0], params)
     state = jax.tree_util.tree_map(lambda a: a[0], state)
     x, y = task.sample(jax.random.PRNGKey(1), batch)

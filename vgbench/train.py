@@ -48,10 +48,14 @@ def seed_keys(seeds) -> tuple[jax.Array, jax.Array]:
     return pairs[:, 0], pairs[:, 1]
 
 
-def init_params(spec: RunSpec, seeds, *, task=None, model=None):
-    """Initial (params, state) for each seed, stacked on a leading axis, and the data keys."""
+def init_params(spec: RunSpec, seeds, *, task=None):
+    """Initial (params, state) for each seed, stacked on a leading axis, and the data keys.
+
+    The model is built from ``spec`` itself (its initializer is not part of the program), so
+    configs that share a program each get their own initialization.
+    """
     task = task or tasks.make(spec)
-    model = model or models.make(spec, task)
+    model = models.make(spec, task)
     init_keys, data_keys = seed_keys(seeds)
     params, state = jax.jit(jax.vmap(model.init))(init_keys)
     return params, state, data_keys
@@ -124,7 +128,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             else:
                 carry, loss = plain_step(carry, start)
                 log = {"loss": loss}
-            carry, _ = jax.lax.scan(plain_step, carry, start + 1 + jnp.arange(every - 1))
+            if every > 1:
+                carry, _ = jax.lax.scan(plain_step, carry, start + 1 + jnp.arange(every - 1))
             return carry, log
 
         carry = (params, state, opt_state, jnp.int32(-1))
@@ -171,6 +176,6 @@ def train(spec: RunSpec, seeds) -> tuple[Program, RawRun]:
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     program = build_program(spec)
-    params, state, data_keys = init_params(spec, seeds, task=program.task, model=program.model)
+    params, state, data_keys = init_params(spec, seeds, task=program.task)
     raw = execute(program, params, state, data_keys, [spec.lr] * len(seeds))
     return program, raw

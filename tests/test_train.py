@@ -1,0 +1,131 @@
+"""The compiled run: jit equals eager, vmap over seeds equals a loop, determinism, divergence, records."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from vgbench import record, train
+from vgbench.spec import RunSpec
+
+TINY = dict(depth=3, width=8, batch_size=16, steps=6, log_every=3)
+
+
+def run_record(spec, seeds):
+    program, raw = train.train(spec, seeds)
+    return record.build_record(spec, seeds, raw.outputs, task=program.task,
+                               layer_names=program.model.layer_names, compile_s=raw.compile_s,
+                               run_s=raw.run_s)
+
+
+def strip_volatile(rec):
+    rec = dict(rec)
+    rec.pop("timing")
+    rec.pop("created")
+    return rec
+
+
+def test_record_has_the_contract_fields_and_shapes():
+    spec = RunSpec(**TINY, activation="tanh", init="xavier_normal")
+    rec = run_record(spec, [0, 1])
+    assert rec["schema"] == "vgbench.run/1" and rec["run_id"] == spec.run_id
+    assert rec["seeds"] == [0, 1] and rec["status"] == ["ok", "ok"]
+    d = rec["diagnostics"]
+    assert d["steps"] == [0, 3, 6] and len(d["layer_names"]) == 4
+    for key in ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
+                "saturation", "dead_fraction", "delta_underflow"):
+        assert np.array(d[key], dtype=float).shape == (2, 3, 4), key
+    assert np.array(d["weight_samples"], dtype=float).shape == (2, 3, 4, 4)
+    assert np.array(d["loss"]).shape == (2, 3)
+    for key in ("log10_attenuation_init", "log10_attenuation_final", "decay_per_layer", "plateau",
+                "plateau_step", "dead_fraction_final", "saturation_final"):
+        assert len(rec["summary"][key]) == 2, key
+    for key in ("final_train_loss", "final_test_loss", "final_test_accuracy", "steps_to_target",
+                "task_baseline"):
+        assert len(rec["metrics"][key]) == 2, key
+    assert rec["metrics"]["task_baseline"][0] == pytest.approx(np.log(10), abs=0.01)
+    json.loads(record.dumps(rec))  # strict JSON: no NaN, no Infinity
+    for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "backend", "device_kind",
+                "device_count", "git_commit"):
+        assert key in rec["env"], key
+
+
+def test_log_point_zero_is_initialization_and_updates_follow():
+    rec = run_record(RunSpec(**TINY, optimizer="sgd", lr=0.5), [0])
+    ratio = np.array(rec["diagnostics"]["update_ratio"][0], dtype=float)
+    weights = np.array(rec["diagnostics"]["weight_samples"][0], dtype=float)
+    assert np.all(ratio[:, :-1] > 0)
+    assert not np.allclose(weights[0], weights[-1])   # the weights moved
+
+
+def test_steps_zero_records_initialization_only():
+    rec = run_record(RunSpec(**{**TINY, "steps": 0}), [0])
+    assert rec["diagnostics"]["steps"] == [0]
+    assert len(rec["diagnostics"]["delta_norm"][0]) == 1
+    assert rec["summary"]["log10_attenuation_init"] == rec["summary"]["log10_attenuation_final"]
+
+
+def test_same_config_and_seed_give_a_bitwise_identical_record():
+    spec = RunSpec(**TINY, activation="relu", norm="batchnorm")
+    a, b = run_record(spec, [3]), run_record(spec, [3])
+    assert record.dumps(strip_volatile(a)) == record.dumps(strip_volatile(b))
+
+
+def test_vmap_over_seeds_equals_a_loop():
+    spec = RunSpec(**TINY, activation="tanh", init="xavier_normal")
+    _, joint = train.train(spec, [0, 1])
+    for i, seed in enumerate([0, 1]):
+        _, alone = train.train(spec, [seed])
+        for key in ("loss", "delta_norm", "grad_norm", "weight_samples"):
+            np.testing.assert_allclose(joint.outputs["logs"][key][i], alone.outputs["logs"][key][0],
+                                       rtol=2e-5, atol=1e-7, err_msg=key)
+
+
+def test_jit_equals_eager():
+    spec = RunSpec(**{**TINY, "depth": 2, "steps": 2, "log_every": 1})
+    program = train.build_program(spec)
+    eager = train.build_program(spec, jit=False)
+    params, state, keys = train.init_params(spec, [0], task=program.task)
+    lrs = np.array([spec.lr], np.float32)
+    compiled = program.run(params, state, keys, lrs)
+    with jax.disable_jit():
+        plain = eager.run(params, state, keys, lrs)
+    for key in ("loss", "delta_norm", "grad_norm", "update_ratio"):
+        np.testing.assert_allclose(np.asarray(compiled["logs"][key]), np.asarray(plain["logs"][key]),
+                                   rtol=1e-4, atol=1e-7, err_msg=key)
+
+
+def test_divergence_is_recorded_not_raised():
+    spec = RunSpec(**{**TINY, "steps": 8, "log_every": 2}, activation="relu", init="he_normal",
+                   optimizer="sgd", lr=1e6)
+    rec = run_record(spec, [0, 1])
+    assert rec["status"] == ["diverged", "diverged"]
+    for at in rec["diverged_at_step"]:
+        assert isinstance(at, int) and 0 <= at < 8
+    assert rec["metrics"]["final_test_loss"] == [None, None]
+    json.loads(record.dumps(rec))
+
+
+def test_vanished_gradient_is_recorded_as_zero_with_an_underflow_flag():
+    spec = RunSpec(**{**TINY, "steps": 0, "depth": 64}, activation="sigmoid", init="small_normal")
+    rec = run_record(spec, [0])
+    delta = np.array(rec["diagnostics"]["delta_norm"][0][0], dtype=float)
+    flags = rec["diagnostics"]["delta_underflow"][0][0]
+    assert delta[0] == 0.0 and flags[0] is True and flags[-1] is False
+    assert rec["summary"]["log10_attenuation_init"] == [None]
+    json.loads(record.dumps(rec))
+
+
+def test_configs_that_differ_in_init_and_lr_share_one_program():
+    a = RunSpec(**TINY, init="he_normal", lr=0.1)
+    b = a.replace(init="orthogonal", lr=0.02, sigma_w=1.3)
+    assert train.program_key(a) == train.program_key(b)
+    assert train.program_key(a) != train.program_key(a.replace(depth=4))
+    program = train.build_program(a)
+    pa, sa, ka = train.init_params(a, [0], task=program.task)
+    pb, sb, kb = train.init_params(b, [0], task=program.task)
+    stack = lambda *t: jax.tree_util.tree_map(lambda *x: np.concatenate(x), *t)  # noqa: E731
+    raw = train.execute(program, stack(pa, pb), stack(sa, sb), stack(ka, kb), [0.1, 0.02])
+    _, alone = train.train(b, [0])
+    np.testing.assert_allclose(raw.outputs["logs"]["loss"][1], alone.outputs["logs"]["loss"][0], rtol=2e-5)
