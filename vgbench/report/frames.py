@@ -84,15 +84,18 @@ def build_frames(records: list[dict]) -> Frames:
     for study, members in sorted(by_study.items()):
         design = study_design(members)
         orders = _entry_orders(members, design)
+        targets = _task_targets(members)
         for record in members:
             try:
-                rows = _run_rows(record, study, design, orders)
-                arrays = _arrays(record)
+                rows = _run_rows(record, study, design, orders, targets)
+                arrays = _arrays(record) if record["diagnostics"].get("steps") else None
             except (KeyError, TypeError, ValueError, IndexError) as err:
                 where = record.get("_source") or f"run {record.get('run_id')}"
                 problems.append(Problem(str(where), f"malformed record ({err})"))
                 continue
             run_rows += rows
+            if arrays is None:  # every seed failed before logging anything
+                continue
             keys = (study, record["run_id"], record["seeds"], record["diagnostics"]["steps"])
             layer_parts.append((keys, arrays["layer"], arrays["layer_names"]))
             curve_parts.append((keys, arrays["curve"]))
@@ -123,11 +126,21 @@ def with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns=RUN_ID_COLUMNS) -> p
 
 # ---------------------------------------------------------------------------- one record
 
-def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict) -> list[dict]:
+def _task_targets(records: list[dict]) -> dict:
+    """task -> the target its records state, for records that state none (a failed run)."""
+    targets = {}
+    for record in records:
+        if isinstance(record.get("target"), dict) and record["target"].get("metric"):
+            targets.setdefault(record["config"].get("task"), record["target"])
+    return targets
+
+
+def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
+              targets: dict) -> list[dict]:
     seeds, status, config = record["seeds"], record["status"], record["config"]
     metrics, summary = record["metrics"], record["summary"]
-    target = record.get("target") or {}
-    metric_name, metric = _final_metric(record)
+    target = record.get("target") or targets.get(config.get("task")) or {}
+    metric_name, metric = _final_metric(record, target)
     higher = target.get("higher_is_better", metric_name.endswith("accuracy"))
     env, timing = record.get("env") or {}, record.get("timing") or {}
     axes = {a: axis_value(record, a) for a in record.get("grid_axes") or {}}
@@ -170,10 +183,10 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict) -> li
     return rows
 
 
-def _final_metric(record: dict) -> tuple[str, list]:
+def _final_metric(record: dict, target: dict) -> tuple[str, list]:
     """The target metric's name and its per-seed final values."""
     metrics, n_seed = record["metrics"], len(record["seeds"])
-    name = (record.get("target") or {}).get("metric")
+    name = target.get("metric")
     if not name:
         name = "test_accuracy" if "final_test_accuracy" in metrics else "test_loss"
     for key in (f"final_{name}", f"final_test_{name}"):

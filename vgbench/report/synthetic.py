@@ -58,7 +58,13 @@ def _clean(value):
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        if value.dtype.kind == "f":  # whole arrays at once: thousands of records must be quick
+            finite = np.isfinite(value)
+            safe = np.where(finite & (value != 0), np.abs(value), 1.0)
+            scale = 10.0 ** (5 - np.floor(np.log10(safe)))
+            rounded = np.round(value * scale) / scale
+            return np.where(finite, rounded, None).tolist()
+        return value.tolist()
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

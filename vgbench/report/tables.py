@@ -126,7 +126,7 @@ def provenance(runs: pd.DataFrame) -> dict[str, str]:
         runs.get("env_device_count", [None] * len(runs)))})
     per_run = runs.groupby("run_id")["seed"].nunique()
     return {
-        "vgbench": values("vgbench_version"), "commit": values("env_git_commit", lambda c: c[:12]),
+        "vgbench": values("vgbench_version"), "commit": values("env_git_commit", _short_commit),
         "grid": values("grid_hash"), "seeds": list(runs["seed"].unique()),
         "seeds_per_run": "/".join(str(n) for n in sorted(per_run.unique())),
         "date": dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "unknown",
@@ -295,6 +295,12 @@ def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.D
         parts += ["| " + " | ".join(cells) + " |" for cells in table.rows] + [""]
     parts += [f"_Provenance: {provenance_text(study_runs, MARKDOWN)}_", ""]
     return "\n".join(parts)
+
+
+def _short_commit(commit: str) -> str:
+    """``"6b3b9728d87d...+dirty"`` -> ``"6b3b9728d87d+dirty"``: 12 hex digits, flags kept."""
+    head, plus, flags = commit.partition("+")
+    return head[:12] + plus + flags
 
 
 def _int_text(x) -> str:

@@ -1,0 +1,392 @@
+"""Axes-level figure functions over tidy frames, in seaborn's shape: ``plot_x(df, *, ax=None)``.
+
+Each draws on ``ax`` (the current axes if None) and returns it. Lines are the median over seeds
+and bands the range over seeds (min to max: with three to five seeds a range hides less than
+an interval would claim). Colours come from seaborn's colour-blind palette in entry order, so
+an entry looks the same in every figure of a study; a study with more than ten entries is
+drawn with colour for one axis and dashes for the others (:func:`entry_styles`). Inputs are
+the frames of :mod:`vgbench.report.frames`, joined with the run columns they need
+(:func:`~vgbench.report.frames.with_runs` adds ``entry``, ``frontier_value``, ...).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import pyplot as plt
+from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+
+COLUMN_WIDTH = 3.4   # inches: one column of a two-column paper
+SEQUENTIAL = "viridis"
+GRAD_LABEL = r"$\Vert\partial L/\partial h_l\Vert$"
+TIME_GRAD_LABEL = r"$\Vert\partial L/\partial h_t\Vert$"
+FRONTIER_SHARE = 2 / 3
+DASHES = ["-", (0, (4, 2)), (0, (1, 1.5)), (0, (4, 1.5, 1, 1.5)), (0, (8, 2)),
+          (0, (4, 1.5, 1, 1.5, 1, 1.5))]
+MAX_COLORS = 10      # seaborn's colour-blind palette
+
+
+@contextmanager
+def style():
+    """The one style of every vgbench figure: seaborn "ticks" at paper scale, colour-blind."""
+    rc = {**sns.axes_style("ticks"), **sns.plotting_context("paper", font_scale=0.9),
+          "axes.prop_cycle": mpl.cycler(color=sns.color_palette("colorblind")),
+          "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+          "image.cmap": SEQUENTIAL, "savefig.dpi": 150, "axes.titlesize": 8}
+    with mpl.rc_context(rc):
+        yield
+
+
+@dataclass
+class EntryStyles:
+    """Colour and dash of each entry, and the legend that explains them."""
+
+    colors: dict
+    dashes: dict = field(default_factory=dict)
+    legend: list = field(default_factory=list)   # [(handle, label)]
+
+
+def entry_styles(runs: pd.DataFrame) -> EntryStyles:
+    """Styles for the entries of one study (rows of ``runs``: ``entry``, ``entry_order``,
+    ``entry_axes``). Up to ten entries: a colour each. More, with two or more axes: colour by
+    one axis and dashes by the rest, where that fits in ten colours and six dashes."""
+    entries = runs.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
+    axes = [a for a in str(runs["entry_axes"].iloc[0]).split(" / ") if a] if len(runs) else []
+    if len(entries) > MAX_COLORS and len(axes) > 1:
+        parts = [e.split(" / ") for e in entries]
+        if all(len(p) == len(axes) for p in parts):
+            for i in range(len(axes)):
+                hues = list(dict.fromkeys(p[i] for p in parts))
+                rests = list(dict.fromkeys(" / ".join(p[:i] + p[i + 1:]) for p in parts))
+                if len(hues) <= MAX_COLORS and len(rests) <= len(DASHES):
+                    return _factored(entries, parts, i, hues, rests, axes)
+    palette = sns.color_palette("colorblind" if len(entries) <= MAX_COLORS else "husl",
+                                len(entries))
+    colors = dict(zip(entries, palette))
+    return EntryStyles(colors, {}, [(Line2D([], [], color=c), e) for e, c in colors.items()])
+
+
+def _factored(entries, parts, i, hues, rests, axes) -> EntryStyles:
+    palette = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
+    dash = dict(zip(rests, DASHES))
+    colors = {e: palette[p[i]] for e, p in zip(entries, parts)}
+    dashes = {e: dash[" / ".join(p[:i] + p[i + 1:])] for e, p in zip(entries, parts)}
+    blank = Line2D([], [], linestyle="none")
+    legend = [(blank, f"{axes[i]}:")] + [(Line2D([], [], color=c), h) for h, c in palette.items()]
+    legend += [(blank, " / ".join(axes[:i] + axes[i + 1:]) + ":")]
+    legend += [(Line2D([], [], color="0.3", linestyle=d), r) for r, d in dash.items()]
+    return EntryStyles(colors, dashes, legend)
+
+
+def palette(df: pd.DataFrame, hue: str) -> dict:
+    """Colour of each ``hue`` value: in entry order for entries, sorted otherwise."""
+    if hue == "entry" and "entry_order" in df:
+        levels = df.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
+    else:
+        levels = sorted(df[hue].dropna().unique(), key=str)
+    colors = sns.color_palette("colorblind" if len(levels) <= MAX_COLORS else "husl", len(levels))
+    return dict(zip(levels, colors))
+
+
+def plot_grad_vs_layer(df: pd.DataFrame, *, ax=None, value: str = "delta_norm", hue: str = "entry",
+                       log_point: int | str = 0, colors: dict | None = None,
+                       dashes: dict | None = None):
+    """‖∂L/∂h_l‖ against layer l (log scale), one line per ``hue``: the vanishing-gradient picture.
+
+    ``df``: rows of ``grad_stats`` (with ``hue``), typically of one depth. ``log_point``: an
+    index, ``"first"`` or ``"last"``. A layer where a seed's signal underflowed to zero is
+    marked with a triangle on the bottom edge.
+    """
+    ax = ax if ax is not None else plt.gca()
+    data = _at_log_point(df, log_point)
+    _median_lines(ax, data, x="layer", value=value, hue=hue, colors=colors or palette(df, hue),
+                  dashes=dashes, offset=1, log_y=True, underflow="delta_underflow",
+                  marker="o" if data["layer"].nunique() <= 12 else None)
+    _log_y(ax)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4, integer=True))
+    ax.set(xlabel="layer l (input → output)",
+           ylabel=GRAD_LABEL if value == "delta_norm" else value.replace("_", " "))
+    return ax
+
+
+def plot_time_grad(df: pd.DataFrame, *, ax=None, value: str = "time_delta_norm", hue: str = "entry",
+                   log_point: int | str = 0, colors: dict | None = None,
+                   dashes: dict | None = None, linestyle: str = "-"):
+    """‖∂L/∂h_t‖ against time step t (log scale), one line per ``hue`` (e.g. per cell).
+
+    ``df``: rows of ``time_stats``, typically of one sequence length.
+    """
+    ax = ax if ax is not None else plt.gca()
+    data = _at_log_point(df, log_point)
+    _median_lines(ax, data, x="t", value=value, hue=hue, colors=colors or palette(df, hue),
+                  dashes=dashes, offset=1, linestyle=linestyle, log_y=True,
+                  underflow="time_delta_underflow")
+    _log_y(ax)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4, integer=True))
+    ax.set(xlabel="time step t", ylabel=TIME_GRAD_LABEL)
+    return ax
+
+
+def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
+                      log_point: int | str = 0, vmin=None, vmax=None, cbar: bool = True):
+    """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), median over seeds; one entry.
+
+    Cells beyond a network's depth are blank; a signal that underflowed to zero is shown at
+    the bottom of the colour scale.
+    """
+    ax = ax if ax is not None else plt.gca()
+    data = _at_log_point(df, log_point)
+    per_cell = data.groupby(["frontier_value", "layer"])[value].median()
+    with np.errstate(divide="ignore"):
+        matrix = np.log10(per_cell).unstack("layer")
+    values = matrix.to_numpy(float)
+    finite = values[np.isfinite(values)]
+    low = vmin if vmin is not None else (finite.min() if finite.size else -1.0)
+    values = np.where(np.isneginf(values), low, values)
+    layers = matrix.columns.to_numpy(float) + 1
+    mesh = ax.pcolormesh(np.append(layers, layers[-1] + 1) - 0.5 if len(layers) else [0, 1],
+                         np.arange(len(matrix) + 1), np.ma.masked_invalid(values),
+                         cmap=SEQUENTIAL, vmin=low, vmax=vmax, shading="flat")
+    ax.set_yticks(np.arange(len(matrix)) + 0.5, [_number_text(v) for v in matrix.index])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=5, integer=True))
+    ax.set(xlabel="layer l", ylabel=str(df["frontier_axis"].iloc[0]) if "frontier_axis" in df
+           and len(df) else "depth")
+    if cbar:
+        ax.figure.colorbar(mesh, ax=ax, label="log10 " + GRAD_LABEL)
+    return ax
+
+
+def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str = "entry",
+                     colors: dict | None = None, dashes: dict | None = None):
+    """Loss against step, median and range over seeds per ``hue``; an ``x`` marks each seed's
+    detected plateau (column ``plateau_step``) and a dashed line the task's trivial predictor
+    (column ``task_baseline``), where the frame has those columns."""
+    ax = ax if ax is not None else plt.gca()
+    colors = colors or palette(df, hue)
+    positive = bool((df[value].dropna() > 0).all())
+    _median_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
+                  log_y=positive)
+    if "plateau_step" in df:
+        marker_label = "plateau"  # once per axes, for the legend
+        for label, group in _ordered(df, hue, colors):
+            center = group.groupby("step")[value].median().dropna()
+            steps = group.drop_duplicates(["run_id", "seed"])["plateau_step"].dropna()
+            if len(steps) and len(center):
+                y = np.interp(steps, center.index.to_numpy(float), center.to_numpy(float))
+                ax.scatter(steps, y, marker="x", s=18, color=colors[label], zorder=3,
+                           label=marker_label)
+                marker_label = "_plateau"
+    if "task_baseline" in df and df["task_baseline"].notna().any():
+        ax.axhline(df["task_baseline"].median(), color="0.4", linestyle="--", linewidth=0.8,
+                   label="trivial predictor")
+    if positive:
+        _log_y(ax)
+    _few_ticks(ax)
+    ax.set(xlabel="step", ylabel=value.replace("_", " "))
+    return ax
+
+
+def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
+                         colorbar: bool = True):
+    """Per-layer gradient norm against training step for one run, median over seeds; layers
+    coloured from input (dark) to output (light). Drawn as one line collection."""
+    ax = ax if ax is not None else plt.gca()
+    values = df[value].where(df[value] > 0)
+    table = values.groupby([df["layer"], df["step"]]).median().unstack("step")
+    steps = table.columns.to_numpy(float)
+    segments = [np.column_stack([steps, row]) for row in table.to_numpy(float)]
+    _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar)
+    _log_y(ax)
+    _few_ticks(ax)
+    ax.set(xlabel="step", ylabel=value.replace("_", " "))
+    return ax
+
+
+def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, seed=None, max_layers: int = 8,
+                             change: bool = True, colorbar: bool = True):
+    """Step against the fixed sample weights of each layer: are the weights changing?
+
+    One run and one seed (the one that logged longest, unless ``seed`` is given); for deep
+    networks ``max_layers`` layers evenly spaced from input to output. ``change`` plots
+    ``w_t - w_0`` (flat lines at zero: a layer that does not learn) instead of ``w_t``.
+    Drawn as one line collection, a line per sample weight.
+    """
+    ax = ax if ax is not None else plt.gca()
+    if seed is None:
+        logged = df.dropna(subset=["weight_sample_0"]).groupby("seed")["step"].max()
+        seed = logged.idxmax() if len(logged) else df["seed"].iloc[0]
+    data = df[df["seed"] == seed].sort_values(["layer", "step"])
+    layers = np.unique(data["layer"])
+    if len(layers) > max_layers:
+        layers = layers[np.unique(np.linspace(0, len(layers) - 1, max_layers).round().astype(int))]
+    columns = [c for c in data.columns if c.startswith("weight_sample_")]
+    segments, owners = [], []
+    for layer in layers:
+        rows = data[data["layer"] == layer]
+        steps = rows["step"].to_numpy(float)
+        for column in columns:
+            weights = rows[column].to_numpy(float)
+            if change and len(weights):
+                weights = weights - weights[0]
+            segments.append(np.column_stack([steps, weights]))
+            owners.append(layer)
+    _layer_lines(ax, segments, np.asarray(owners), _n_layer(df), colorbar)
+    _few_ticks(ax, y=True)
+    ax.set(xlabel="step", ylabel="weight − initial value" if change else "weight value")
+    return ax
+
+
+def plot_frontier(df: pd.DataFrame, *, ax=None, hue: str = "entry", colors: dict | None = None,
+                  dashes: dict | None = None):
+    """Share of seeds that reach the target against the frontier axis (depth or T), per entry;
+    the dotted line is the 2/3 that defines the trainability frontier.
+
+    ``df``: rows of ``runs`` (one per run x seed, columns ``frontier_value`` and ``reached``).
+    """
+    ax = ax if ax is not None else plt.gca()
+    colors = colors or palette(df, hue)
+    for label, group in _ordered(df, hue, colors):
+        rate = group.groupby("frontier_value")["reached"].mean()
+        ax.plot(rate.index, rate.to_numpy(), marker="o", markersize=3, color=colors[label],
+                linestyle=(dashes or {}).get(label, "-"), label=str(label))
+    ax.axhline(FRONTIER_SHARE, color="0.4", linestyle=":", linewidth=0.8, label="2/3 of seeds")
+    ax.set(ylim=(-0.04, 1.04), ylabel="seeds reaching the target", xlabel=_axis_name(df),
+           yticks=[0, 0.5, 1])
+    _frontier_scale(ax, df["frontier_value"])
+    return ax
+
+
+def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fraction_final",
+                         hue: str = "entry", colors: dict | None = None,
+                         dashes: dict | None = None):
+    """A unit fraction at the end of training (``dead_fraction_final`` or ``saturation_final``)
+    against the frontier axis, median and range over the seeds that finished."""
+    ax = ax if ax is not None else plt.gca()
+    data = df[df["ok"]] if "ok" in df else df
+    _median_lines(ax, data, x="frontier_value", value=value, hue=hue, dashes=dashes,
+                  colors=colors or palette(df, hue), marker="o")
+    label = {"dead_fraction_final": "dead units", "saturation_final": "saturated units"}
+    ax.set(ylabel=f"fraction of {label.get(value, value)}", xlabel=_axis_name(df))
+    _frontier_scale(ax, df["frontier_value"])
+    return ax
+
+
+def plot_loss_vs_baseline(df: pd.DataFrame, *, ax=None, value: str = "final_test_loss",
+                          hue: str = "entry", colors: dict | None = None,
+                          dashes: dict | None = None):
+    """Final loss over the task's trivial-predictor loss against the frontier axis (T for
+    recurrent studies): below the dashed line at 1 a model has learned something."""
+    ax = ax if ax is not None else plt.gca()
+    data = df[df["ok"]].assign(ratio=lambda d: d[value] / d["task_baseline"])
+    positive = bool(len(data) and (data["ratio"].dropna() > 0).all())
+    _median_lines(ax, data, x="frontier_value", value="ratio", hue=hue, dashes=dashes,
+                  colors=colors or palette(df, hue), marker="o", log_y=positive)
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8, label="trivial predictor")
+    if positive:
+        _log_y(ax)
+    ax.set(ylabel=f"{value.replace('_', ' ')} / trivial", xlabel=_axis_name(df))
+    _frontier_scale(ax, df["frontier_value"])
+    return ax
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _at_log_point(df: pd.DataFrame, log_point) -> pd.DataFrame:
+    if log_point == "first":
+        log_point = 0
+    if log_point == "last":
+        last = df.groupby("run_id", observed=True)["log_point"].transform("max")
+        return df[df["log_point"] == last]
+    return df[df["log_point"] == log_point]
+
+
+def _ordered(df: pd.DataFrame, hue: str, colors: dict):
+    groups = dict(tuple(df.groupby(hue, sort=False, observed=True)))
+    return [(label, groups[label]) for label in colors if label in groups]
+
+
+def _median_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors: dict,
+                  dashes: dict | None = None, offset: float = 0, marker=None,
+                  linestyle: str = "-", log_y: bool = False, underflow: str | None = None):
+    """Median over seeds (line) and range over seeds (band) of ``value`` against ``x``; with
+    ``log_y`` a zero (an underflow, marked on the bottom edge via ``underflow``) is left out."""
+    if df.empty:
+        return
+    values = df[value].astype(float)
+    if log_y:
+        values = values.where(values > 0)  # zero: underflow, marked below
+    stats = values.groupby([df[hue], df[x]], observed=True, sort=True).agg(
+        ["median", "min", "max", "count"])
+    vanished = pd.Series(dtype=object)
+    if underflow and underflow in df:
+        flagged = df[underflow].astype(bool)
+        vanished = df[x][flagged].groupby(df[hue][flagged], observed=True).unique()
+    present = set(stats.index.get_level_values(0))
+    for label in colors:
+        if label not in present:
+            continue
+        part = stats.xs(label, level=0)
+        xs = part.index.to_numpy(float) + offset
+        ax.plot(xs, part["median"].to_numpy(), color=colors[label], marker=marker,
+                linestyle=(dashes or {}).get(label, linestyle), label=str(label), markersize=3)
+        if part["count"].max() > 1:
+            ax.fill_between(xs, part["min"].to_numpy(), part["max"].to_numpy(),
+                            color=colors[label], alpha=0.2, linewidth=0)
+        if label in vanished.index and len(vanished[label]):
+            where = np.asarray(vanished[label], float) + offset
+            ax.scatter(where, np.full(len(where), 0.02), transform=ax.get_xaxis_transform(),
+                       marker="v", s=14, color=colors[label], label="_underflow", clip_on=False)
+
+
+def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool):
+    """One line per segment, coloured by its layer (0 = input) on the sequential colour map."""
+    norm = Normalize(0, max(n_layer - 1, 1))
+    lines = LineCollection(segments, colors=mpl.colormaps[SEQUENTIAL](norm(layers)),
+                           linewidths=0.8)
+    ax.add_collection(lines)
+    ax.autoscale_view()
+    if colorbar:
+        mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
+        ax.figure.colorbar(mappable, ax=ax, label="layer l", pad=0.02)
+
+
+def _log_y(ax):
+    """Log y axis with a few labelled decades and no minor ticks."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
+    ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # minor ticks cost half the drawing
+
+
+def _few_ticks(ax, y: bool = False):
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4))
+    if y:
+        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4))
+
+
+def _n_layer(df: pd.DataFrame) -> int:
+    return int(df["layer"].max()) + 1 if len(df) else 1
+
+
+def _axis_name(df: pd.DataFrame) -> str:
+    return str(df["frontier_axis"].iloc[0]) if "frontier_axis" in df and len(df) else ""
+
+
+def _frontier_scale(ax, values):
+    values = np.asarray(pd.Series(values).dropna().unique(), float)
+    if len(values) and values.min() > 0 and values.max() / values.min() >= 8:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(values), [_number_text(v) for v in sorted(values)])
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+
+
+def _number_text(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
