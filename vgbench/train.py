@@ -122,24 +122,25 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             return (new_params, new_state, new_opt_state, diverged_at), log
 
         def block(carry, b):
+            # one diagnostic step, then log_every - 1 plain steps; the extra last block only
+            # measures (step == steps): its update is computed for update_ratio, not applied
             start = b * every
             if diagnostics:
-                carry, log = diag_step(carry, start)
+                new_carry, log = diag_step(carry, start)
             else:
-                carry, loss = plain_step(carry, start)
+                new_carry, loss = plain_step(carry, start)
                 log = {"loss": loss}
-            if every > 1:
-                carry, _ = jax.lax.scan(plain_step, carry, start + 1 + jnp.arange(every - 1))
+
+            def advance(c):
+                if every > 1:
+                    c, _ = jax.lax.scan(plain_step, c, start + 1 + jnp.arange(every - 1))
+                return c
+
+            carry = jax.lax.cond(b < n_blocks, lambda: advance(new_carry), lambda: carry)
             return carry, log
 
         carry = (params, state, opt_state, jnp.int32(-1))
-        carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks))
-        if diagnostics:
-            _, last = diag_step(carry, spec.steps)
-        else:
-            last = {"loss": loss_fn(carry[0], carry[1], *task.sample(
-                jax.random.fold_in(data_key, spec.steps), batch))[0]}
-        logs = jax.tree_util.tree_map(lambda a, z: jnp.concatenate([a, z[None]]), logs, last)
+        carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks + 1))
         params, state, _, diverged_at = carry
         final = {"train": evaluate(params, state, x_train, y_train),
                  "test": evaluate(params, state, x_test, y_test)}
