@@ -1,0 +1,58 @@
+"""The command line: one run end to end, listings, and bad input that writes nothing."""
+
+import json
+
+import pytest
+
+from vgbench.cli import main
+
+TINY = ["--depth", "3", "--width", "8", "--batch-size", "16", "--steps", "4", "--log-every", "2"]
+
+
+def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["train", *TINY, "--activation", "sigmoid", "--init", "naive", "--seeds", "2",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "log10_att_init" in text and "target reached by" in text
+    rec = json.loads(out.read_text())
+    assert rec["config"]["activation"] == "sigmoid" and rec["seeds"] == [0, 1]
+    assert rec["study"] == "adhoc"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--activation", "sigmod"], "did you mean 'sigmoid'"),
+    (["train", "--steps", "10", "--log-every", "3"], "multiple of log_every"),
+    (["train", "--task", "mnist"], "--data-dir"),
+    (["list", "activations"], "did you mean 'activation'"),
+])
+def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run.json"
+    extra = ["--out", str(out)] if argv[0] == "train" else []
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_wrong_flag_types_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--depth", "2.5"])
+    assert exc.value.code == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_seeds_accept_a_count_or_a_list(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["train", *TINY, "--seeds", "4,9", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["seeds"] == [4, 9]
+    with pytest.raises(SystemExit):
+        main(["train", "--seeds", "0"])
+
+
+def test_list_prints_every_axis_with_one_line_docs(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for axis in ("activation:", "init:", "norm:", "skip:", "optimizer:", "clip:", "model:", "task:"):
+        assert axis in text
+    assert "Glorot & Bengio 2010" in text and "He et al. 2015" in text

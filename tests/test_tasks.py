@@ -1,0 +1,85 @@
+"""Classification tasks: digits split and baseline, teacher labels, the IDX reader."""
+
+import gzip
+
+import jax
+import numpy as np
+import pytest
+
+from vgbench import tasks
+from vgbench.spec import RunSpec
+from vgbench.tasks.classification import read_idx, write_idx
+
+
+def test_digits_is_a_fixed_split_of_the_bundled_images():
+    task = tasks.make(RunSpec(task="digits"))
+    (x_tr, y_tr), (x_te, y_te) = task.eval_train, task.eval_test
+    assert x_tr.shape == (1438, 64) and x_te.shape == (359, 64)
+    assert set(np.unique(y_te)) == set(range(10))
+    again = tasks.make(RunSpec(task="digits", depth=7))
+    np.testing.assert_array_equal(again.eval_test[1], y_te)       # split does not depend on the run
+    assert task.baseline == pytest.approx(np.log(10), abs=0.01)   # near-balanced classes
+    assert abs(x_tr.mean()) < 1e-5                                 # standardized with train stats
+
+
+def test_digits_as_images_for_cnns_and_batches_from_the_training_set():
+    task = tasks.make(RunSpec(task="digits", model="cnn", depth=3))
+    assert task.input_shape == (8, 8, 1)
+    x, y = task.sample(jax.random.PRNGKey(0), 32)
+    assert x.shape == (32, 8, 8, 1) and y.shape == (32,) and y.dtype == np.int32
+    train_rows = {row.tobytes() for row in np.asarray(task.eval_train[0]).reshape(len(task.eval_train[0]), -1)}
+    assert all(row.tobytes() in train_rows for row in np.asarray(x).reshape(32, -1))
+
+
+def test_teacher_labels_come_from_the_teacher_and_scale_with_input_scale():
+    task = tasks.make(RunSpec(task="teacher", input_dim=20, input_scale=2.0))
+    x, y = task.sample(jax.random.PRNGKey(0), 4096)
+    assert x.shape == (4096, 20)
+    assert float(np.std(np.asarray(x))) == pytest.approx(2.0, rel=0.03)
+    counts = np.bincount(np.asarray(y), minlength=10)
+    assert (counts > 0).sum() >= 5     # several classes actually occur
+    assert 0 < task.baseline <= np.log(10) + 1e-6
+
+
+def write_idx_dataset(directory, n_train=60, n_test=20, gz=False):
+    rng = np.random.default_rng(0)
+    labels = {"train": rng.integers(0, 10, n_train), "test": rng.integers(0, 10, n_test)}
+    files = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 6, 6)),
+             "train-labels-idx1-ubyte": labels["train"],
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 6, 6)),
+             "t10k-labels-idx1-ubyte": labels["test"]}
+    for name, array in files.items():
+        path = directory / name
+        write_idx(path, array)
+        if gz:
+            path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+            path.unlink()
+    return files
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_reader_round_trips(tmp_path, gz):
+    files = write_idx_dataset(tmp_path, gz=gz)
+    suffix = ".gz" if gz else ""
+    images = read_idx(tmp_path / ("train-images-idx3-ubyte" + suffix))
+    np.testing.assert_array_equal(images, files["train-images-idx3-ubyte"])
+    task = tasks.make(RunSpec(task="mnist", data_dir=str(tmp_path)))
+    assert task.input_shape == (36,) and task.eval_test[0].shape == (20, 36)
+    cnn = tasks.make(RunSpec(task="fashion_mnist", model="cnn", depth=3, data_dir=str(tmp_path)))
+    assert cnn.input_shape == (6, 6, 1)
+
+
+def test_idx_errors_name_the_file_and_what_is_expected(tmp_path):
+    with pytest.raises(ValueError, match="--data-dir"):
+        tasks.make(RunSpec(task="mnist"))
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.*never downloads"):
+        tasks.make(RunSpec(task="mnist", data_dir=str(tmp_path)))
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04garbage")
+    with pytest.raises(ValueError, match="bad magic"):
+        read_idx(bad)
+    short = tmp_path / "short"
+    write_idx(short, np.zeros((4, 3, 3)))
+    short.write_bytes(short.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="promises"):
+        read_idx(short)
