@@ -1,0 +1,466 @@
+"""Grid files: one TOML file per study, expanded into the runs of that study.
+
+A grid file has these parts (all optional except at least one run)::
+
+    [study]                      # or the same keys at the top level
+    name = "initialization"      # default: the file's stem
+    description = "..."
+    seeds = 3                    # a count (seeds 0..n-1) or a list of distinct integers
+    baseline = {init = "naive"}  # the reference entry of paired comparisons
+    plugins = ["my_inits.py"]    # files (relative to this file) or module names, imported first
+    steps = 300                  # any config field here is a fixed field, like [fixed]
+
+    [fixed]                      # config fields shared by every run
+    task = "digits"
+
+    [axes]                       # the product of these lists is the grid
+    depth = [2, 8, 32]
+    activation_init = [          # a zipped axis: fields that vary together
+      {activation = "tanh", init = "xavier_normal", label = "matched"},
+      {activation = "relu", init = "he_normal", label = "matched"},
+    ]
+
+    [[exclude]]                  # drop product entries matching every key (a value or a list)
+    depth = 32
+    activation = "tanh"
+
+    [[include]]                  # add runs: fixed fields + these (lists expand as a product)
+    depth = 64
+    activation_init = {activation = "relu", init = "he_normal"}
+
+A suite file lists study files instead: ``[suite] studies = ["a.toml", "b.toml"]``.
+
+Every mistake (a missing file, bad TOML, an unknown key, axis or value, a wrong type, an
+empty product) raises one :class:`GridError` naming the file, the key and the valid choices,
+before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vgbench import spec as spec_mod
+from vgbench.spec import RunSpec
+
+STUDY_KEYS = ("name", "description", "seeds", "baseline", "plugins")
+SECTIONS = ("study", "fixed", "axes", "exclude", "include")
+LABEL = "label"   # in a zipped axis entry: the value the axis itself takes in grid_axes
+
+
+class GridError(ValueError):
+    """A grid file that cannot be expanded; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One config of a study, with the seeds to run and its coordinates on the grid's axes."""
+
+    spec: RunSpec
+    seeds: tuple[int, ...]
+    grid_axes: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An expanded study: its metadata and its runs, in grid-file order."""
+
+    path: str
+    name: str
+    description: str
+    grid_hash: str
+    seeds: tuple[int, ...]
+    baseline: dict[str, Any] | None
+    plugins: tuple[str, ...]          # resolved: absolute file paths or module names
+    axes: tuple[str, ...]             # the keys that vary across the study's runs
+    runs: tuple[Run, ...]
+
+    def meta(self) -> dict[str, Any]:
+        """Fields every record of this study carries besides the run's own."""
+        return {"study": self.name, "grid_hash": self.grid_hash, "study_baseline": self.baseline}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def grid_fields() -> list[str]:
+    """Config fields a grid file may set (those the command line has too)."""
+    return [f.name for f in dataclasses.fields(RunSpec) if f.metadata.get("cli", True)]
+
+
+def _near(name: str, choices) -> str:
+    near = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def canonical_hash(content: Any) -> str:
+    """Hash of parsed TOML content (key order, comments and layout do not count)."""
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _registries() -> dict[str, Any]:
+    """Config field -> registry of its valid names (the CLI's table of axes)."""
+    import importlib
+
+    from vgbench.cli import AXES
+
+    return {name: getattr(importlib.import_module(mod), attr) for name, (mod, attr) in AXES.items()}
+
+
+class _Checker:
+    """Checks one field value on its own: type, then registered name."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.registries = _registries()
+        self.fields = grid_fields()
+        self.types = spec_mod._field_types()
+
+    def key(self, key: str, ctx: str, extra=()) -> None:
+        if key not in self.fields and key not in extra:
+            valid = ", ".join([*extra, *self.fields])
+            raise GridError(f"{self.where}: {ctx}: unknown key {key!r}; valid keys: {valid}"
+                            f"{_near(key, [*extra, *self.fields])}")
+
+    def value(self, key: str, value: Any, ctx: str) -> Any:
+        try:
+            value = spec_mod._check_type(key, value, self.types[key])
+            if key in self.registries and value is not None:
+                self.registries[key].get(value)
+        except (TypeError, ValueError) as err:
+            raise GridError(f"{self.where}: {ctx}: {err}") from None
+        return value
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _matches(rule: dict, combo: dict) -> bool:
+    return all(combo.get(k, _MISSING) in _as_list(v) for k, v in rule.items())
+
+
+_MISSING = object()
+
+
+def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return tuple(range(value))
+    if (isinstance(value, list) and value
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+            and len(set(value)) == len(value)):
+        return tuple(value)
+    raise GridError(f"{where}: study.seeds: expected a count >= 1 (seeds 0..n-1) or a list of "
+                    f"distinct integers, got {value!r}")
+
+
+# ---------------------------------------------------------------------------- loading
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file; a missing or malformed file is a GridError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a grid file" if path.is_dir() else "does not exist"
+        raise GridError(f"{path}: grid file {what}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise GridError(f"{path}: not valid TOML: {err}") from None
+
+
+def load(path: str | Path) -> Grid:
+    """Read, validate and expand one study's grid file."""
+    path = Path(path)
+    content = read_toml(path)
+    where = str(path)
+    if "suite" in content:
+        raise GridError(f"{where}: is a suite file (it has [suite]); use load_many")
+    check = _Checker(where)
+    fields = set(check.fields)
+
+    study, fixed, sources = {}, {}, {}
+    for key, value in content.items():
+        if key in SECTIONS and key != "study":
+            continue
+        if key == "study":
+            if not isinstance(value, dict):
+                raise GridError(f"{where}: study must be a table, got {value!r}")
+            items, ctx = value.items(), "study"
+        else:
+            items, ctx = [(key, value)], "top level"
+        for k, v in items:
+            if k in STUDY_KEYS:
+                target = study
+            elif k in fields:
+                target = fixed
+            else:
+                valid = [*STUDY_KEYS, *(SECTIONS if ctx == "top level" else ()), *check.fields]
+                raise GridError(f"{where}: {ctx}: unknown key {k!r}; valid keys: {', '.join(valid)}"
+                                f"{_near(k, valid)}")
+            if k in target:
+                raise GridError(f"{where}: {k!r} is given twice (at the top level and in [study])")
+            target[k] = v
+            sources[k] = f"{'study.' if ctx == 'study' else ''}{k}"
+
+    fixed_table = content.get("fixed", {})
+    if not isinstance(fixed_table, dict):
+        raise GridError(f"{where}: fixed must be a table of config fields, got {fixed_table!r}")
+    for k, v in fixed_table.items():
+        check.key(k, "fixed")
+        if k in fixed:
+            raise GridError(f"{where}: fixed.{k}: also given as {sources[k]}; give it once")
+        fixed[k] = v
+        sources[k] = f"fixed.{k}"
+    for k, v in list(fixed.items()):
+        fixed[k] = check.value(k, v, sources[k])
+
+    name = study.get("name", path.stem)
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise GridError(f"{where}: study.name must be an identifier-like string, got {name!r}")
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise GridError(f"{where}: study.description must be a string, got {description!r}")
+    seeds = _parse_seeds(study.get("seeds", 1), where)
+
+    plugins = study.get("plugins", [])
+    plugin_hash, resolved = _load_plugins(plugins, path, where)
+    # registries may have grown: re-read them for the checks below
+    check = _Checker(where)
+
+    axes_table = content.get("axes", {})
+    if not isinstance(axes_table, dict):
+        raise GridError(f"{where}: axes must be a table of named value lists, got {axes_table!r}")
+    axes: list[tuple[str, list[dict]]] = []     # axis name -> list of {field: value} (+ label)
+    zipped: dict[str, set] = {}
+    owner: dict[str, str] = {}
+    for axis, values in axes_table.items():
+        ctx = f"axes.{axis}"
+        if not isinstance(values, list):
+            raise GridError(f"{where}: {ctx}: expected a list of values, got {values!r}")
+        if not values:
+            raise GridError(f"{where}: {ctx}: the list is empty, so the grid has no runs")
+        if axis in fields:
+            entries = [{axis: check.value(axis, v, f"{ctx}[{i}]")} for i, v in enumerate(values)]
+        elif all(isinstance(v, dict) for v in values):
+            entries = []
+            for i, v in enumerate(values):
+                if not v:
+                    raise GridError(f"{where}: {ctx}[{i}]: an empty table sets nothing")
+                entry = {}
+                for k, x in v.items():
+                    check.key(k, f"{ctx}[{i}]", extra=(LABEL,))
+                    entry[k] = x if k == LABEL else check.value(k, x, f"{ctx}[{i}].{k}")
+                entries.append(entry)
+            zipped[axis] = {k for e in entries for k in e if k != LABEL}
+        else:
+            raise GridError(
+                f"{where}: {ctx}: unknown axis {axis!r}{_near(axis, check.fields) or '.'} An axis is a "
+                f"config field ({', '.join(check.fields)}) or a list of tables of fields that "
+                "vary together")
+        for k in {k for e in entries for k in e if k != LABEL}:
+            if k in fixed:
+                raise GridError(f"{where}: {ctx}: field {k!r} is also fixed ({sources[k]}); "
+                                "make it either fixed or an axis")
+            if k in owner:
+                raise GridError(f"{where}: {ctx}: field {k!r} is already set by axes.{owner[k]}")
+            owner[k] = axis
+        axes.append((axis, entries))
+
+    combos = []
+    for parts in itertools.product(*(entries for _, entries in axes)):
+        combo: dict[str, Any] = {}
+        for (axis, _), part in zip(axes, parts):
+            combo.update({k: v for k, v in part.items() if k != LABEL})
+            if axis in zipped and LABEL in part:
+                combo[axis] = part[LABEL]
+        combos.append(combo)
+    if not axes:
+        # without axes the fixed fields are one run, unless [[include]] lists the runs
+        combos = [] if content.get("include") else [{}]
+
+    defaults = RunSpec().to_dict()
+    rules = _rules(content.get("exclude", []), "exclude", where)
+    for i, rule in enumerate(rules):
+        for k, v in rule.items():
+            check.key(k, f"exclude[{i}]", extra=tuple(zipped))
+            if k in fields:
+                for x in _as_list(v):
+                    check.value(k, x, f"exclude[{i}].{k}")
+        before = len(combos)
+        combos = [c for c in combos if not _matches(rule, {**defaults, **fixed, **c})]
+        if len(combos) == before:
+            raise GridError(f"{where}: exclude[{i}] matches no run of the grid: {rule}")
+    if axes_table and not combos:
+        raise GridError(f"{where}: exclude rules remove every run of the grid")
+
+    for i, rule in enumerate(_rules(content.get("include", []), "include", where)):
+        choices = []
+        for k, v in rule.items():
+            ctx = f"include[{i}].{k}"
+            if k in zipped:
+                tables = _as_list(v)
+                if not all(isinstance(t, dict) for t in tables):
+                    raise GridError(f"{where}: {ctx}: a zipped axis takes tables of fields, got {v!r}")
+                opts = []
+                for t in tables:
+                    entry = {}
+                    for kk, x in t.items():
+                        check.key(kk, ctx, extra=(LABEL,))
+                        if kk == LABEL:
+                            entry[k] = x
+                        else:
+                            entry[kk] = check.value(kk, x, f"{ctx}.{kk}")
+                    opts.append(entry)
+            else:
+                check.key(k, f"include[{i}]", extra=tuple(zipped))
+                opts = [{k: check.value(k, x, ctx)} for x in _as_list(v)]
+            choices.append(opts)
+        for parts in itertools.product(*choices):
+            combo = {}
+            for part in parts:
+                combo.update(part)
+            combos.append(combo)
+
+    if not combos:
+        raise GridError(f"{where}: the grid has no runs")
+
+    expanded = _expand(combos, fixed, plugin_hash, where)
+    varying = _varying_keys(expanded)
+    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying})
+                 for spec, combo in expanded)
+    return Grid(path=where, name=name, description=description,
+                grid_hash=canonical_hash(content), seeds=seeds,
+                baseline=_baseline(study.get("baseline"), check, where),
+                plugins=resolved, axes=varying, runs=runs)
+
+
+def _rules(value: Any, name: str, where: str) -> list[dict]:
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(r, dict) and r for r in value):
+        raise GridError(f"{where}: {name}: expected [[{name}]] tables of fields, got {value!r}")
+    return value
+
+
+def _load_plugins(plugins: Any, path: Path, where: str) -> tuple[str | None, tuple[str, ...]]:
+    from vgbench import plugins as plugin_mod
+
+    if plugins == []:
+        return None, ()
+    try:
+        digest = plugin_mod.load(plugins, base=path.parent, where=f"{where}: study.plugins")
+    except plugin_mod.PluginError as err:
+        raise GridError(str(err)) from None
+    resolved = []
+    for ref in plugins:
+        is_path = ref.endswith(".py") or "/" in ref or "\\" in ref
+        resolved.append(str((path.parent / Path(ref).expanduser()).resolve()) if is_path else ref)
+    return digest, tuple(resolved)
+
+
+def _baseline(value: Any, check: _Checker, where: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise GridError(f"{where}: study.baseline must be a table of config fields, got {value!r}")
+    for k, v in value.items():
+        check.key(k, "study.baseline")
+        check.value(k, v, f"study.baseline.{k}")
+    return dict(value)
+
+
+def _expand(combos: list[dict], fixed: dict, plugin_hash: str | None,
+            where: str) -> list[tuple[RunSpec, dict]]:
+    """Specs of the combinations, in order, without duplicates (equal run ids)."""
+    fields = set(grid_fields())
+    expanded, seen = [], set()
+    for combo in combos:
+        config = {**fixed, **{k: v for k, v in combo.items() if k in fields}}
+        if plugin_hash:
+            config["plugin_hash"] = plugin_hash
+        label = ", ".join(f"{k}={v!r}" for k, v in combo.items()) or "the fixed fields"
+        try:
+            spec = RunSpec.from_dict(config, where=f"{where}: run with {label}")
+        except (TypeError, ValueError) as err:
+            raise GridError(str(err)) from None
+        if spec.run_id not in seen:
+            seen.add(spec.run_id)
+            expanded.append((spec, combo))
+    return expanded
+
+
+def _varying_keys(expanded: list[tuple[RunSpec, dict]]) -> tuple[str, ...]:
+    """Keys (fields and zipped-axis labels) that take more than one value across the runs."""
+    keys: dict[str, None] = {}
+    for _, combo in expanded:
+        keys.update(dict.fromkeys(combo))
+    return tuple(k for k in keys if len({json.dumps(_value(spec, combo, k), sort_keys=True)
+                                          for spec, combo in expanded}) > 1)
+
+
+def _value(spec: RunSpec, combo: dict, key: str) -> Any:
+    if key in combo:
+        return combo[key]
+    return getattr(spec, key, None)
+
+
+# ---------------------------------------------------------------------------- suites
+
+def is_suite(path: str | Path) -> bool:
+    return "suite" in read_toml(path)
+
+
+def study_files(path: str | Path) -> list[Path]:
+    """The study files a path names: itself, or the files a suite file lists."""
+    path = Path(path)
+    content = read_toml(path)
+    if "suite" not in content:
+        return [path]
+    suite = content["suite"]
+    extra = sorted(set(content) - {"suite"})
+    if extra:
+        raise GridError(f"{path}: a suite file holds only [suite]; unexpected key {extra[0]!r}")
+    if not isinstance(suite, dict) or set(suite) - {"name", "description", "studies"}:
+        bad = sorted(set(suite) - {"name", "description", "studies"}) if isinstance(suite, dict) else suite
+        raise GridError(f"{path}: suite: unknown key {bad[0]!r}; valid keys: name, description, studies"
+                        if isinstance(suite, dict) else f"{path}: suite must be a table")
+    studies = suite.get("studies")
+    if not isinstance(studies, list) or not studies or not all(isinstance(s, str) for s in studies):
+        raise GridError(f"{path}: suite.studies must be a non-empty list of grid file paths, "
+                        f"got {studies!r}")
+    files = []
+    for s in studies:
+        file = (path.parent / s) if not Path(s).is_absolute() else Path(s)
+        if not file.is_file():
+            raise GridError(f"{path}: suite.studies: grid file {str(file)!r} does not exist")
+        files.append(file)
+    return files
+
+
+def load_many(paths) -> list[Grid]:
+    """Load every study that the paths name (suite files expand to their studies)."""
+    paths = list(paths)
+    if not paths:
+        raise GridError("no grid file given")
+    files: list[Path] = []
+    for p in paths:
+        files += [f for f in study_files(p) if f.resolve() not in {x.resolve() for x in files}]
+    grids = [load(f) for f in files]
+    names: dict[str, str] = {}
+    for g in grids:
+        if g.name in names:
+            raise GridError(f"{g.path}: study name {g.name!r} is also used by {names[g.name]}; "
+                            "study names must be unique")
+        names[g.name] = g.path
+    return grids

@@ -1,0 +1,233 @@
+"""``vgbench run GRID...``: expand grid files, skip finished runs, run the rest in batches.
+
+    vgbench run benchmarks/default.toml [--results results] [--jobs N]
+                [--executor local|ray] [--address HOST:PORT|auto] [--shard i/N]
+
+Every grid is read and checked before anything runs. Runs of a study that share a compiled
+program form batches (one vmapped call each); a run whose record exists is skipped, so a
+stopped grid resumes and an edited grid runs only what is new. ``--shard i/N`` keeps the
+i-th of N deterministic, cost-balanced slices of the batches (for Slurm job arrays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+
+from vgbench import grid as grid_mod
+from vgbench.executors import RUN_STATES, Batch, make_executor
+from vgbench.store import Store
+
+DEFAULT_MAX_BATCH = 64     # (run x seed) entries per compiled call
+RETRY_WAIT_S = 1.0         # between looks at runs that another runner holds
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/3' -> (2, 3): the second of three slices (numbered from 1, like --array=1-3)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes i/N, e.g. 2/3, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard i/N needs 1 <= i <= N, got {text!r}")
+    return i, n
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grids", nargs="+", metavar="GRID",
+                        help="study grid files (TOML) or suite files listing them")
+    parser.add_argument("--results", default="results", help="results directory (default: results)")
+    parser.add_argument("--jobs", type=_positive, default=1,
+                        help="local worker processes (default 1: run in this process)")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (HOST:PORT or auto); default: start a local Ray")
+    parser.add_argument("--gpus-per-task", type=float, default=None,
+                        help="GPUs each Ray task requests (default: 1 if the cluster has GPUs)")
+    parser.add_argument("--shard", type=parse_shard, default=None, metavar="i/N",
+                        help="run only the i-th of N deterministic slices (1 <= i <= N)")
+    parser.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH,
+                        help=f"most (run x seed) entries in one compiled call (default {DEFAULT_MAX_BATCH})")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the runs whose record says every seed failed")
+    parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# ---------------------------------------------------------------------------- planning
+
+def make_batches(grids, max_batch: int = DEFAULT_MAX_BATCH) -> list[Batch]:
+    """Every run of every study, grouped by program and cut into batches; a pure function of the grids."""
+    from vgbench.train import program_key
+
+    batches = []
+    for g in grids:
+        groups: dict[str, list] = {}
+        for run in g.runs:
+            groups.setdefault(program_key(run.spec).run_id, []).append(run)
+        for runs in groups.values():
+            chunk, size = [], 0
+            for run in runs:
+                if chunk and size + len(run.seeds) > max_batch:
+                    batches.append(Batch(len(batches), g.name, g.meta(), tuple(chunk), g.plugins))
+                    chunk, size = [], 0
+                chunk.append(run)
+                size += len(run.seeds)
+            batches.append(Batch(len(batches), g.name, g.meta(), tuple(chunk), g.plugins))
+    return batches
+
+
+def select_shard(batches: list[Batch], shard: tuple[int, int] | None) -> list[Batch]:
+    """The batches of slice i of N: longest first to the least loaded slice (deterministic)."""
+    if shard is None:
+        return batches
+    i, n = shard
+    load = [0.0] * n
+    owner = {}
+    for b in sorted(batches, key=lambda b: (-b.cost, b.index)):
+        k = min(range(n), key=lambda j: (load[j], j))
+        load[k] += b.cost
+        owner[b.index] = k
+    return [b for b in batches if owner[b.index] == i - 1]
+
+
+def manifest(g: grid_mod.Grid) -> dict:
+    """The study file: what the study is and which runs belong to it."""
+    return {"schema": "vgbench.study/1", "name": g.name, "description": g.description,
+            "grid_file": g.path, "grid_hash": g.grid_hash, "seeds": list(g.seeds),
+            "axes": list(g.axes), "baseline": g.baseline, "plugins": list(g.plugins),
+            "runs": [{"run_id": r.run_id, "grid_axes": r.grid_axes} for r in g.runs]}
+
+
+@dataclass
+class StudyTally:
+    runs: int = 0
+    new: int = 0
+    wall_s: float = 0.0
+    status: dict = field(default_factory=dict)   # run_id -> per-seed status
+
+    def line(self, name: str) -> str:
+        diverged = sum(any(s == "diverged" for s in st) for st in self.status.values())
+        failed = sum(any(s == "failed" for s in st) for st in self.status.values())
+        missing = self.runs - len(self.status)
+        return (f"{name}: {self.runs} runs ({self.new} run now), {diverged} diverged, "
+                f"{failed} failed" + (f", {missing} not done" if missing else "")
+                + f", wall {self.wall_s:.1f} s")
+
+
+# ---------------------------------------------------------------------------- main
+
+def main(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    grids = grid_mod.load_many(args.grids)            # every mistake is found before any run
+    batches = select_shard(make_batches(grids, args.max_batch), args.shard)
+    store = Store(args.results)
+    wanted = set(RUN_STATES) | ({"failed"} if args.retry_failed else set())
+
+    tallies = {g.name: StudyTally() for g in grids}
+    owner: dict[str, str] = {}
+    pending: list[Batch] = []
+    done = total = 0
+    for b in batches:
+        needs = False
+        for run in b.runs:
+            tally = tallies[b.study]
+            tally.runs += 1
+            total += 1
+            if run.run_id in owner and owner[run.run_id] != b.study:
+                print(f"note: a run of {b.study} ({run.run_id}) is the same config as one of "
+                      f"{owner[run.run_id]}; it runs once", file=sys.stderr)
+            owner.setdefault(run.run_id, b.study)
+            state = store.check(run.run_id, run.spec.to_dict(), run.seeds)
+            if state.state == "corrupt":
+                print(f"warning: {state.path} is not a valid record ({state.reason}); "
+                      "it will be run again", file=sys.stderr)
+            elif state.state == "other_seeds":
+                print(f"note: {state.path} was {state.reason}, the grid asks for "
+                      f"{list(run.seeds)}; it will be run again (the old record is kept under "
+                      f"{store.runs / 'superseded'})", file=sys.stderr)
+            if state.state in wanted:
+                needs = True
+            else:
+                tally.status[run.run_id] = state.status
+                done += 1
+        if needs:
+            pending.append(b)
+
+    shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard else ""
+    if args.dry_run:
+        for b in pending:
+            print(b.describe())
+        print(f"{total} runs{shard}: {done} done, {total - done} to run in {len(pending)} batches")
+        return 0
+
+    for g in grids:
+        store.write_study(manifest(g))
+    if not pending:
+        print(f"nothing to run: all {total} runs{shard} are done "
+              f"({time.perf_counter() - t_start:.1f} s)")
+        for name, tally in tallies.items():
+            print(tally.line(name))
+        return 0
+
+    exit_code = _execute(args, pending, store, tallies, done, total)
+    for name, tally in tallies.items():
+        print(tally.line(name))
+    print(f"total wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
+    return exit_code
+
+
+def _execute(args, pending: list[Batch], store: Store, tallies, done: int, total: int) -> int:
+    from tqdm import tqdm
+
+    executor = make_executor(args.executor, store.root, jobs=args.jobs, address=args.address,
+                             gpus_per_task=args.gpus_per_task, retry_failed=args.retry_failed)
+    bar = tqdm(total=total, initial=done, unit="run", dynamic_ncols=True, file=sys.stderr,
+               disable=True if args.no_progress else None)
+    by_index = {b.index: b for b in pending}
+    exit_code = 0
+    try:
+        todo = pending
+        while todo:
+            busy = []
+            for result in executor.map(todo, on_start=lambda b: bar.set_postfix_str(b.describe(),
+                                                                                      refresh=True)):
+                batch = by_index[result.index]
+                tally = tallies[batch.study]
+                tally.wall_s += result.wall_s
+                finished = 0
+                for o in result.outcomes:
+                    if o.result == "busy":
+                        continue
+                    finished += 1
+                    tally.status[o.run_id] = o.status
+                    if o.result in ("ran", "failed"):
+                        tally.new += 1
+                    if o.result == "failed":
+                        bar.write(f"failed: {batch.study} run {o.run_id}: {o.error}")
+                bar.update(finished)
+                if any(o.result == "busy" for o in result.outcomes):
+                    busy.append(batch)
+            if busy:   # another runner holds them: look again when it may be done
+                bar.set_postfix_str(f"waiting for {len(busy)} batches held by another runner")
+                time.sleep(RETRY_WAIT_S)
+            todo = busy
+    except KeyboardInterrupt:
+        bar.write("interrupted: finished runs are kept; run the same command again to resume")
+        exit_code = 130
+    finally:
+        bar.close()
+        executor.close()
+    return exit_code
