@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from vgbench.report.frames import Frames, build_frames
+from vgbench.report.frames import load_frames
 from vgbench.report.index import Output, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
-from vgbench.report.records import load_records
+from vgbench.report.parallel import default_workers, run_tasks
 from vgbench.report.tables import latex_table, markdown_table
 
 FRAME_FILES = {
@@ -21,10 +22,11 @@ FRAME_FILES = {
     "curves": ("curves.csv", "one row per run × seed × log point: losses, test metric, global gradient norm"),
 }
 CSV_FLOAT = "%.6g"
+CSV_CHUNK_ROWS = 150_000   # rows per task when a frame's CSV is written in parallel
 
 
 def build_report(results_dir: str | Path, *, studies=None, baselines: dict | None = None,
-                 formats=("png", "pdf")) -> list[Path]:
+                 formats=("png", "pdf"), workers: int | None = None) -> list[Path]:
     """Write the whole report of the records in ``<results_dir>/runs/`` and return its files.
 
     Args:
@@ -36,31 +38,41 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
         dict of axis values (``{"skip": "none"}``); see :mod:`vgbench.report.leaderboard` for
         the default.
       formats: the figure file formats.
+      workers: processes for figures and large CSV files (default: the number of cores).
 
     Records of another schema, corrupt files and malformed records are skipped and listed in
     ``README.md``; they never stop the report.
     """
-    from vgbench.report.figure_files import study_figures  # matplotlib only when drawing
-
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    records, problems = load_records(results_dir)
-    frames = build_frames(records)
-    problems += frames.problems
-    outputs = _write_frames(frames, results_dir)
+    workers = workers or default_workers()
+    frames = load_frames(results_dir, workers=workers)
+    problems = frames.problems
     baselines = baselines or {}
     wanted = set(studies) if studies is not None else None
-    for study, runs in frames.runs.groupby("study", sort=True):
-        if wanted is not None and study not in wanted:
-            continue
-        name = safe_name(study)
+    chosen = [s for s in sorted(frames.runs["study"].unique()) if wanted is None or s in wanted]
+
+    outputs, tasks = [], []
+    for attribute, (file_name, caption) in FRAME_FILES.items():
+        outputs.append(Output("frame", None, file_name, caption, (results_dir / file_name,)))
+        tasks += _csv_tasks(attribute, len(getattr(frames, attribute)), results_dir / file_name)
+    figure_tasks = []
+    for study in chosen:
+        runs = frames.runs[frames.runs["study"] == study]
         board, settings = _study_boards(runs, baselines.get(study))
-        outputs += _write_tables(study, name, runs, board, settings, results_dir)
-        parts = [f[f["study"] == study] for f in (frames.grad_stats, frames.time_stats, frames.curves)]
-        for fig_name, caption, paths in study_figures(runs, *parts, results_dir / "figures" / name,
-                                                      formats):
-            outputs.append(Output("figure", study, fig_name, caption, tuple(paths)))
-    index = write_index(outputs, problems, results_dir, len(records) - len(frames.problems))
+        outputs += _write_tables(study, safe_name(study), runs, board, settings, results_dir)
+        figure_tasks.append((_figures_task, (study, results_dir / "figures" / safe_name(study),
+                                             tuple(formats))))
+    # import the plotting stack once, here, rather than once in every worker
+    from vgbench.report import figure_files  # noqa: F401
+    # the slowest tasks first, so that the last ones to finish are short
+    results = run_tasks(figure_tasks + tasks, {"frames": frames}, workers)
+    _join_csv_parts(tasks)
+    for study, written in zip(chosen, results[:len(figure_tasks)]):
+        outputs += [Output("figure", study, name, caption, tuple(paths))
+                    for name, caption, paths in written]
+    n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
+    index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]
 
 
@@ -75,13 +87,49 @@ def _study_boards(runs: pd.DataFrame, baseline):
     return leaderboard(runs, baseline=baseline, entry_axes=entry_axes), by_setting(runs)
 
 
-def _write_frames(frames: Frames, results_dir: Path) -> list[Output]:
-    outputs = []
-    for attribute, (file_name, caption) in FRAME_FILES.items():
-        path = results_dir / file_name
-        getattr(frames, attribute).to_csv(path, index=False, float_format=CSV_FLOAT)
-        outputs.append(Output("frame", None, file_name, caption, (path,)))
-    return outputs
+def _figures_task(shared: dict, study: str, outdir: Path, formats: tuple):
+    from vgbench.report.figure_files import study_figures  # matplotlib only when drawing
+
+    frames = shared["frames"]
+    parts = [f[f["study"] == study] for f in (frames.runs, frames.grad_stats, frames.time_stats,
+                                             frames.curves)]
+    return study_figures(*parts, outdir, formats)
+
+
+def _csv_tasks(attribute: str, n_rows: int, path: Path) -> list:
+    """Tasks that write a frame's CSV in slices: ``path`` itself, or numbered parts of it."""
+    bounds = list(range(0, n_rows, CSV_CHUNK_ROWS)) + [n_rows]
+    if len(bounds) <= 2:
+        return [(_csv_task, (attribute, 0, n_rows, path, True))]
+    return [(_csv_task, (attribute, start, stop, _part(path, i), i == 0))
+            for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
+def _part(path: Path, i: int) -> Path:
+    return path.with_name(f".{path.name}.part{i:04d}")
+
+
+def _csv_task(shared: dict, attribute: str, start: int, stop: int, path: Path, header: bool):
+    frame = getattr(shared["frames"], attribute)
+    # record values are already rounded to 6 digits: their shortest form is also the quickest
+    frame.iloc[start:stop].to_csv(path, index=False, header=header)
+    return path
+
+
+def _join_csv_parts(tasks: list):
+    """Concatenate the numbered parts of each CSV, in order, into the file itself."""
+    parts: dict[Path, list[Path]] = {}
+    for _, args in tasks:
+        path = args[3]
+        if path.name.startswith("."):
+            target = path.with_name(path.name[1:].rsplit(".part", 1)[0])
+            parts.setdefault(target, []).append(path)
+    for target, pieces in parts.items():
+        with target.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as part:
+                    shutil.copyfileobj(part, out, length=1 << 20)
+                piece.unlink()
 
 
 def _write_tables(study, name, runs, board, settings, results_dir: Path) -> list[Output]:

@@ -153,7 +153,8 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     layers = matrix.columns.to_numpy(float) + 1
     mesh = ax.pcolormesh(np.append(layers, layers[-1] + 1) - 0.5 if len(layers) else [0, 1],
                          np.arange(len(matrix) + 1), np.ma.masked_invalid(values),
-                         cmap=SEQUENTIAL, vmin=low, vmax=vmax, shading="flat")
+                         cmap=SEQUENTIAL, vmin=low, vmax=vmax, shading="flat",
+                         rasterized=True)  # thousands of cells: an image even in a PDF
     ax.set_yticks(np.arange(len(matrix)) + 0.5, [_number_text(v) for v in matrix.index])
     ax.invert_yaxis()
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=5, integer=True))

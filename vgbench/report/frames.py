@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vgbench.report.records import Problem, load_records
+from vgbench.report.parallel import run_tasks
+from vgbench.report.records import Problem, read_record, record_paths
 
 LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
                 "saturation", "dead_fraction")
@@ -75,43 +76,79 @@ def entry_label(values) -> str:
     return " / ".join(_text(v) for v in values) if len(values) else "default"
 
 
-def build_frames(records: list[dict]) -> Frames:
-    """Tidy frames of ``records``; a record whose arrays are malformed is skipped and reported."""
-    by_study: dict[str, list[dict]] = {}
-    for record in records:
-        by_study.setdefault(str(record.get("study") or "adhoc"), []).append(record)
+def build_frames(records: list[dict], *, arrays: list | None = None) -> Frames:
+    """Tidy frames of ``records``; a record whose arrays are malformed is skipped and reported.
+
+    ``arrays``, if given, holds :func:`record_arrays` of each record (or the error it raised),
+    computed beforehand, so that the records themselves may come without their diagnostics.
+    """
+    arrays = arrays if arrays is not None else [_try_arrays(r) for r in records]
+    by_study: dict[str, list] = {}
+    for record, record_arrays_ in zip(records, arrays):
+        by_study.setdefault(str(record.get("study") or "adhoc"), []).append((record, record_arrays_))
     run_rows, layer_parts, time_parts, curve_parts, problems = [], [], [], [], []
     for study, members in sorted(by_study.items()):
-        design = study_design(members)
-        orders = _entry_orders(members, design)
-        targets = _task_targets(members)
-        for record in members:
+        design = study_design([r for r, _ in members])
+        orders = _entry_orders([r for r, _ in members], design)
+        targets = _task_targets([r for r, _ in members])
+        for record, found in members:
             try:
-                rows = _run_rows(record, study, design, orders, targets)
-                arrays = _arrays(record) if record["diagnostics"].get("steps") else None
+                if isinstance(found, Exception):
+                    raise found
+                rows = _run_rows(record, study, design, orders, targets,
+                                 found["underflow_first"] if found else None)
             except (KeyError, TypeError, ValueError, IndexError) as err:
                 where = record.get("_source") or f"run {record.get('run_id')}"
                 problems.append(Problem(str(where), f"malformed record ({err})"))
                 continue
             run_rows += rows
-            if arrays is None:  # every seed failed before logging anything
+            if found is None:  # every seed failed before logging anything
                 continue
             keys = (study, record["run_id"], record["seeds"], record["diagnostics"]["steps"])
-            layer_parts.append((keys, arrays["layer"], arrays["layer_names"]))
-            curve_parts.append((keys, arrays["curve"]))
-            if arrays["time"] is not None:
-                time_parts.append((keys, arrays["time"]))
+            layer_parts.append((keys, found["layer"], found["layer_names"]))
+            curve_parts.append((keys, found["curve"]))
+            if found["time"] is not None:
+                time_parts.append((keys, found["time"]))
     return Frames(runs=_runs_frame(run_rows), grad_stats=_long_frame(layer_parts, "layer"),
                   time_stats=_long_frame(time_parts, "t"), curves=_long_frame(curve_parts, None),
                   problems=problems)
 
 
-def load_frames(results_dir: str | Path) -> Frames:
-    """:func:`~vgbench.report.records.load_records` then :func:`build_frames`."""
-    records, problems = load_records(results_dir)
-    frames = build_frames(records)
+def load_frames(results_dir: str | Path, *, workers: int = 1) -> Frames:
+    """Load the records of ``results_dir`` and build their frames, on ``workers`` processes
+    (parsing JSON is most of the time); problems of both stages are reported together."""
+    paths = record_paths(results_dir)
+    chunks = [paths[i::workers] for i in range(workers)] if workers > 1 else [paths]
+    loaded = run_tasks([(_load_chunk, (chunk,)) for chunk in chunks if chunk], {}, workers)
+    found = sorted((item for chunk in loaded for item in chunk), key=lambda item: item[0])
+    problems = [item[1] for item in found if isinstance(item[1], Problem)]
+    kept = [item for item in found if not isinstance(item[1], Problem)]
+    frames = build_frames([item[1] for item in kept], arrays=[item[2] for item in kept])
     frames.problems = problems + frames.problems
     return frames
+
+
+def _load_chunk(shared: dict, paths: list) -> list:
+    """Read records and extract their arrays; the records come back without diagnostics."""
+    out = []
+    for path in paths:
+        record, problem = read_record(path)
+        if problem is not None:
+            out.append((str(path), problem))
+            continue
+        found = _try_arrays(record)
+        diagnostics = record["diagnostics"]
+        record["diagnostics"] = {k: diagnostics[k] for k in ("steps", "layer_names")
+                                 if k in diagnostics}
+        out.append((str(path), record, found))
+    return out
+
+
+def _try_arrays(record: dict):
+    try:
+        return record_arrays(record)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return err
 
 
 RUN_ID_COLUMNS = ("study", "task", "entry", "entry_order", "entry_axes", "frontier_axis",
@@ -136,7 +173,7 @@ def _task_targets(records: list[dict]) -> dict:
 
 
 def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
-              targets: dict) -> list[dict]:
+              targets: dict, underflow_first: np.ndarray | None) -> list[dict]:
     seeds, status, config = record["seeds"], record["status"], record["config"]
     metrics, summary = record["metrics"], record["summary"]
     target = record.get("target") or targets.get(config.get("task")) or {}
@@ -146,7 +183,6 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
     axes = {a: axis_value(record, a) for a in record.get("grid_axes") or {}}
     entry_values = tuple(_hashable(axis_value(record, a)) for a in design.entry_axes)
     frontier = axis_value(record, design.frontier_axis) if design.frontier_axis else None
-    underflow_first = _underflow_first(record)
     rows = []
     for i, seed in enumerate(seeds):
         ok = status[i] == "ok"
@@ -208,8 +244,11 @@ def _underflow_first(record: dict) -> np.ndarray | None:
     return _array(flags, shape, "underflow")[:, :, 0] == 1
 
 
-def _arrays(record: dict) -> dict:
+def record_arrays(record: dict) -> dict | None:
+    """The diagnostics of one record as float arrays (None if it logged nothing)."""
     diagnostics = record["diagnostics"]
+    if not diagnostics.get("steps"):
+        return None
     n_seed, n_point = len(record["seeds"]), len(diagnostics["steps"])
     names = diagnostics.get("layer_names")
     n_layer = len(names) if isinstance(names, list) else _last_dim(diagnostics.get("delta_norm"))
@@ -229,7 +268,8 @@ def _arrays(record: dict) -> dict:
                 "time_delta_underflow": _array(diagnostics.get("time_delta_underflow"), t_shape,
                                                "time_delta_underflow")}
         time = {k: v[:, keep] for k, v in time.items()} | {"_points": np.array(keep)}
-    return {"layer": layer, "layer_names": names, "curve": curve, "time": time}
+    return {"layer": layer, "layer_names": names, "curve": curve, "time": time,
+            "underflow_first": _underflow_first(record)}
 
 
 def _array(value, shape: tuple, name: str) -> np.ndarray:

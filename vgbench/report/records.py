@@ -62,24 +62,35 @@ def check_record(record) -> str | None:
     return None
 
 
+def record_paths(results_dir: str | Path) -> list[Path]:
+    """The record files of a results directory, in name order."""
+    return sorted((Path(results_dir) / "runs").glob("*.json"))
+
+
+def read_record(path: Path) -> tuple[dict | None, Problem | None]:
+    """One record file: ``(record, None)``, or ``(None, problem)`` if it cannot be used."""
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or UTF-8
+        return None, Problem(str(path), f"not readable as JSON ({err})")
+    reason = check_record(record)
+    if reason is not None:
+        return None, Problem(str(path), reason)
+    record["_source"] = str(path)
+    return record, None
+
+
 def load_records(results_dir: str | Path) -> tuple[list[dict], list[Problem]]:
     """Load every ``<results_dir>/runs/*.json``; returns ``(records, problems)``.
 
     Each loaded record gains a ``"_source"`` key with its path, so that later stages can
     name the file when they find something wrong with it.
     """
-    runs = Path(results_dir) / "runs"
     records, problems = [], []
-    for path in sorted(runs.glob("*.json")):
-        try:
-            record = json.loads(path.read_bytes())
-        except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or UTF-8
-            problems.append(Problem(str(path), f"not readable as JSON ({err})"))
-            continue
-        reason = check_record(record)
-        if reason is not None:
-            problems.append(Problem(str(path), reason))
-            continue
-        record["_source"] = str(path)
-        records.append(record)
+    for path in record_paths(results_dir):
+        record, problem = read_record(path)
+        if problem is None:
+            records.append(record)
+        else:
+            problems.append(problem)
     return records, problems
