@@ -1,0 +1,77 @@
+"""build_report end to end, its index, and the promise that the reporter never imports JAX."""
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from fixtures_records import recurrent_study, toy_study, write_results
+from vgbench.report import build_report
+
+
+def test_build_report_writes_frames_leaderboards_tables_figures_and_index(tmp_path):
+    results = write_results(tmp_path, toy_study() + recurrent_study(), corrupt=True)
+    paths = build_report(results, formats=("png",), workers=1)
+    assert all(p.exists() for p in paths)
+    for name in ("runs.csv", "grad_stats.csv", "time_stats.csv", "curves.csv", "README.md",
+                 "leaderboards/toy.csv", "leaderboards/toy_by_depth.csv",
+                 "leaderboards/memory.csv", "leaderboards/memory_by_seq_len.csv",
+                 "tables/toy.tex", "tables/toy.md", "tables/memory.tex", "tables/memory.md",
+                 "figures/toy/grad_vs_layer.png", "figures/memory/time_grad.png"):
+        assert (results / name).exists(), name
+    runs = pd.read_csv(results / "runs.csv")
+    assert len(runs) == 4 * 3 + 4 * 2
+    assert sorted(runs["status"].unique()) == ["diverged", "failed", "ok"]
+    board = pd.read_csv(results / "leaderboards" / "toy.csv")
+    assert board["entry"].tolist() == ["relu", "sigmoid"]
+    assert board.loc[0, "success"] == "2/3" and board.loc[0, "n_diverged"] == 1
+
+    index = (results / "README.md").read_text()
+    figures = [p for p in paths if p.suffix == ".png"]
+    for path in figures + [results / "tables" / "toy.tex", results / "leaderboards" / "toy.csv"]:
+        assert f"({path.relative_to(results).as_posix()})" in index
+    assert index.count("- figure ") == len(figures)
+    assert "runs/broken.json" in index and "vgbench.run/0" in index
+
+
+def test_parallel_build_writes_the_same_files(tmp_path):
+    serial = write_results(tmp_path / "a", toy_study())
+    parallel = write_results(tmp_path / "b", toy_study())
+    build_report(serial, formats=("png",), workers=1)
+    build_report(parallel, formats=("png",), workers=2)
+    for name in ("runs.csv", "grad_stats.csv", "leaderboards/toy.csv", "tables/toy.tex"):
+        assert (serial / name).read_bytes() == (parallel / name).read_bytes(), name
+
+
+def test_large_csv_is_written_in_parts_and_joined_in_order(tmp_path, monkeypatch):
+    from vgbench.report import build
+
+    whole = write_results(tmp_path / "whole", toy_study())
+    build_report(whole, formats=(), workers=1)
+    monkeypatch.setattr(build, "CSV_CHUNK_ROWS", 50)
+    parts = write_results(tmp_path / "parts", toy_study())
+    build_report(parts, formats=(), workers=2)
+    text = (parts / "grad_stats.csv").read_bytes()
+    assert text == (whole / "grad_stats.csv").read_bytes()
+    assert len(pd.read_csv(parts / "grad_stats.csv")) == sum(3 * 5 * d for d in (2, 4, 2, 4))
+    assert not list(parts.glob(".grad_stats.csv.part*"))
+
+
+def test_studies_filter_and_empty_results(tmp_path):
+    results = write_results(tmp_path, toy_study() + recurrent_study())
+    build_report(results, studies=["memory"], formats=("png",), workers=1)
+    assert (results / "tables" / "memory.md").exists()
+    assert not (results / "tables" / "toy.md").exists()
+    empty = tmp_path / "empty"
+    paths = build_report(empty, formats=("png",), workers=1)
+    assert (empty / "README.md") in paths and (empty / "runs.csv").exists()
+
+
+def test_importing_the_reporter_does_not_import_jax():
+    code = ("import sys; import vgbench.report, vgbench.report.figure_files, "
+            "vgbench.report.build, vgbench.report.synthetic; "
+            "bad = sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'flax', 'optax'))); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
