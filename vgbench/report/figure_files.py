@@ -65,7 +65,7 @@ def facets(n: int, *, ncols: int = MAX_COLUMNS, panel=PANEL, sharey=True, legend
 def legend_width(labels) -> float:
     """Inches a legend of ``labels`` needs at the legend font size (a generous estimate)."""
     longest = max([len(str(x)) for x in labels] + [1])
-    return 0.5 + longest * LEGEND_FONT * 0.55 / 72
+    return 0.6 + longest * LEGEND_FONT * 0.55 / 72
 
 
 def figure_legend(fig: Figure, axes, styles: fg.EntryStyles, title: str | None = None):
@@ -83,7 +83,7 @@ def figure_legend(fig: Figure, axes, styles: fg.EntryStyles, title: str | None =
         fig.legend([h for h, _ in pairs], [t for _, t in pairs], loc="upper left",
                    bbox_to_anchor=(right + 0.01, 0.98), title=None if styles.dashes else title,
                    fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT, borderaxespad=0.2,
-                   handlelength=1.8)
+                   handlelength=2.6)
 
 
 def colorbar_axes(fig: Figure, axes):

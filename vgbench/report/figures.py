@@ -28,8 +28,8 @@ SEQUENTIAL = "viridis"
 GRAD_LABEL = r"$\Vert\partial L/\partial h_l\Vert$"
 TIME_GRAD_LABEL = r"$\Vert\partial L/\partial h_t\Vert$"
 FRONTIER_SHARE = 2 / 3
-DASHES = ["-", (0, (4, 2)), (0, (1, 1.5)), (0, (4, 1.5, 1, 1.5)), (0, (8, 2)),
-          (0, (4, 1.5, 1, 1.5, 1, 1.5))]
+DASHES = ["-", (0, (5, 2)), (0, (1, 1.2)), (0, (5, 1.5, 1, 1.5)), (0, (5, 1.5, 1, 1.5, 1, 1.5)),
+          (0, (2, 3))]
 MAX_COLORS = 10      # seaborn's colour-blind palette
 
 

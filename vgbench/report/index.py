@@ -24,8 +24,8 @@ def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path
                n_records: int) -> str:
     lines = ["# Results", "",
              f"Built by `vgbench report` from {n_records} run record"
-             f"{'s' * (n_records != 1)} in `runs/`. Regenerate with `vgbench report --results "
-             f"{results_dir.as_posix()}`; the files below are generated, do not edit them.", ""]
+             f"{'s' * (n_records != 1)} in `runs/`; rebuild with `vgbench report --results DIR` "
+             "(DIR: this folder). Every file below is generated: do not edit it by hand.", ""]
     frames = [o for o in outputs if o.kind == "frame"]
     if frames:
         lines += ["## Tidy frames", ""] + [_line(o, results_dir) for o in frames] + [""]

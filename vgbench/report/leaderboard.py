@@ -54,11 +54,19 @@ def group_summary(rows: pd.DataFrame) -> dict:
         "abs_log10_attenuation_init": mean_ok("log10_attenuation_init", np.abs),
         "abs_log10_attenuation_final": mean_ok("log10_attenuation_final", np.abs),
         "decay_per_layer": mean_ok("decay_per_layer"),
+        # recurrent records fit the decay over time steps rather than layers
+        "decay_over": "time step" if _recurrent(rows) else "layer",
         "dead_fraction": mean_ok("dead_fraction_final"),
         "saturation": mean_ok("saturation_final"),
         "plateau_rate": mean_ok("plateau"),
         "effective_horizon": mean_ok("effective_horizon"),
     }
+
+
+def _recurrent(rows: pd.DataFrame) -> bool:
+    if "effective_horizon" in rows and rows["effective_horizon"].notna().any():
+        return True
+    return "model" in rows and bool((rows["model"] == "rnn").any())
 
 
 def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
