@@ -48,7 +48,7 @@ from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, 
                                    stacked_norms, tree_norm)
 from vgbench.registry import Registry
 
-UNROLL = 2               # time steps per loop iteration of the forward and backward scans
+UNROLL = 1               # time steps per loop iteration (2 and 4 measured no faster on CPU)
 SPECTRAL_SQUARINGS = 20  # rho(W) from ||W^(2^20)||^(2^-20): converged far below 1e-5
 
 
@@ -67,9 +67,11 @@ class Cell:
     recurrent_init: an initializer name that overrides the run's ``recurrent_init``.
     bias: ``bias(width, spec) -> [blocks * W]`` initial input bias (LSTM: the forget bias).
     extra: ``extra(width, act) -> dict`` of the cell's own parameters (GRU: the bias of W_hn).
-    candidate: ``candidate(act, cp, xp, hw, state) -> pre-activation`` of the candidate.
-    gate: ``gate(act, cp, xp, hw, state) -> gate values`` whose mean is ``gate_mean``, or None.
+    candidate: ``candidate(act, cp, xp, hw) -> pre-activation`` of the candidate (default xp + hw).
+    gate: ``gate(act, cp, xp, hw) -> gate values`` whose mean is ``gate_mean``, or None.
     spectral_block: the block of W_h whose spectral radius is recorded.
+    additive: ``pointwise`` reads ``xp`` and ``hw`` only through their sum (Elman, LSTM); the
+      fused backward pass then keeps and returns one array where it would keep two.
     """
 
     pointwise: Callable
@@ -82,6 +84,7 @@ class Cell:
     candidate: Callable | None = None
     gate: Callable | None = None
     spectral_block: int = 0
+    additive: bool = False
 
 
 CELLS: Registry[Cell] = Registry("cell")
@@ -91,7 +94,7 @@ def register_cell(name: str, pointwise: Callable, *, blocks: int, state_size: in
                   activation: str | None = None, recurrent_init: str | None = None,
                   bias: Callable | None = None, extra: Callable | None = None,
                   candidate: Callable | None = None, gate: Callable | None = None,
-                  spectral_block: int = 0, doc: str | None = None,
+                  spectral_block: int = 0, additive: bool = False, doc: str | None = None,
                   origin: str = "vgbench") -> Cell:
     """Register a recurrent cell for ``model = "rnn"`` under ``name`` (see :class:`Cell`)."""
     if not callable(pointwise):
@@ -101,8 +104,8 @@ def register_cell(name: str, pointwise: Callable, *, blocks: int, state_size: in
                          f"0 <= spectral_block < blocks")
     entry = Cell(pointwise=pointwise, blocks=blocks, state_size=state_size, activation=activation,
                  recurrent_init=recurrent_init, bias=bias, extra=extra,
-                 candidate=candidate or (lambda act, cp, xp, hw, state: xp + hw), gate=gate,
-                 spectral_block=spectral_block)
+                 candidate=candidate or (lambda act, cp, xp, hw: xp + hw), gate=gate,
+                 spectral_block=spectral_block, additive=additive)
     CELLS.register(name, entry, doc=doc if doc is not None else pointwise.__doc__, origin=origin)
     return entry
 
@@ -113,9 +116,36 @@ def get_cell(name: str) -> Cell:
 
 # ---------------------------------------------------------------------------- built-in cells
 
+# Eigen's float tanh (a [13/6] rational function on [-7.9, 7.9], within 4e-7 of tanh), which
+# XLA:CPU also uses for jnp.tanh. Written as plain arithmetic it lets LLVM vectorize a fused
+# kernel that holds several tanh: XLA:CPU leaves a kernel with two or more tanh ops scalar.
+_TANH_CLAMP = 7.90531110763549805
+_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+           5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+           4.89352455891786e-03)
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+           4.89352518554385e-03)
+
+
+@jax.custom_jvp
+def tanh(x):
+    """tanh as a rational function (see above); its derivative is 1 - tanh(x)^2, as jnp.tanh's."""
+    x = jnp.clip(x, -_TANH_CLAMP, _TANH_CLAMP)
+    x2 = x * x
+    p = functools.reduce(lambda acc, c: acc * x2 + c, _TANH_P[1:], _TANH_P[0])
+    q = functools.reduce(lambda acc, c: acc * x2 + c, _TANH_Q[1:], _TANH_Q[0])
+    return x * p / q
+
+
+@tanh.defjvp
+def _tanh_jvp(primals, tangents):
+    y = tanh(primals[0])
+    return y, (1.0 - y * y) * tangents[0]
+
+
 def sigmoid(x):
-    """σ(x) = ½(1 + tanh(x/2)): one transcendental where exp and a division would take two."""
-    return 0.5 + 0.5 * jnp.tanh(0.5 * x)
+    """σ(x) = ½(1 + tanh(x/2)): one tanh where exp and a division would take two."""
+    return 0.5 + 0.5 * tanh(0.5 * x)
 
 
 def elman(act, cp, xp, hw, state):
@@ -130,9 +160,16 @@ def lstm(act, cp, xp, hw, state):
     h' = σ(o) tanh(c').
     """
     c, _ = state
-    i, f, g, o = jnp.split(xp + hw, 4, axis=-1)
-    c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
-    return c, sigmoid(o) * jnp.tanh(c)
+    # one tanh over the whole fused pre-activation (sigmoid blocks scaled by 1/2), sliced after
+    t = tanh((xp + hw) * _block_scale(xp.shape[-1] // 4, (0.5, 0.5, 1.0, 0.5)))
+    i, f, g, o = jnp.split(t, 4, axis=-1)
+    c = (0.5 + 0.5 * f) * c + (0.5 + 0.5 * i) * g
+    return c, (0.5 + 0.5 * o) * tanh(c)
+
+
+def _block_scale(width, scales):
+    """[len(scales) * width]: each block's scale repeated (1/2 where a block is a sigmoid)."""
+    return jnp.repeat(jnp.asarray(scales, jnp.float32), width)
 
 
 def gru(act, cp, xp, hw, state):
@@ -145,7 +182,7 @@ def gru(act, cp, xp, hw, state):
     x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
     r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
-    n = jnp.tanh(x_n + r * (h_n + cp["b_hn"]))
+    n = tanh(x_n + r * (h_n + cp["b_hn"]))
     return (n + z * (h - n),)
 
 
@@ -153,21 +190,21 @@ def _lstm_bias(width, spec):
     return jnp.zeros((4, width), jnp.float32).at[1].set(spec.forget_bias).reshape(-1)
 
 
-def _lstm_candidate(act, cp, xp, hw, state):
+def _lstm_candidate(act, cp, xp, hw):
     return jnp.split(xp + hw, 4, axis=-1)[2]
 
 
-def _lstm_forget(act, cp, xp, hw, state):
+def _lstm_forget(act, cp, xp, hw):
     return sigmoid(jnp.split(xp + hw, 4, axis=-1)[1])
 
 
-def _gru_candidate(act, cp, xp, hw, state):
+def _gru_candidate(act, cp, xp, hw):
     x_r, _, x_n = jnp.split(xp, 3, axis=-1)
     h_r, _, h_n = jnp.split(hw, 3, axis=-1)
     return x_n + sigmoid(x_r + h_r) * (h_n + cp["b_hn"])
 
 
-def _gru_update(act, cp, xp, hw, state):
+def _gru_update(act, cp, xp, hw):
     return sigmoid(jnp.split(xp, 3, axis=-1)[1] + jnp.split(hw, 3, axis=-1)[1])
 
 
@@ -175,11 +212,11 @@ def _elman_theta(width, act):
     return {"act": act.init_theta(width)}
 
 
-register_cell("rnn", elman, blocks=1, extra=_elman_theta)
-register_cell("irnn", elman, blocks=1, activation="relu", recurrent_init="identity",
+register_cell("rnn", elman, blocks=1, extra=_elman_theta, additive=True)
+register_cell("irnn", elman, blocks=1, activation="relu", recurrent_init="identity", additive=True,
               doc="IRNN: ReLU Elman cell with identity recurrent init (Le, Jaitly & Hinton 2015).")
 register_cell("lstm", lstm, blocks=4, state_size=2, activation="tanh", bias=_lstm_bias,
-              candidate=_lstm_candidate, gate=_lstm_forget, spectral_block=2)
+              candidate=_lstm_candidate, gate=_lstm_forget, spectral_block=2, additive=True)
 register_cell("gru", gru, blocks=3, activation="tanh",
               extra=lambda width, act: {"b_hn": jnp.zeros((width,), jnp.float32)},
               candidate=_gru_candidate, gate=_gru_update, spectral_block=2)
@@ -192,14 +229,14 @@ def _with_probe(state, probe):
 
 
 def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = 1):
-    """States s_1..s_T (a tuple of ``[T, B, W]``) by lax.scan; JAX differentiates the scan.
+    """Hidden states h_1..h_T ``[T, B, W]`` by lax.scan; JAX differentiates the scan itself.
 
     ``xp`` is ``[T, B, blocks * W]``; ``probes`` (``[T, B, W]`` or None) is added to each h_t.
     """
     def step(state, inputs):
         xp_t, probe_t = inputs
         new = _with_probe(cell.pointwise(act, cp, xp_t, state[-1] @ w_h, state), probe_t)
-        return new, new
+        return new, new[-1]
 
     return jax.lax.scan(step, tuple(state0), (xp, probes), unroll=unroll)[1]
 
@@ -207,53 +244,86 @@ def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll
 def fused_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = UNROLL):
     """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
 
-    The backward scan carries ∂L/∂s_t, recomputes the cell's elementwise part for its
-    vector-Jacobian product (cheaper than storing every gate), and sends ∂L/∂h_{t-1} through
-    W_h; ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is then one [W, T·B] x [T·B, blocks·W] matmul instead
-    of T small ones inside the loop. The cotangent of the probes is ∂L/∂h_t itself.
+    The forward scan keeps every state and ``hw_t``; the backward scan carries ∂L/∂s_t,
+    recomputes the cell's elementwise part for its vector-Jacobian product (cheaper than
+    storing every gate), and sends ∂L/∂h_{t-1} through W_h. ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is
+    then one [W, T·B] x [T·B, blocks·W] matmul after the loop instead of T small ones inside
+    it. The cotangent of the probes is ∂L/∂h_t itself.
     """
     return _fused(cell, act, unroll, probes is not None)(cp, xp, w_h, tuple(state0), probes)
 
 
+def _split(a, blocks: int):
+    return tuple(jnp.split(a, blocks, axis=-1))
+
+
+def _join(parts):
+    return parts if not isinstance(parts, tuple) else jnp.concatenate(parts, axis=-1)
+
+
 def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     pointwise = functools.partial(cell.pointwise, act)
+    if cell.additive:  # the backward pass needs z = xp + hw only, and ∂L/∂xp = ∂L/∂hw = ∂L/∂z
+        def local(cp, xp_t, hw_t, prev):
+            return pointwise(cp, xp_t + hw_t, jnp.zeros((), xp_t.dtype), prev)
+    else:
+        local = pointwise
+    # A cell that reads xp_t and hw_t block by block gets them as one [T, B, W] sequence per
+    # block: XLA:CPU does not vectorize a kernel that reads one scanned sequence at several
+    # offsets (benchmarks/perf_rnn.py), and splitting once outside the loop is cheap.
+    blockwise = functools.partial(_split, blocks=cell.blocks) if not cell.additive else (lambda a: a)
 
     def forward(cp, xp, w_h, state0, probes):
         def step(state, inputs):
-            xp_t, probe_t = inputs
+            xp_t, probe_t = _join(inputs[0]), inputs[1]
             hw = state[-1] @ w_h
             new = _with_probe(pointwise(cp, xp_t, hw, state), probe_t)
-            return new, (new, hw)
+            return new, (new, xp_t + hw if cell.additive else blockwise(hw))
 
-        return jax.lax.scan(step, state0, (xp, probes), unroll=unroll)[1]
+        return jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)[1]
 
     @jax.custom_vjp
     def run(cp, xp, w_h, state0, probes):
-        return forward(cp, xp, w_h, state0, probes)[0]
+        return forward(cp, xp, w_h, state0, probes)[0][-1]
 
     def run_fwd(cp, xp, w_h, state0, probes):
-        states, hws = forward(cp, xp, w_h, state0, probes)
-        return states, (cp, xp, w_h, state0, states, hws)
+        states, saved = forward(cp, xp, w_h, state0, probes)  # saved: z_t (additive) or hw_t
+        return states[-1], (cp, xp, w_h, state0, states, saved)
 
-    def run_bwd(res, g_states):
-        cp, xp, w_h, state0, states, hws = res
-        prev = tuple(jnp.concatenate([s0[None], s[:-1]]) for s0, s in zip(state0, states))
+    def run_bwd(res, g_hs):
+        cp, xp, w_h, state0, states, saved = res
+        w_h_t = w_h.T  # transposed once, not at every step
+        zero = jnp.zeros((), xp.dtype)
 
         def step(carry, inputs):
             d_next, d_cp = carry
-            xp_t, hw_t, prev_t, g_t = inputs
-            d_state = tuple(a + b for a, b in zip(d_next, g_t))  # total ∂L/∂s_t
-            _, vjp = jax.vjp(pointwise, cp, xp_t, hw_t, prev_t)
+            t, saved_t, xp_t, g_t = inputs
+            saved_t, xp_t = _join(saved_t), _join(xp_t)
+            # s_{t-1} read in place: no shifted copy of the state sequences
+            prev = tuple(jnp.where(t > 0, jax.lax.dynamic_index_in_dim(
+                s, jnp.maximum(t - 1, 0), keepdims=False), s0) for s, s0 in zip(states, state0))
+            d_state = (*d_next[:-1], d_next[-1] + g_t)  # total ∂L/∂s_t
+            if cell.additive:
+                _, vjp = jax.vjp(local, cp, saved_t, zero, prev)
+            else:
+                _, vjp = jax.vjp(local, cp, xp_t, saved_t, prev)
             dcp_t, dxp_t, dhw_t, d_prev = vjp(d_state)
-            d_prev = (*d_prev[:-1], d_prev[-1] + dhw_t @ w_h.T)
+            if cell.additive:
+                dhw_t = dxp_t
+            d_prev = (*d_prev[:-1], d_prev[-1] + dhw_t @ w_h_t)
             d_cp = jax.tree_util.tree_map(jnp.add, d_cp, dcp_t)
-            return (d_prev, d_cp), (dxp_t, dhw_t, d_state[-1])
+            outputs = (dxp_t,) if cell.additive else (dxp_t, dhw_t)
+            return (d_prev, d_cp), outputs + ((d_state[-1],) if with_probes else ())
 
         zeros = (tuple(jnp.zeros_like(s) for s in state0), jax.tree_util.tree_map(jnp.zeros_like, cp))
-        (d_state0, d_cp), (d_xp, d_hw, d_h) = jax.lax.scan(
-            step, zeros, (xp, hws, prev, tuple(g_states)), reverse=True, unroll=unroll)
-        d_w_h = jnp.einsum("tbi,tbj->ij", prev[-1], d_hw)
-        return d_cp, d_xp, d_w_h, d_state0, (d_h if with_probes else None)
+        xs = (jnp.arange(xp.shape[0]), saved, None if cell.additive else blockwise(xp), g_hs)
+        (d_state0, d_cp), outputs = jax.lax.scan(step, zeros, xs, reverse=True, unroll=unroll)
+        d_xp = outputs[0]
+        d_hw = d_xp if cell.additive else outputs[1]
+        hs = states[-1]
+        h_prev = jnp.concatenate([state0[-1][None], hs[:-1]])
+        d_w_h = jnp.dot(h_prev.reshape(-1, hs.shape[-1]).T, d_hw.reshape(-1, d_hw.shape[-1]))
+        return d_cp, d_xp, d_w_h, d_state0, (outputs[-1] if with_probes else None)
 
     run.defvjp(run_fwd, run_bwd)
     return run
@@ -280,12 +350,17 @@ def spectral_radius(w, squarings: int = SPECTRAL_SQUARINGS):
 
 # ---------------------------------------------------------------------------- the model
 
-def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence) -> Model:
-    """Stacked recurrent network of `depth` layers of `width` units, cell `cell` (Elman 1990; Hochreiter & Schmidhuber 1997; Cho et al. 2014)."""
+def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence,
+             cell: Cell | None = None) -> Model:
+    """Stacked recurrent network of `depth` layers of `width` units, cell `cell` (Elman 1990; Hochreiter & Schmidhuber 1997; Cho et al. 2014).
+
+    ``recurrence`` and ``cell`` (default: the spec's) let tests and benchmarks swap in a
+    reference implementation.
+    """
     if len(task.input_shape) != 2:
         raise ValueError(f"model 'rnn' needs sequence inputs (T, channels); task {task.name!r} "
                          f"gives {task.input_shape}")
-    cell = get_cell(spec.cell)
+    cell = cell or get_cell(spec.cell)
     parts = Parts(spec)
     act = activations.get(cell.activation or spec.activation).bind(spec)
     recurrent_init = inits.get(cell.recurrent_init or spec.recurrent_init)
@@ -318,17 +393,17 @@ def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence) -> Model:
         """One recurrent layer over a time-major sequence u [T, B, in] -> h [T, B, W]."""
         xp = jnp.einsum("tbi,ik->tbk", u, p["w_x"]) + p["b"]
         state0 = tuple(jnp.zeros((u.shape[1], width), u.dtype) for _ in range(cell.state_size))
-        states = recurrence(cell, act, p["cell"], xp, p["w_h"], state0, probe)
-        return states[-1], (layer_diagnostics(p, xp, state0, states) if diag else {})
+        h = recurrence(cell, act, p["cell"], xp, p["w_h"], state0, probe)
+        return h, (layer_diagnostics(p, xp, h) if diag else {})
 
-    def layer_diagnostics(p, xp, state0, states):
-        p, xp, states = jax.lax.stop_gradient((p, xp, states))
-        prev = tuple(jnp.concatenate([s0[None], s[:-1]]) for s0, s in zip(state0, states))
-        hw = jnp.einsum("tbi,ik->tbk", prev[-1], p["w_h"])
+    def layer_diagnostics(p, xp, h):
+        p, xp, h = jax.lax.stop_gradient((p, xp, h))
+        h_prev = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])
+        hw = jnp.einsum("tbi,ik->tbk", h_prev, p["w_h"])
         theta = p["cell"].get("act")
-        pre = cell.candidate(act, p["cell"], xp, hw, prev)
-        stats = layer_stats(act, pre, act.apply(pre, theta), theta, states[-1])
-        gate = cell.gate(act, p["cell"], xp, hw, prev) if cell.gate else None
+        pre = cell.candidate(act, p["cell"], xp, hw)
+        stats = layer_stats(act, pre, act.apply(pre, theta), theta, h)
+        gate = cell.gate(act, p["cell"], xp, hw) if cell.gate else None
         stats["gate_mean"] = jnp.mean(gate) if gate is not None else jnp.float32(jnp.nan)
         k = cell.spectral_block
         stats["spectral_radius"] = spectral_radius(p["w_h"][:, k * width:(k + 1) * width])
