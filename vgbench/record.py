@@ -177,8 +177,13 @@ def add_recurrent_summary(diagnostics: dict, summary: dict, logs: dict) -> None:
 
 def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
                  run_s: float, study: str = "adhoc", grid_hash: str | None = None,
-                 grid_axes: dict | None = None, errors: list | None = None) -> dict:
-    """The run record of ``spec`` from program outputs whose leading axis matches ``seeds``."""
+                 grid_axes: dict | None = None, errors: list | None = None,
+                 extra_diagnostics: dict | None = None, extra_summary: dict | None = None) -> dict:
+    """The run record of ``spec`` from program outputs whose leading axis matches ``seeds``.
+
+    ``extra_diagnostics`` and ``extra_summary`` are merged into ``diagnostics`` and ``summary``
+    (e.g. the Jacobian spectra of :func:`vgbench.jacobian.jacobian_diagnostics`).
+    """
     seeds = [int(s) for s in seeds]
     logs, final = outputs["logs"], outputs["final"]
     steps = [p * spec.log_every for p in range(spec.log_points)]
@@ -223,6 +228,8 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     metrics["task_baseline"] = [task.baseline] * len(seeds)
     if "time_delta_norm" in logs:
         add_recurrent_summary(diagnostics, summary, logs)
+    diagnostics.update(extra_diagnostics or {})
+    summary.update(extra_summary or {})
 
     record = {
         "schema": SCHEMA, "run_id": spec.run_id, "study": study, "grid_hash": grid_hash,
