@@ -132,5 +132,11 @@ def residual(params, x, fx):
     return x + fx
 
 
+def skipinit(params, x, fx):
+    """Residual with a learnable scalar gain on the branch, initialised at 0: y = x + a f(x) (De & Smith 2020)."""
+    return x + params["gain"] * fx
+
+
 register_skip("none", no_skip)
 register_skip("residual", residual)
+register_skip("skipinit", skipinit, init=lambda width: {"gain": jnp.zeros((), jnp.float32)})

@@ -71,7 +71,13 @@ def by_value(threshold):
 
 for _fn in (sgd, momentum, rmsprop, adam):
     register_optimizer(_fn.__name__, _fn)
+def agc(threshold):
+    """Adaptive gradient clipping: unit-wise ||g||/||w|| capped at the threshold, e.g. 0.01 (Brock et al. 2021)."""
+    return optax.adaptive_grad_clip(threshold)
+
+
 register_clip("none", no_clip)
+register_clip("agc", agc)
 register_clip("global_norm", global_norm)
 register_clip("value", by_value)
 
