@@ -68,10 +68,8 @@ def spec_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from vgbench import plugins, record, train
 
-    plugin_hash = plugins.load(args.plugin or [], where="--plugin")
-    spec = spec_from_args(args)
-    if plugin_hash:
-        spec = spec.replace(plugin_hash=plugin_hash)
+    plugins.load(args.plugin or [], where="--plugin")
+    spec = spec_from_args(args)   # plugin_hash: the source hash of the plugins it names
     if args.out is not None and Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} is a directory; give a file name such as run.json")
     program, raw = train.train(spec, args.seeds)

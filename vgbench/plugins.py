@@ -1,8 +1,9 @@
 """Plugins: a Python file or importable module that calls the public ``register_*`` functions.
 
-``load`` imports each plugin once and returns a hash of their source code; the runner puts it
-into each run's config (``plugin_hash``), so that a record made with older plugin code is never
-reused for new code.
+``load`` imports each plugin once. Every entry a plugin registers remembers the plugin as its
+origin, and a run config that names such an entry gets ``plugin_hash``, a hash of the source of
+exactly the plugins it uses (``hash_for``): a record made with older plugin code is never
+reused for new code, and configs that use no plugin keep their ids.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+
+from vgbench import registry
 
 _LOADED: dict[str, str] = {}   # plugin key -> sha256 of its source
 
@@ -25,6 +28,15 @@ def _source_of_module(name: str) -> tuple[str, bytes]:
     if spec is None or spec.origin is None:
         raise PluginError(f"plugin {name!r}: no such file or importable module")
     return name, Path(spec.origin).read_bytes() if Path(spec.origin).exists() else name.encode()
+
+
+def _import_builtins() -> None:
+    import vgbench.activations  # noqa: F401
+    import vgbench.inits  # noqa: F401
+    import vgbench.models  # noqa: F401
+    import vgbench.norms  # noqa: F401
+    import vgbench.optimizers  # noqa: F401
+    import vgbench.tasks  # noqa: F401
 
 
 def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> str:
@@ -52,6 +64,8 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
     if key in _LOADED:
         raise PluginError(f"{where}: plugin {ref!r} changed since it was imported in this process; "
                           "restart to load the new code")
+    _import_builtins()   # built-in entries must register as vgbench's, not as the plugin's
+    registry._ORIGINS.append(key)
     try:
         if is_path:
             mod_name = "vgbench_plugin_" + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -65,6 +79,8 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
         raise
     except Exception as err:  # an import error of any kind is the plugin's, and named as such
         raise PluginError(f"{where}: plugin {ref!r} failed to import: {type(err).__name__}: {err}") from err
+    finally:
+        registry._ORIGINS.pop()
     _LOADED[key] = digest
     return digest
 
@@ -77,3 +93,31 @@ def load(refs, *, base: Path | None = None, where: str = "plugins") -> str | Non
     if not digests:
         return None
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+
+
+def _named_entries(spec):
+    """(registry, name) for every registry entry a run config names."""
+    from vgbench import activations, inits, models, norms, optimizers, tasks
+
+    pairs = [(activations.ACTIVATIONS, spec.activation), (inits.INITIALIZERS, spec.init),
+             (norms.NORMS, spec.norm), (norms.SKIPS, spec.skip),
+             (optimizers.OPTIMIZERS, spec.optimizer), (optimizers.CLIPS, spec.clip),
+             (tasks.TASKS, spec.task), (models.MODELS, spec.model)]
+    if spec.model == "rnn":
+        from vgbench.models import rnn
+
+        pairs += [(rnn.CELLS, spec.cell), (inits.INITIALIZERS, spec.recurrent_init)]
+    return pairs
+
+
+def hash_for(spec) -> str | None:
+    """Hash of the source of the plugins whose entries ``spec`` names; None if it names none."""
+    digests = set()
+    for reg, name in _named_entries(spec):
+        if name in reg:
+            origin = reg.origin(name)
+            if origin in _LOADED:
+                digests.add(_LOADED[origin])
+    if not digests:
+        return None
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]

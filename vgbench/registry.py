@@ -14,6 +14,14 @@ from typing import Any, Generic, TypeVar
 
 Entry = TypeVar("Entry")
 
+# While a plugin is being imported, its key (file path or module name) is the default origin of
+# every entry it registers: that is how a run's id comes to depend on the plugin's source.
+_ORIGINS: list[str] = []
+
+
+def current_origin() -> str:
+    return _ORIGINS[-1] if _ORIGINS else "vgbench"
+
 
 def first_line(doc: str | None) -> str:
     """The first non-empty line of a docstring, or ''."""
@@ -34,7 +42,7 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
         self._origin: dict[str, str] = {}
 
     def register(self, name: str, entry: Entry, *, doc: str | None = None,
-                 origin: str = "vgbench") -> Entry:
+                 origin: str | None = None) -> Entry:
         """Add ``entry`` under ``name``; a name that exists already is an error."""
         if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"{self.axis} name must be a non-empty identifier-like string, got {name!r}")
@@ -48,7 +56,7 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
                              "`vgbench list` and in leaderboards")
         self._entries[name] = entry
         self._docs[name] = text
-        self._origin[name] = origin
+        self._origin[name] = current_origin() if origin in (None, "vgbench") else origin
         return entry
 
     def unregister(self, name: str) -> None:

@@ -58,6 +58,10 @@ class RunSpec:
                 object.__setattr__(self, f.name, coerced)
         _check_ranges(self)
         _check_names(self)
+        if self.plugin_hash is None:
+            from vgbench import plugins
+
+            object.__setattr__(self, "plugin_hash", plugins.hash_for(self))
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +78,7 @@ class RunSpec:
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
             raise ValueError(unknown_field_message(unknown[0]))
+        changes.setdefault("plugin_hash", None)   # re-derived from the entries the new config names
         return dataclasses.replace(self, **changes)
 
     @property
