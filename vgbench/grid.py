@@ -386,9 +386,8 @@ def _expand(combos: list[dict], fixed: dict, plugin_hash: str | None,
     fields = set(grid_fields())
     expanded, seen = [], set()
     for combo in combos:
+        # plugin_hash is derived by RunSpec: the source hash of exactly the plugins it names
         config = {**fixed, **{k: v for k, v in combo.items() if k in fields}}
-        if plugin_hash:
-            config["plugin_hash"] = plugin_hash
         label = ", ".join(f"{k}={v!r}" for k, v in combo.items()) or "the fixed fields"
         try:
             spec = RunSpec.from_dict(config, where=f"{where}: run with {label}")
