@@ -53,8 +53,9 @@ STUDIES = [
 def synthetic_records(n: int) -> list[dict]:
     """``n`` records from the studies above, in order (the last study is cut to fit)."""
     records = []
-    for study, axes, fixed in STUDIES:
-        records += make_study(study, axes, **fixed)
+    for i, (study, axes, fixed) in enumerate(STUDIES):
+        # a batch size of its own keeps each study's configs (and so run ids) apart
+        records += make_study(study, axes, batch_size=100 + i, **fixed)
         if len(records) >= n:
             break
     return records[:n]

@@ -39,7 +39,10 @@ def test_grad_vs_layer_draws_the_median_over_seeds_per_entry(toy):
     at_init = depth4[(depth4["entry"] == "sigmoid") & (depth4["log_point"] == 0)]
     assert np.allclose(y, at_init.groupby("layer")["delta_norm"].median())
     assert ax.get_yscale() == "log"
-    assert len(ax.collections) == 2                   # one seed band per entry
+    bands = [c for c in ax.collections if c.get_label() == "_seed range"]
+    assert len(bands) == 1 and len(bands[0].get_paths()) == 2    # a seed band per entry
+    upper = bands[0].get_paths()[1].vertices[:, 1].max()
+    assert upper == pytest.approx(at_init.groupby("layer")["delta_norm"].max().max())
 
 
 def test_grad_vs_layer_marks_layers_whose_signal_underflowed(toy):

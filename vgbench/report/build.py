@@ -49,28 +49,26 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
     frames = load_frames(results_dir, workers=workers)
     problems = frames.problems
     baselines = baselines or {}
+    known = sorted(frames.runs["study"].unique()) if len(frames.runs) else []
+    unknown = sorted(set(baselines) - set(known))
+    if unknown:
+        raise ValueError(f"baselines name unknown studies {unknown}; studies: {', '.join(known)}")
     wanted = set(studies) if studies is not None else None
-    chosen = [s for s in sorted(frames.runs["study"].unique()) if wanted is None or s in wanted]
+    chosen = [s for s in known if wanted is None or s in wanted]
 
     outputs, tasks = [], []
     for attribute, (file_name, caption) in FRAME_FILES.items():
         outputs.append(Output("frame", None, file_name, caption, (results_dir / file_name,)))
         tasks += _csv_tasks(attribute, len(getattr(frames, attribute)), results_dir / file_name)
-    figure_tasks = []
-    for study in chosen:
-        runs = frames.runs[frames.runs["study"] == study]
-        board, settings = _study_boards(runs, baselines.get(study))
-        outputs += _write_tables(study, safe_name(study), runs, board, settings, results_dir)
-        figure_tasks.append((_figures_task, (study, results_dir / "figures" / safe_name(study),
-                                             tuple(formats))))
+    study_tasks = [(_study_task, (study, baselines.get(study), results_dir, tuple(formats)))
+                   for study in chosen]
     # import the plotting stack once, here, rather than once in every worker
     from vgbench.report import figure_files  # noqa: F401
     # the slowest tasks first, so that the last ones to finish are short
-    results = run_tasks(figure_tasks + tasks, {"frames": frames}, workers)
+    results = run_tasks(study_tasks + tasks, {"frames": frames}, workers)
     _join_csv_parts(tasks)
-    for study, written in zip(chosen, results[:len(figure_tasks)]):
-        outputs += [Output("figure", study, name, caption, tuple(paths))
-                    for name, caption, paths in written]
+    for study_outputs in results[:len(study_tasks)]:
+        outputs += study_outputs
     n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
     index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]
@@ -84,16 +82,22 @@ def safe_name(study: str) -> str:
 def _study_boards(runs: pd.DataFrame, baseline):
     axes = str(runs["entry_axes"].iloc[0])
     entry_axes = tuple(a for a in axes.split(" / ") if a and a in runs)
-    return leaderboard(runs, baseline=baseline, entry_axes=entry_axes), by_setting(runs)
+    settings = by_setting(runs)
+    return leaderboard(runs, baseline=baseline, entry_axes=entry_axes, settings=settings), settings
 
 
-def _figures_task(shared: dict, study: str, outdir: Path, formats: tuple):
+def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: tuple):
+    """Leaderboards, tables and figures of one study; returns their :class:`Output` lines."""
     from vgbench.report.figure_files import study_figures  # matplotlib only when drawing
 
     frames = shared["frames"]
-    parts = [f[f["study"] == study] for f in (frames.runs, frames.grad_stats, frames.time_stats,
-                                             frames.curves)]
-    return study_figures(*parts, outdir, formats)
+    runs = frames.runs[frames.runs["study"] == study]
+    board, settings = _study_boards(runs, baseline)
+    outputs = _write_tables(study, safe_name(study), runs, board, settings, results_dir)
+    parts = [f[f["study"] == study] for f in (frames.grad_stats, frames.time_stats, frames.curves)]
+    written = study_figures(runs, *parts, results_dir / "figures" / safe_name(study), formats)
+    return outputs + [Output("figure", study, name, caption, tuple(paths))
+                      for name, caption, paths in written]
 
 
 def _csv_tasks(attribute: str, n_rows: int, path: Path) -> list:

@@ -48,7 +48,7 @@ def facets(n: int, *, ncols: int = MAX_COLUMNS, panel=PANEL, sharey=True, legend
     legend ``legend`` inches wide and/or a colour bar. Returns ``(fig, axes)``."""
     ncols = max(1, min(n, ncols))
     nrows = max(1, math.ceil(n / ncols))
-    m = dict(MARGINS, wspace=MARGINS["wspace"] if sharey else 0.55)
+    m = dict(MARGINS, wspace=MARGINS["wspace"] if sharey else 0.75)
     extra = legend + (COLORBAR if colorbar else 0.0)
     width = m["left"] + ncols * panel[0] + (ncols - 1) * m["wspace"] + m["right"] + extra
     height = m["bottom"] + nrows * panel[1] + (nrows - 1) * m["hspace"] + m["top"]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import pyplot as plt
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 
@@ -331,6 +331,7 @@ def _median_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors:
         flagged = df[underflow].astype(bool)
         vanished = df[x][flagged].groupby(df[hue][flagged], observed=True).unique()
     present = set(stats.index.get_level_values(0))
+    bands, band_colors = [], []
     for label in colors:
         if label not in present:
             continue
@@ -339,12 +340,32 @@ def _median_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors:
         ax.plot(xs, part["median"].to_numpy(), color=colors[label], marker=marker,
                 linestyle=(dashes or {}).get(label, linestyle), label=str(label), markersize=3)
         if part["count"].max() > 1:
-            ax.fill_between(xs, part["min"].to_numpy(), part["max"].to_numpy(),
-                            color=colors[label], alpha=0.2, linewidth=0)
+            bands += _band_polygons(xs, part["min"].to_numpy(), part["max"].to_numpy())
+            band_colors += [colors[label]] * (len(bands) - len(band_colors))
         if label in vanished.index and len(vanished[label]):
             where = np.asarray(vanished[label], float) + offset
             ax.scatter(where, np.full(len(where), 0.02), transform=ax.get_xaxis_transform(),
                        marker="v", s=14, color=colors[label], label="_underflow", clip_on=False)
+    if bands:  # one collection for all the seed bands: much quicker than a fill per entry
+        ax.add_collection(PolyCollection(bands, facecolors=band_colors, alpha=0.2,
+                                         linewidths=0, label="_seed range"), autolim=True)
+        ax.autoscale_view()
+
+
+def _band_polygons(xs, low, high) -> list:
+    """The region between ``low`` and ``high`` as polygons, split where either is NaN."""
+    finite = np.isfinite(low) & np.isfinite(high)
+    polygons, start = [], None
+    for i in range(len(xs) + 1):
+        if i < len(xs) and finite[i]:
+            start = i if start is None else start
+        elif start is not None:
+            if i - start > 1:
+                span = slice(start, i)
+                polygons.append(np.concatenate([np.column_stack([xs[span], low[span]]),
+                                                np.column_stack([xs[span], high[span]])[::-1]]))
+            start = None
+    return polygons
 
 
 def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool):

@@ -119,9 +119,11 @@ def choose_baseline(entries: pd.DataFrame, baseline=None) -> str:
     return labels[int(np.argmax(nones))]
 
 
-def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=()) -> pd.DataFrame:
-    """The leaderboard of one study (see the module docstring); ``entry_axes`` adds columns."""
-    settings = by_setting(runs)
+def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
+                settings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leaderboard of one study (see the module docstring); ``entry_axes`` adds columns;
+    ``settings`` is :func:`by_setting` of ``runs`` where the caller has it already."""
+    settings = by_setting(runs) if settings is None else settings
     if settings.empty:
         return settings
     out = []
