@@ -1,0 +1,210 @@
+"""Grid files: expansion (product, zipped axes, exclude, include), hashes, suites, and errors."""
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vgbench import grid
+from vgbench.grid import GridError
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def write(tmp_path, text, name="study.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_product_of_axes_with_fixed_fields_and_seeds(tmp_path):
+    g = grid.load(write(tmp_path, """
+        [study]
+        name = "demo"
+        seeds = 3
+        steps = 20
+        [fixed]
+        log_every = 10
+        [axes]
+        depth = [2, 4]
+        activation = ["tanh", "relu", "gelu"]
+        """))
+    assert g.name == "demo" and g.seeds == (0, 1, 2)
+    assert len(g.runs) == 6 and g.axes == ("depth", "activation")
+    assert [(r.spec.depth, r.spec.activation) for r in g.runs[:3]] == [
+        (2, "tanh"), (2, "relu"), (2, "gelu")]
+    assert all(r.spec.steps == 20 and r.spec.log_every == 10 for r in g.runs)
+    assert g.runs[4].grid_axes == {"depth": 4, "activation": "relu"}
+    assert len({r.run_id for r in g.runs}) == 6
+
+
+def test_zipped_axis_varies_fields_together_and_labels_them(tmp_path):
+    g = grid.load(write(tmp_path, """
+        seeds = [4, 7]
+        [axes]
+        depth = [3, 9]
+        activation_init = [
+          {activation = "tanh", init = "naive", label = "naive"},
+          {activation = "tanh", init = "xavier_normal", label = "matched"},
+          {activation = "relu", init = "he_normal", label = "matched"},
+        ]
+        """))
+    assert g.seeds == (4, 7) and len(g.runs) == 6
+    assert g.axes == ("depth", "activation", "init", "activation_init")
+    assert g.runs[2].grid_axes == {"depth": 3, "activation": "relu", "init": "he_normal",
+                                   "activation_init": "matched"}
+    assert g.runs[2].spec.init == "he_normal"
+
+
+def test_exclude_and_include_rules(tmp_path):
+    g = grid.load(write(tmp_path, """
+        [axes]
+        depth = [2, 4, 8]
+        activation = ["tanh", "relu"]
+        [[exclude]]
+        depth = [4, 8]
+        activation = "tanh"
+        [[include]]
+        depth = 16
+        activation = ["sigmoid", "relu"]
+        width = 8
+        """))
+    combos = [(r.spec.depth, r.spec.activation, r.spec.width) for r in g.runs]
+    assert combos == [(2, "tanh", 64), (2, "relu", 64), (4, "relu", 64), (8, "relu", 64),
+                      (16, "sigmoid", 8), (16, "relu", 8)]
+    assert g.axes == ("depth", "activation", "width")
+    assert g.runs[0].grid_axes == {"depth": 2, "activation": "tanh", "width": 64}
+
+
+def test_fields_that_do_not_vary_are_not_axes_and_duplicates_run_once(tmp_path):
+    g = grid.load(write(tmp_path, """
+        [axes]
+        depth = [2]
+        activation = ["tanh", "relu"]
+        [[include]]
+        depth = 2
+        activation = "relu"
+        """))
+    assert len(g.runs) == 2 and g.axes == ("activation",)
+
+
+def test_grid_hash_ignores_layout_and_follows_content(tmp_path):
+    a = grid.load(write(tmp_path, '[axes]\ndepth = [2, 4]\nactivation = ["relu"]\n', "a.toml"))
+    b = grid.load(write(tmp_path, '# a comment\n[axes]\nactivation = [ "relu" ]\ndepth = [2,4]\n', "b.toml"))
+    c = grid.load(write(tmp_path, '[axes]\ndepth = [2, 8]\nactivation = ["relu"]\n', "c.toml"))
+    assert a.grid_hash == b.grid_hash != c.grid_hash
+    assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs]
+    assert a.meta() == {"study": "a", "grid_hash": a.grid_hash, "study_baseline": None}
+
+
+def test_baseline_and_description(tmp_path):
+    g = grid.load(write(tmp_path, """
+        name = "x"
+        description = "what it shows"
+        baseline = {activation = "relu", init = "he_normal"}
+        [axes]
+        activation = ["tanh", "relu"]
+        """))
+    assert g.description == "what it shows"
+    assert g.meta()["study_baseline"] == {"activation": "relu", "init": "he_normal"}
+
+
+def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_every_spec(tmp_path):
+    name = "plugact_" + uuid.uuid4().hex[:8]
+    (tmp_path / "plugs").mkdir()
+    (tmp_path / "plugs" / "act.py").write_text(textwrap.dedent(f"""
+        import jax.numpy as jnp
+        from vgbench import register_activation
+
+        def {name}(x):
+            \"\"\"A test activation (nobody 2024).\"\"\"
+            return jnp.tanh(x)
+
+        register_activation("{name}", {name})
+        """))
+    g = grid.load(write(tmp_path, f"""
+        plugins = ["plugs/act.py"]
+        [axes]
+        activation = ["{name}", "tanh"]
+        """))
+    assert g.plugins == (str((tmp_path / "plugs" / "act.py").resolve()),)
+    hashes = {r.spec.plugin_hash for r in g.runs}
+    assert len(hashes) == 1 and None not in hashes
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ('[axes]\nactivation = ["relu", "relux"]\n',
+     ["axes.activation[1]", "unknown activation 'relux'", "valid choices", "sigmoid", "'relu'?"]),
+    ('[axes]\ndepht = [2, 4]\n', ["axes.depht", "unknown axis 'depht'", "did you mean 'depth'"]),
+    ('[fixed]\ndepth = "four"\n', ["fixed.depth", "depth must be int", "'four'"]),
+    ('[fixed]\nwidht = 3\n', ["fixed", "unknown key 'widht'", "valid keys", "'width'"]),
+    ('[axes]\ndepth = []\n', ["axes.depth", "empty"]),
+    ('[axes]\ndepth = 3\n', ["axes.depth", "list"]),
+    ('seeds = 0\n', ["study.seeds", "count"]),
+    ('seeds = [1, 1]\n', ["study.seeds", "distinct"]),
+    ('colour = "red"\n', ["top level", "unknown key 'colour'", "valid keys"]),
+    ('[axes]\ndepth = [2]\n[[exclude]]\ndepth = 2\n', ["exclude", "every run"]),
+    ('[axes]\ndepth = [2, 3]\n[[exclude]]\ndepth = 5\n', ["exclude[0]", "matches no run"]),
+    ('[axes]\nmodel = ["cnn"]\n', ["run with model='cnn'", "odd"]),
+    ('[fixed]\ndepth = 3\n[axes]\ndepth = [2, 3]\n', ["axes.depth", "also fixed"]),
+    ('[axes]\nmix = [{activation = "tanh", colour = 1}]\n', ["axes.mix[0]", "unknown key 'colour'"]),
+    ('[axes]\ndepth = [2, 3\n', ["not valid TOML"]),
+    ('baseline = {activation = "relux"}\n', ["study.baseline.activation", "unknown activation"]),
+    ('plugins = ["nowhere.py"]\n', ["plugins", "does not exist"]),
+])
+def test_mistakes_are_one_error_naming_file_key_and_choices(tmp_path, text, fragments):
+    path = write(tmp_path, text, "bad.toml")
+    with pytest.raises(GridError) as info:
+        grid.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(GridError, match="missing.toml: grid file does not exist"):
+        grid.load_many([tmp_path / "missing.toml"])
+
+
+def test_suite_lists_studies_and_names_must_be_unique(tmp_path):
+    write(tmp_path, '[axes]\ndepth = [2, 3]\n', "a.toml")
+    write(tmp_path, 'name = "b"\n[axes]\ndepth = [4]\n', "b.toml")
+    suite = write(tmp_path, '[suite]\nstudies = ["a.toml", "b.toml"]\n', "suite.toml")
+    grids = grid.load_many([suite, tmp_path / "a.toml"])   # a file named twice loads once
+    assert [g.name for g in grids] == ["a", "b"]
+    write(tmp_path, 'name = "a"\n[axes]\ndepth = [5]\n', "c.toml")
+    with pytest.raises(GridError, match="study name 'a' is also used"):
+        grid.load_many([tmp_path / "a.toml", tmp_path / "c.toml"])
+    bad = write(tmp_path, '[suite]\nstudies = ["a.toml", "nope.toml"]\n', "bad_suite.toml")
+    with pytest.raises(GridError, match="nope.toml.*does not exist"):
+        grid.load_many([bad])
+
+
+def test_shipped_grids_load_and_expand():
+    grids = grid.load_many([BENCHMARKS / "default.toml"])
+    names = [g.name for g in grids]
+    assert names == ["depth_activation", "initialization", "normalization_residual", "recurrent"]
+    by_name = {g.name: g for g in grids}
+    da = by_name["depth_activation"]
+    assert {r.spec.depth for r in da.runs} >= {2, 64}
+    assert {r.spec.activation for r in da.runs} >= {"sigmoid", "tanh", "relu", "leaky_relu",
+                                                     "prelu", "gelu", "selu"}
+    init = by_name["initialization"]
+    assert {r.spec.init for r in init.runs} == {"naive", "small_normal", "xavier_normal",
+                                                "he_normal", "lecun_normal", "orthogonal"}
+    nr = by_name["normalization_residual"]
+    assert {(r.spec.model, r.spec.norm, r.spec.skip) for r in nr.runs} == {
+        (m, n, s) for m in ("mlp", "cnn") for n in ("none", "batchnorm") for s in ("none", "residual")}
+    assert max(r.spec.depth for r in nr.runs if r.spec.model == "cnn") >= 56
+    assert max(r.spec.depth for r in nr.runs if r.spec.model == "mlp") >= 56
+    rec = by_name["recurrent"]
+    assert {(r.spec.cell, r.spec.task, r.spec.seq_len, r.spec.clip) for r in rec.runs} == {
+        (c, t, n, k) for c in ("rnn", "irnn", "lstm", "gru") for t in ("adding", "copy")
+        for n in (50, 100, 200) for k in ("none", "global_norm")}
+    # a config belongs to one study: a shared run would carry only one study's name
+    ids = [r.run_id for g in grids for r in g.runs]
+    assert len(ids) == len(set(ids))
+    smoke = grid.load(BENCHMARKS / "smoke.toml")
+    assert len(smoke.runs) <= 16
