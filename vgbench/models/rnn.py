@@ -10,7 +10,8 @@ The top layer's last h_T feeds a linear head (one output per sequence), or every
 when the task's targets carry a time axis (``copy``: one output per step).
 
 Cells are entries of :data:`CELLS` (``register_cell`` adds more): ``rnn`` (Elman, the run's
-``activation``), ``irnn`` (ReLU, identity recurrent init), ``lstm`` and ``gru``. Input and
+``activation``: the run config's default is relu, so the classic tanh RNN is
+``activation="tanh"``), ``irnn`` (ReLU, identity recurrent init), ``lstm`` and ``gru``. Input and
 output weights take the run's ``init``, recurrent weights ``recurrent_init`` (orthogonal by
 default; each gate block is initialised on its own, as flax does); ``sigma_w`` is the gain of
 the orthogonal, identity and gaussian schemes.
@@ -24,7 +25,7 @@ Diagnostics (layers ordered recurrent_1 .. recurrent_depth, output):
 * ``gate_mean``: mean forget gate (LSTM) / update gate (GRU) of the first layer; NaN for cells
   without one. ``spectral_radius``: ρ of the first layer's recurrent matrix (for gated cells,
   of the candidate block W_hg / W_hn that carries the state's content).
-* ``act_rms``, ``dead_fraction``: of the hidden states h; ``saturation``: of the cell's
+* ``act_rms``: of the hidden states h; ``saturation`` and ``dead_fraction``: of the cell's
   candidate nonlinearity (the activation for Elman cells, tanh for gated ones).
 
 Training speed: the backward pass is a hand-written scan (:func:`fused_recurrence`) that
