@@ -176,15 +176,18 @@ def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str
     _median_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
                   log_y=positive)
     if "plateau_step" in df:
-        marker_label = "plateau"  # once per axes, for the legend
-        for label, group in _ordered(df, hue, colors):
-            center = group.groupby("step")[value].median().dropna()
-            steps = group.drop_duplicates(["run_id", "seed"])["plateau_step"].dropna()
-            if len(steps) and len(center):
-                y = np.interp(steps, center.index.to_numpy(float), center.to_numpy(float))
-                ax.scatter(steps, y, marker="x", s=18, color=colors[label], zorder=3,
-                           label=marker_label)
-                marker_label = "_plateau"
+        centers = df.groupby([hue, "step"], observed=True)[value].median().dropna()
+        seeds = df.drop_duplicates(["run_id", "seed"]).dropna(subset=["plateau_step"])
+        where, heights, marker_colors = [], [], []
+        for label, steps in seeds.groupby(hue, observed=True)["plateau_step"]:
+            if label in colors and label in centers.index.get_level_values(0):
+                center = centers.xs(label, level=0)
+                where += list(steps)
+                heights += list(np.interp(steps, center.index.to_numpy(float), center.to_numpy()))
+                marker_colors += [colors[label]] * len(steps)
+        if where:  # one marker per seed, on its entry's median curve
+            ax.scatter(where, heights, marker="x", s=18, c=marker_colors, zorder=3,
+                       label="plateau")
     if "task_baseline" in df and df["task_baseline"].notna().any():
         ax.axhline(df["task_baseline"].median(), color="0.4", linestyle="--", linewidth=0.8,
                    label="trivial predictor")
@@ -380,10 +383,25 @@ def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool):
         ax.figure.colorbar(mappable, ax=ax, label="layer l", pad=0.02)
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade(value, pos=None) -> str:
+    """``1e-4`` -> ``"10⁻⁴"`` in plain text (mathtext tick labels are slow to draw)."""
+    if value <= 0:
+        return ""
+    exponent = np.log10(value)
+    if abs(exponent - round(exponent)) > 1e-6:
+        return f"{value:g}"
+    exponent = int(round(exponent))
+    return "1" if exponent == 0 else "10" + str(exponent).translate(_SUPERSCRIPT)
+
+
 def _log_y(ax):
     """Log y axis with a few labelled decades and no minor ticks."""
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
+    ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(_decade))
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # minor ticks cost half the drawing
 
 
