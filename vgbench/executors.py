@@ -29,6 +29,8 @@ from vgbench.grid import Run
 from vgbench.store import Store
 
 RUN_STATES = ("missing", "corrupt", "other_seeds")   # store states that need a run
+COMPILE_COST = 4.0                                     # seconds, roughly, per batch
+COST_PER_LAYER_STEP = {"mlp": 4e-5, "rnn": 6e-5, "cnn": 1.2e-3}
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,15 @@ class Batch:
 
     @property
     def cost(self) -> float:
-        """Rough relative cost, to balance shards: entries x steps x sequential layers."""
+        """Rough expected seconds on one CPU core, to balance shards and workers.
+
+        A compile (a few seconds) plus entries x steps x sequential layers at a per-model
+        rate measured on a laptop CPU (an 8x8 convolution layer costs ~30 MLP layers).
+        """
         s = self.runs[0].spec
         length = s.depth * (s.seq_len if s.model == "rnn" else 1)
-        return float(self.entries * max(s.steps, 1) * length)
+        rate = COST_PER_LAYER_STEP.get(s.model, COST_PER_LAYER_STEP["mlp"])
+        return COMPILE_COST + self.entries * max(s.steps, 1) * length * rate
 
     def describe(self) -> str:
         s = self.runs[0].spec
@@ -265,7 +272,7 @@ class ProcessExecutor:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         futures = {}
-        for batch in batches:
+        for batch in sorted(batches, key=lambda b: -b.cost):   # longest first balances workers
             futures[self.pool.submit(run_batch, batch, self.results,
                                      retry_failed=self.retry_failed)] = batch
         running = set(futures)
@@ -313,7 +320,8 @@ class RayExecutor:
                                                        max_retries=0)
 
     def map(self, batches, on_start=None):
-        futures = {self.task.remote(b, self.results, self.retry_failed): b for b in batches}
+        futures = {self.task.remote(b, self.results, self.retry_failed): b
+                   for b in sorted(batches, key=lambda b: -b.cost)}
         running = list(futures)
         while running:
             done, running = self.ray.wait(running, num_returns=1)

@@ -115,16 +115,17 @@ def manifest(g: grid_mod.Grid) -> dict:
 class StudyTally:
     runs: int = 0
     new: int = 0
-    wall_s: float = 0.0
+    busy_s: float = 0.0        # summed over the batches (over the workers, when there are several)
     status: dict = field(default_factory=dict)   # run_id -> per-seed status
 
-    def line(self, name: str) -> str:
+    def line(self, name: str, parallel: bool = False) -> str:
         diverged = sum(any(s == "diverged" for s in st) for st in self.status.values())
         failed = sum(any(s == "failed" for s in st) for st in self.status.values())
         missing = self.runs - len(self.status)
+        time_s = (f"{self.busy_s:.1f} s of batch time (batches ran in parallel)" if parallel
+                  else f"wall {self.busy_s:.1f} s")
         return (f"{name}: {self.runs} runs ({self.new} run now), {diverged} diverged, "
-                f"{failed} failed" + (f", {missing} not done" if missing else "")
-                + f", wall {self.wall_s:.1f} s")
+                f"{failed} failed" + (f", {missing} not done" if missing else "") + f", {time_s}")
 
 
 # ---------------------------------------------------------------------------- main
@@ -183,8 +184,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     exit_code = _execute(args, pending, store, tallies, done, total)
+    parallel = args.executor != "local" or args.jobs > 1
     for name, tally in tallies.items():
-        print(tally.line(name))
+        print(tally.line(name, parallel))
     print(f"total wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
     return exit_code
 
@@ -206,7 +208,7 @@ def _execute(args, pending: list[Batch], store: Store, tallies, done: int, total
                                                                                       refresh=True)):
                 batch = by_index[result.index]
                 tally = tallies[batch.study]
-                tally.wall_s += result.wall_s
+                tally.busy_s += result.wall_s
                 finished = 0
                 for o in result.outcomes:
                     if o.result == "busy":

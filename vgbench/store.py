@@ -104,7 +104,14 @@ class Store:
         return dest
 
     def write_study(self, manifest: dict) -> Path:
-        return write_json_atomic(self.studies / f"{manifest['name']}.json", manifest)
+        """Write a study's manifest (left untouched when it has not changed)."""
+        path = self.studies / f"{manifest['name']}.json"
+        try:
+            if json.loads(path.read_bytes()) == manifest:
+                return path
+        except (OSError, ValueError):
+            pass
+        return write_json_atomic(path, manifest)
 
     def clean_temporaries(self, run_id: str) -> None:
         """Remove half-written temporary files a killed writer of ``run_id`` left behind.
