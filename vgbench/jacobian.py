@@ -287,3 +287,64 @@ def _log10(value: float) -> float | None:
 
 def _log10_ratio(high: float, low: float) -> float | None:
     return math.log10(high / low) if low > 0 and high > 0 and math.isfinite(high / low) else None
+
+
+# ---------------------------------------------------------------------------- records on disk
+
+def annotate(results_dir, studies=("theory",), *, max_width: int | None = EXACT_MAX_WIDTH,
+             force: bool = False, **kwargs) -> list:
+    """Add the Jacobian spectra to the records of ``studies`` under ``<results_dir>/runs``.
+
+    Only feed-forward runs no wider than ``max_width`` (None: any width) get spectra; records
+    that already carry them (unless ``force``), records of other studies and records whose
+    every seed failed are left alone. Each record is rewritten atomically. Returns the paths
+    written.
+    """
+    import json
+    from pathlib import Path
+
+    from vgbench.record import write_json_atomic
+
+    written = []
+    for path in sorted(Path(results_dir, "runs").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        config = record.get("config", {})
+        if record.get("study") not in studies or config.get("model") != "mlp":
+            continue
+        if max_width is not None and config.get("width", 0) > max_width:
+            continue
+        if all(s == "failed" for s in record.get("status", ["failed"])):
+            continue
+        if FIELD in record.get("diagnostics", {}) and not force:
+            continue
+        written.append(write_json_atomic(path, add_to_record(record, **kwargs)))
+    return written
+
+
+def main(argv=None) -> int:
+    """``python -m vgbench.jacobian RESULTS [--study NAME]...``: annotate a study's records."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vgbench.jacobian", description=(
+        "Add input-output Jacobian spectra at initialization to the run records of a study."))
+    parser.add_argument("results", help="results directory (records in RESULTS/runs)")
+    parser.add_argument("--study", action="append", default=None,
+                        help="study whose records get spectra (repeatable; default: theory)")
+    parser.add_argument("--method", choices=("auto", "exact", "lanczos"), default="auto")
+    parser.add_argument("--inputs", type=int, default=N_INPUTS, help="inputs per network")
+    parser.add_argument("--max-width", type=int, default=EXACT_MAX_WIDTH,
+                        help=f"only runs this wide or narrower (default {EXACT_MAX_WIDTH}, the "
+                             "widest with exact spectra; 0: every width)")
+    parser.add_argument("--force", action="store_true", help="recompute existing spectra")
+    args = parser.parse_args(argv)
+    paths = annotate(args.results, tuple(args.study or ["theory"]), force=args.force,
+                     max_width=args.max_width or None, method=args.method, n_inputs=args.inputs)
+    print(f"added Jacobian spectra to {len(paths)} record{'s' * (len(paths) != 1)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
