@@ -10,6 +10,7 @@ from fixtures_records import record, recurrent_study, toy_study
 from vgbench.report import build_frames, with_runs
 from vgbench.report import figures as fg
 from vgbench.report.figure_files import study_figures
+from vgbench.report.style import entry_styles
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_many_entries_are_drawn_with_colour_for_one_axis_and_dashes_for_another(
     entries = [f"{a} / {i}" for a in ("sigmoid", "tanh", "relu", "gelu") for i in ("naive", "he", "lecun")]
     runs = pd.DataFrame({"entry": entries, "entry_order": range(12),
                          "entry_axes": "activation / init"})
-    styles = fg.entry_styles(runs)
+    styles = entry_styles(runs)
     assert styles.colors["tanh / naive"] == styles.colors["tanh / he"]
     assert styles.colors["tanh / naive"] != styles.colors["relu / naive"]
     assert styles.dashes["tanh / naive"] == styles.dashes["relu / naive"]
@@ -149,7 +150,7 @@ def test_many_entries_are_drawn_with_colour_for_one_axis_and_dashes_for_another(
     labels = [label for _, label in styles.legend]
     assert labels == ["activation:", "sigmoid", "tanh", "relu", "gelu", "init:", "naive", "he",
                       "lecun"]
-    few = fg.entry_styles(runs.iloc[:5])
+    few = entry_styles(runs.iloc[:5])
     assert not few.dashes and len(set(few.colors.values())) == 5
 
 

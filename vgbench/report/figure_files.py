@@ -18,6 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from vgbench.report import figures as fg
+from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
 from vgbench.report.frames import with_runs
 
 PANEL = (1.6, 1.3)      # inches per facet
@@ -26,7 +27,7 @@ MARGINS = {"left": 0.6, "right": 0.12, "bottom": 0.45, "top": 0.3, "wspace": 0.1
            "hspace": 0.5}  # inches; fixed margins draw much faster than a layout engine
 LEGEND_FONT = 7.0
 COLORBAR = 0.75         # inches for a colour bar and its label
-MAX_ENTRY_PANELS = 16
+MAX_ENTRY_PANELS = 12
 PER_ENTRY = ("grad_over_steps", "weight_trajectories")
 
 CAPTIONS = {
@@ -68,7 +69,7 @@ def legend_width(labels) -> float:
     return 0.6 + longest * LEGEND_FONT * 0.55 / 72
 
 
-def figure_legend(fig: Figure, axes, styles: fg.EntryStyles, title: str | None = None):
+def figure_legend(fig: Figure, axes, styles: EntryStyles, title: str | None = None):
     """One legend in the right margin: the entries' styles, then whatever else the panels
     labelled (a baseline line, plateau markers, ...), each once."""
     pairs = list(styles.legend)
@@ -120,11 +121,11 @@ def _panels(df: pd.DataFrame):
     return [(f"{axis} = {fg._number_text(v)}", g) for v, g in df.groupby("frontier_value")]
 
 
-def _legend_room(styles: fg.EntryStyles, df: pd.DataFrame, extra=()) -> float:
+def _legend_room(styles: EntryStyles, df: pd.DataFrame, extra=()) -> float:
     return legend_width([t for _, t in styles.legend] + list(extra) + [df["entry_axes"].iloc[0]])
 
 
-def faceted_figure(df: pd.DataFrame, styles: fg.EntryStyles, plot, extra_labels=(), **kwargs):
+def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(), **kwargs):
     """One panel per frontier value of ``plot(rows, ax=, colors=, dashes=, **kwargs)``."""
     panels = _panels(df)
     fig, axes = facets(len(panels), legend=_legend_room(styles, df, extra_labels))
@@ -136,7 +137,7 @@ def faceted_figure(df: pd.DataFrame, styles: fg.EntryStyles, plot, extra_labels=
     return fig
 
 
-def time_grad_figure(time: pd.DataFrame, styles: fg.EntryStyles) -> Figure:
+def time_grad_figure(time: pd.DataFrame, styles: EntryStyles) -> Figure:
     """‖∂L/∂h_t‖ against t: a column per sequence length, a row for initialisation and one
     for the end of training."""
     panels = _panels(time)
@@ -166,7 +167,7 @@ def grad_heatmap_figure(grad: pd.DataFrame) -> Figure:
         fg.plot_grad_heatmap(data[data["entry"] == entry], ax=ax, vmin=vmin, vmax=vmax, cbar=False)
         ax.set_title(entry)
     _outer_labels(axes)
-    mappable = mpl.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=fg.SEQUENTIAL)
+    mappable = mpl.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label="log10 " + fg.GRAD_LABEL)
     return fig
 
@@ -189,19 +190,19 @@ def per_entry_figure(grad: pd.DataFrame, plot, label: str) -> Figure:
         ax.set_title(entry)
     _outer_labels(axes)
     n_layer = int(grad["layer"].max()) + 1 if len(grad) else 1
-    mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=fg.SEQUENTIAL)
+    mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label=label)
     return fig
 
 
-def single_figure(plot, df: pd.DataFrame, styles: fg.EntryStyles, extra_labels=()) -> Figure:
+def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) -> Figure:
     fig, axes = facets(1, panel=(2.2, 1.8), legend=_legend_room(styles, df, extra_labels))
     plot(df, ax=axes[0], colors=styles.colors, dashes=styles.dashes)
     figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
     return fig
 
 
-def dead_saturation_figure(runs: pd.DataFrame, styles: fg.EntryStyles) -> Figure:
+def dead_saturation_figure(runs: pd.DataFrame, styles: EntryStyles) -> Figure:
     fig, axes = facets(2, panel=(1.9, 1.6), sharey=False, legend=_legend_room(styles, runs))
     for ax, value in zip(axes, ("dead_fraction_final", "saturation_final")):
         fg.plot_dead_saturation(runs, ax=ax, value=value, colors=styles.colors,
@@ -236,7 +237,7 @@ def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
     axis = runs["frontier_axis"].iloc[0]
     axis = axis if isinstance(axis, str) else None
     at = headline_value(runs)
-    styles = fg.entry_styles(runs)
+    styles = entry_styles(runs)
     grad = with_runs(grad, runs)
     curves = with_runs(curves, runs, ("entry", "entry_order", "entry_axes", "frontier_axis",
                                       "frontier_value", "plateau_step", "task_baseline"))
@@ -269,7 +270,7 @@ def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
         plans.append(("dead_saturation", lambda: dead_saturation_figure(runs, styles)))
     n_entries = runs["entry"].nunique()
     written = []
-    with fg.style():
+    with style():
         for name, build in plans:
             paths = save(build(), outdir / name, formats)
             where = f", at {axis} {fg._number_text(at)}" if axis and not math.isnan(at) else ""

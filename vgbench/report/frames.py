@@ -1,4 +1,4 @@
-"""Tidy (long) frames from run records; the only place that knows the record's nesting.
+"""Tidy (long) frames from run records (:mod:`vgbench.report.arrays` unpacks the diagnostics).
 
 * ``runs``: one row per run x seed: identity, grid axes, status, final metrics, summary.
 * ``grad_stats``: one row per run x seed x log point x layer: the per-layer diagnostics.
@@ -20,14 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vgbench.report.arrays import record_arrays
 from vgbench.report.parallel import run_tasks
 from vgbench.report.records import Problem, read_record, record_paths
 
-LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
-                "saturation", "dead_fraction")
-CURVE_FIELDS = ("loss", "test_loss", "test_metric", "grad_global_norm", "gate_mean",
-                "spectral_radius")
-N_WEIGHT_SAMPLES = 4
 FRONTIER_AXES = ("depth", "seq_len")
 # config fields that never make an entry, even where they differ between ad-hoc runs
 _NOT_AXES = ("data_dir", "plugin_hash", "target")
@@ -84,8 +80,8 @@ def build_frames(records: list[dict], *, arrays: list | None = None) -> Frames:
     """
     arrays = arrays if arrays is not None else [_try_arrays(r) for r in records]
     by_study: dict[str, list] = {}
-    for record, record_arrays_ in zip(records, arrays):
-        by_study.setdefault(str(record.get("study") or "adhoc"), []).append((record, record_arrays_))
+    for record, found in zip(records, arrays):
+        by_study.setdefault(str(record.get("study") or "adhoc"), []).append((record, found))
     run_rows, layer_parts, time_parts, curve_parts, problems = [], [], [], [], []
     for study, members in sorted(by_study.items()):
         design = study_design([r for r, _ in members])
@@ -232,81 +228,6 @@ def _final_metric(record: dict, target: dict) -> tuple[str, list]:
     if isinstance(series, list):
         return name, [s[-1] if isinstance(s, list) and s else None for s in series]
     return name, [None] * n_seed
-
-
-def _underflow_first(record: dict) -> np.ndarray | None:
-    """``[seed, log_point]``: did the signal at the input end (layer 0 or t = 0) underflow?"""
-    diagnostics = record["diagnostics"]
-    flags = diagnostics.get("time_delta_underflow", diagnostics.get("delta_underflow"))
-    if flags is None:
-        return None
-    shape = (len(record["seeds"]), len(diagnostics["steps"]), _last_dim(flags))
-    return _array(flags, shape, "underflow")[:, :, 0] == 1
-
-
-def record_arrays(record: dict) -> dict | None:
-    """The diagnostics of one record as float arrays (None if it logged nothing)."""
-    diagnostics = record["diagnostics"]
-    if not diagnostics.get("steps"):
-        return None
-    n_seed, n_point = len(record["seeds"]), len(diagnostics["steps"])
-    names = diagnostics.get("layer_names")
-    n_layer = len(names) if isinstance(names, list) else _last_dim(diagnostics.get("delta_norm"))
-    names = [str(n) for n in names] if isinstance(names, list) else [
-        f"layer_{i}" for i in range(n_layer)]
-    shape = (n_seed, n_point, n_layer)
-    layer = {f: _array(diagnostics.get(f), shape, f) for f in LAYER_FIELDS}
-    layer["delta_underflow"] = _array(diagnostics.get("delta_underflow"), shape, "delta_underflow")
-    samples = _array(diagnostics.get("weight_samples"), shape + (N_WEIGHT_SAMPLES,), "weight_samples")
-    layer.update({f"weight_sample_{k}": samples[..., k] for k in range(N_WEIGHT_SAMPLES)})
-    curve = {f: _array(diagnostics.get(f), (n_seed, n_point), f) for f in CURVE_FIELDS}
-    time = None
-    if diagnostics.get("time_delta_norm") is not None:
-        t_shape = (n_seed, n_point, _last_dim(diagnostics["time_delta_norm"]))
-        keep = [0, n_point - 1] if n_point > 1 else [0]  # initialisation and end of training
-        time = {"time_delta_norm": _array(diagnostics["time_delta_norm"], t_shape, "time_delta_norm"),
-                "time_delta_underflow": _array(diagnostics.get("time_delta_underflow"), t_shape,
-                                               "time_delta_underflow")}
-        time = {k: v[:, keep] for k, v in time.items()} | {"_points": np.array(keep)}
-    return {"layer": layer, "layer_names": names, "curve": curve, "time": time,
-            "underflow_first": _underflow_first(record)}
-
-
-def _array(value, shape: tuple, name: str) -> np.ndarray:
-    """A nested list as a float array of ``shape``; null -> NaN, a null seed -> all NaN."""
-    if value is None:
-        return np.full(shape, np.nan)
-    try:
-        out = np.asarray(value, dtype=float)
-        if out.shape == shape:
-            return out
-    except (TypeError, ValueError):
-        pass
-    if not isinstance(value, list) or len(value) != shape[0]:
-        raise ValueError(f"diagnostics.{name} is not shaped {list(shape)}")
-    out = np.full(shape, np.nan)
-    for i, per_seed in enumerate(value):
-        if per_seed is None:
-            continue
-        try:
-            row = np.asarray(per_seed, dtype=float)
-        except (TypeError, ValueError):
-            raise ValueError(f"diagnostics.{name}[{i}] is ragged") from None
-        if row.shape != shape[1:]:
-            raise ValueError(f"diagnostics.{name}[{i}] is shaped {list(row.shape)}, "
-                             f"expected {list(shape[1:])}")
-        out[i] = row
-    return out
-
-
-def _last_dim(nested) -> int:
-    """Length of the innermost list of the first non-null element of a nested list."""
-    while isinstance(nested, list):
-        inner = next((x for x in nested if x is not None), None)
-        if not isinstance(inner, list):
-            return len(nested)
-        nested = inner
-    raise ValueError("cannot find the length of a diagnostics array")
 
 
 # ---------------------------------------------------------------------------- assembling
