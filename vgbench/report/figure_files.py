@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from vgbench.report import figures as fg
 from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
 from vgbench.report.frames import with_runs
+from vgbench.report.leaderboard import headline_value
 
 PANEL = (1.6, 1.3)      # inches per facet
 MAX_COLUMNS = 4
@@ -223,20 +224,14 @@ def _outer_labels(axes):
 
 # ---------------------------------------------------------------------------- one study
 
-def headline_value(runs: pd.DataFrame) -> float:
-    """The largest frontier value every entry ran (else the largest any ran; NaN if none)."""
-    per_entry = [set(g["frontier_value"].dropna()) for _, g in runs.groupby("entry")]
-    common = set.intersection(*per_entry) if per_entry else set()
-    values = common or set(runs["frontier_value"].dropna())
-    return max(values) if values else math.nan
-
-
 def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
                   curves: pd.DataFrame, outdir: Path, formats=("png", "pdf")):
     """Every figure that applies to one study. Returns ``[(name, caption, [paths])]``."""
     axis = runs["frontier_axis"].iloc[0]
     axis = axis if isinstance(axis, str) else None
     at = headline_value(runs)
+    if math.isnan(at):  # entries ran different depths: the largest any ran
+        at = runs["frontier_value"].max()
     styles = entry_styles(runs)
     grad = with_runs(grad, runs)
     curves = with_runs(curves, runs, ("entry", "entry_order", "entry_axes", "frontier_axis",

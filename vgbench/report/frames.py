@@ -134,8 +134,8 @@ def _load_chunk(shared: dict, paths: list) -> list:
             continue
         found = _try_arrays(record)
         diagnostics = record["diagnostics"]
-        record["diagnostics"] = {k: diagnostics[k] for k in ("steps", "layer_names")
-                                 if k in diagnostics}
+        record["diagnostics"] = {k: diagnostics[k] for k in ("steps", "layer_names",
+                                                             "test_metric") if k in diagnostics}
         out.append((str(path), record, found))
     return out
 

@@ -22,8 +22,6 @@ import pandas as pd
 
 from vgbench.report.stats import censored_median, describe, paired_comparison
 
-SUCCESS_SHARE = 2 / 3
-
 
 def group_summary(rows: pd.DataFrame) -> dict:
     """Seed statistics of one setting (rows: one per seed from the ``runs`` frame)."""
@@ -131,7 +129,7 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
         task_runs = runs[runs["task"] == task]
         entries = task_runs.drop_duplicates("entry").sort_values("entry_order")
         base = choose_baseline(entries, baseline)
-        at = _headline_value(task_settings)
+        at = headline_value(task_settings)
         rows = []
         for entry, entry_settings in task_settings.groupby("entry", sort=False):
             value = at if not np.isnan(at) else entry_settings["frontier_value"].max()
@@ -158,9 +156,10 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
     return board[head + [c for c in board.columns if c not in head and c != "entry_order"]]
 
 
-def _headline_value(task_settings: pd.DataFrame) -> float:
-    """Largest frontier value that every entry ran (NaN without a frontier axis or in common)."""
-    per_entry = [set(g["frontier_value"].dropna()) for _, g in task_settings.groupby("entry")]
+def headline_value(df: pd.DataFrame) -> float:
+    """The largest frontier value that every entry of ``df`` ran (rows with ``entry`` and
+    ``frontier_value``); NaN without a frontier axis or a value in common."""
+    per_entry = [set(g["frontier_value"].dropna()) for _, g in df.groupby("entry")]
     common = set.intersection(*per_entry) if per_entry else set()
     return max(common) if common else np.nan
 
