@@ -60,11 +60,13 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
     for attribute, (file_name, caption) in FRAME_FILES.items():
         outputs.append(Output("frame", None, file_name, caption, (results_dir / file_name,)))
         tasks += _csv_tasks(attribute, len(getattr(frames, attribute)), results_dir / file_name)
+    # the largest studies first, so that the last tasks to finish are short ones
+    sizes = frames.grad_stats["study"].value_counts() if len(frames.grad_stats) else {}
+    chosen.sort(key=lambda study: -int(sizes.get(study, 0)))
     study_tasks = [(_study_task, (study, baselines.get(study), results_dir, tuple(formats)))
                    for study in chosen]
     # import the plotting stack once, here, rather than once in every worker
     from vgbench.report import figure_files  # noqa: F401
-    # the slowest tasks first, so that the last ones to finish are short
     results = run_tasks(study_tasks + tasks, {"frames": frames}, workers)
     _join_csv_parts(tasks)
     for study_outputs in results[:len(study_tasks)]:

@@ -18,9 +18,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from vgbench.report import figures as fg
-from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
 from vgbench.report.frames import with_runs
 from vgbench.report.leaderboard import headline_value
+from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
 
 PANEL = (1.6, 1.3)      # inches per facet
 MAX_COLUMNS = 4
