@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from fixtures_records import recurrent_study, toy_study, write_results
 from vgbench.report import build_report
@@ -75,3 +76,19 @@ def test_importing_the_reporter_does_not_import_jax():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_grid_files_baseline_travels_with_the_records(tmp_path):
+    records = toy_study()
+    for rec in records:
+        rec["study_baseline"] = {"activation": "sigmoid"}
+    results = write_results(tmp_path, records)
+    build_report(results, formats=(), workers=1)
+    board = pd.read_csv(results / "leaderboards" / "toy.csv").set_index("entry")
+    assert board.loc["sigmoid", "baseline"] and not board.loc["relu", "baseline"]
+    assert board.loc["relu", "p_improve"] == pytest.approx(2 / 3)
+    build_report(results, formats=(), workers=1, baselines={"toy": "relu"})
+    board = pd.read_csv(results / "leaderboards" / "toy.csv").set_index("entry")
+    assert board.loc["relu", "baseline"]
+    with pytest.raises(ValueError, match="unknown studies"):
+        build_report(results, formats=(), workers=1, baselines={"nope": "relu"})

@@ -8,7 +8,7 @@ import pytest
 
 from fixtures_records import record, toy_study
 from vgbench.report import build_frames, by_setting, leaderboard
-from vgbench.report.leaderboard import choose_baseline, frontier
+from vgbench.report.leaderboard import baseline_map, frontier
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,23 @@ def test_named_baseline_by_axis_values_or_label(runs):
 
 def test_default_baseline_prefers_the_unmitigated_entry():
     entries = pd.DataFrame({"entry": ["batchnorm / residual", "none / none", "none / residual"]})
-    assert choose_baseline(entries) == "none / none"
+    assert set(baseline_map(entries).values()) == {"none / none"}
+
+
+def test_a_partial_baseline_pairs_each_entry_with_its_own_reference():
+    records = [record(study="grid", depth=4, activation=a, init=i)
+               for a in ("relu", "tanh") for i in ("naive", "xavier_normal")]
+    runs = build_frames(records).runs
+    board = leaderboard(runs, baseline={"init": "naive"}).set_index("entry")
+    assert board["baseline_entry"].to_dict() == {
+        "relu / naive": "relu / naive", "relu / xavier_normal": "relu / naive",
+        "tanh / naive": "tanh / naive", "tanh / xavier_normal": "tanh / naive"}
+    assert board["baseline"].to_dict() == {"relu / naive": True, "relu / xavier_normal": False,
+                                           "tanh / naive": True, "tanh / xavier_normal": False}
+    tanh = runs[(runs["activation"] == "tanh")].set_index(["init", "seed"])["metric"]
+    expected = (tanh["xavier_normal"] - tanh["naive"]).mean()
+    assert board.loc["tanh / xavier_normal", "diff"] == pytest.approx(expected)
+    assert np.isnan(board.loc["tanh / naive", "diff"])
 
 
 def test_lower_is_better_metrics_rank_ascending():

@@ -34,9 +34,9 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
         ``time_stats.csv``, ``curves.csv``, ``leaderboards/``, ``tables/``, ``figures/`` and
         ``README.md`` under it.
       studies: only these studies get leaderboards, tables and figures (default: all).
-      baselines: study -> its baseline entry, as an entry label (``"relu / he_normal"``) or a
-        dict of axis values (``{"skip": "none"}``); see :mod:`vgbench.report.leaderboard` for
-        the default.
+      baselines: study -> its baseline, as an entry label (``"relu / he_normal"``) or a dict
+        of axis values (``{"init": "naive"}``); default: the ``study_baseline`` its records
+        carry from the grid file, else the rule in :mod:`vgbench.report.leaderboard`.
       formats: the figure file formats.
       workers: processes for figures and large CSV files (default: the number of cores).
 
@@ -63,8 +63,8 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
     # the largest studies first, so that the last tasks to finish are short ones
     sizes = frames.grad_stats["study"].value_counts() if len(frames.grad_stats) else {}
     chosen.sort(key=lambda study: -int(sizes.get(study, 0)))
-    study_tasks = [(_study_task, (study, baselines.get(study), results_dir, tuple(formats)))
-                   for study in chosen]
+    study_tasks = [(_study_task, (study, baselines.get(study, frames.study_baselines.get(study)),
+                                  results_dir, tuple(formats))) for study in chosen]
     # import the plotting stack once, here, rather than once in every worker
     from vgbench.report import figure_files  # noqa: F401
     results = run_tasks(study_tasks + tasks, {"frames": frames}, workers)

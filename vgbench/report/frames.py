@@ -38,6 +38,7 @@ class Frames:
     time_stats: pd.DataFrame
     curves: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    study_baselines: dict = field(default_factory=dict)   # study -> its grid's baseline
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,10 @@ def build_frames(records: list[dict], *, arrays: list | None = None) -> Frames:
     for record, found in zip(records, arrays):
         by_study.setdefault(str(record.get("study") or "adhoc"), []).append((record, found))
     run_rows, layer_parts, time_parts, curve_parts, problems = [], [], [], [], []
+    study_baselines = {}
     for study, members in sorted(by_study.items()):
+        study_baselines[study] = next((r["study_baseline"] for r, _ in members
+                                       if isinstance(r.get("study_baseline"), dict)), None)
         design = study_design([r for r, _ in members])
         orders = _entry_orders([r for r, _ in members], design)
         targets = _task_targets([r for r, _ in members])
@@ -107,7 +111,7 @@ def build_frames(records: list[dict], *, arrays: list | None = None) -> Frames:
                 time_parts.append((keys, found["time"]))
     return Frames(runs=_runs_frame(run_rows), grad_stats=_long_frame(layer_parts, "layer"),
                   time_stats=_long_frame(time_parts, "t"), curves=_long_frame(curve_parts, None),
-                  problems=problems)
+                  problems=problems, study_baselines=study_baselines)
 
 
 def load_frames(results_dir: str | Path, *, workers: int = 1) -> Frames:

@@ -9,10 +9,13 @@ Two frames per study, both from the ``runs`` frame (one row per run x seed):
   entry's *trainability frontier* (the largest frontier value at which at least 2/3 of the
   seeds reach the target) and a paired comparison against the study's baseline entry.
 
-The baseline entry is the one named in ``baseline`` (an entry label such as
-``"relu / he_normal"``, or a dict of axis values such as ``{"skip": "none"}``, matched against
-the entries in order); without one it is the entry with the most axes set to ``"none"`` (no
-mitigation), ties going to the first entry in sorted order.
+Baselines: ``baseline`` may be an entry label such as ``"relu / he_normal"`` (every entry is
+compared against it) or a dict of axis values such as ``{"init": "naive"}``, as a grid file's
+``study.baseline`` gives it: then each entry is compared against the entry that differs from it
+only on the named axes (``tanh / xavier_normal`` against ``tanh / naive``), and the entries
+that match the dict are baselines themselves. Without one, every entry is compared against the
+entry with the most axes set to ``"none"`` (no mitigation), ties going to the first entry in
+sorted order.
 """
 
 from __future__ import annotations
@@ -100,21 +103,45 @@ def frontier(settings: pd.DataFrame) -> tuple[float, bool]:
     return (best, best >= np.nanmax(values))
 
 
-def choose_baseline(entries: pd.DataFrame, baseline=None) -> str:
-    """The baseline entry's label, from ``entries`` (one row per entry, with its axis columns,
-    in entry order); see the module docstring for the rule."""
+def baseline_map(entries: pd.DataFrame, baseline=None, axes=()) -> dict:
+    """Entry -> the entry it is compared against (None where the grid lacks it).
+
+    ``entries``: one row per entry in entry order, with ``entry`` and the axis columns;
+    ``axes``: the entry axes. See the module docstring for the rules.
+    """
     labels = entries["entry"].tolist()
     if isinstance(baseline, str):
         if baseline not in labels:
             raise ValueError(f"baseline {baseline!r} is not an entry; entries: {', '.join(labels)}")
-        return baseline
-    if isinstance(baseline, dict):
-        for _, row in entries.iterrows():
-            if all(k in row and str(row[k]) == str(v) for k, v in baseline.items()):
-                return row["entry"]
-        raise ValueError(f"no entry matches baseline {baseline}; entries: {', '.join(labels)}")
+        return dict.fromkeys(labels, baseline)
+    named = {k: v for k, v in (baseline or {}).items() if k in axes}
+    if named:  # each entry against the one that differs from it only on the named axes
+        rows = entries.to_dict("records")
+        by_values = {tuple(_key(row[a]) for a in axes): row["entry"] for row in rows}
+        matched = {row["entry"]: by_values.get(tuple(
+            _key(named[a]) if a in named else _key(row[a]) for a in axes)) for row in rows}
+        if not any(matched.values()):
+            raise ValueError(f"no entry matches baseline {baseline}; entries: {', '.join(labels)}")
+        return matched
     nones = [sum(part.strip().lower() == "none" for part in label.split(" / ")) for label in labels]
-    return labels[int(np.argmax(nones))]
+    return dict.fromkeys(labels, labels[int(np.argmax(nones))])
+
+
+def baseline_rule(baseline, axes=()) -> str:
+    """How the baseline was chosen, in words, for captions."""
+    if isinstance(baseline, str):
+        return baseline
+    named = {k: v for k, v in (baseline or {}).items() if k in axes}
+    if named:
+        return ", ".join(f"{k} = {v}" for k, v in named.items())
+    return "the entry with the most axes set to none, else the first"
+
+
+def _key(value) -> str:
+    """Axis values compared as text, with 2.0 and 2 the same."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
@@ -124,11 +151,12 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
     settings = by_setting(runs) if settings is None else settings
     if settings.empty:
         return settings
+    axes = [a for a in str(runs["entry_axes"].iloc[0]).split(" / ") if a and a in runs]
     out = []
     for task, task_settings in settings.groupby("task", sort=True):
         task_runs = runs[runs["task"] == task]
         entries = task_runs.drop_duplicates("entry").sort_values("entry_order")
-        base = choose_baseline(entries, baseline)
+        bases = baseline_map(entries, baseline, axes)
         at = headline_value(task_settings)
         rows = []
         for entry, entry_settings in task_settings.groupby("entry", sort=False):
@@ -138,7 +166,9 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
                 continue
             row = here.iloc[0].to_dict()
             row["frontier"], row["frontier_censored"] = frontier(entry_settings)
-            row["baseline"] = entry == base
+            base = bases.get(entry)
+            row["baseline"], row["baseline_entry"] = entry == base, base
+            row["baseline_rule"] = baseline_rule(baseline, axes)
             row.update(_versus(task_runs, entry, base, value, row["higher_is_better"]))
             first = entries[entries["entry"] == entry].iloc[0]
             row.update({axis: first.get(axis) for axis in entry_axes})
@@ -151,7 +181,7 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
         board.insert(0, "rank", np.arange(1, len(board) + 1))
         out.append(board.drop(columns="_key"))
     board = pd.concat(out, ignore_index=True).rename(columns={"frontier_value": "at"})
-    head = ["study", "task", "rank", "entry", *entry_axes, "baseline", "metric",
+    head = ["study", "task", "rank", "entry", *entry_axes, "baseline", "baseline_entry", "metric",
             "higher_is_better", "frontier_axis", "at"]
     return board[head + [c for c in board.columns if c not in head and c != "entry_order"]]
 
@@ -168,11 +198,12 @@ def _same(values: pd.Series, value: float) -> pd.Series:
     return values.isna() if np.isnan(value) else values == value
 
 
-def _versus(task_runs: pd.DataFrame, entry: str, base: str, value: float, higher: bool) -> dict:
+def _versus(task_runs: pd.DataFrame, entry: str, base: str | None, value: float,
+            higher: bool) -> dict:
     """Paired comparison of ``entry`` against ``base`` at one frontier value, on shared seeds."""
     keys = ("diff", "diff_ci_low", "diff_ci_high", "p_improve", "p_improve_ci_low",
             "p_improve_ci_high")
-    if entry == base:
+    if base is None or entry == base:
         return {"n_paired": 0, **{k: np.nan for k in keys}}
     here = task_runs[_same(task_runs["frontier_value"], value)]
 

@@ -165,7 +165,17 @@ def _info(board: pd.DataFrame, dialect: Dialect) -> dict:
             "where": f"Study {dialect.code(first['study'])}, task {dialect.code(first['task'])}",
             "direction": "higher" if first["higher_is_better"] else "lower",
             "entry": dialect.escape(str(first["entry_axes"] or "entry")),
+            "rule": _rule_text(board, dialect),
             "label": re.sub(r"[^A-Za-z0-9-]+", "-", f"vgbench-{first['study']}-{first['task']}")}
+
+
+def _rule_text(board: pd.DataFrame, dialect: Dialect) -> str:
+    """" (dagger)" for one baseline entry; for matched baselines, which axes they fix."""
+    bases = {b for b in board["baseline_entry"] if isinstance(b, str)}
+    if len(bases) <= 1:
+        return f" ({dialect.dagger})"
+    return (f" with the same other axes and {dialect.escape(board['baseline_rule'].iloc[0])} "
+            f"({dialect.dagger})")
 
 
 def _metric_cell(setting, best: float | None, dialect: Dialect) -> str:
@@ -242,7 +252,7 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
                f"seeds reaching the target{info['target'].replace('; target', '')}. "
                f"{dialect.log_a}: orders of magnitude the backpropagated signal loses between the "
                f"output and the input end, at initialisation {dialect.arrow} end of training. "
-               f"{dialect.delta}: paired difference from the baseline ({dialect.dagger}) on shared "
+               f"{dialect.delta}: paired difference from the baseline{info['rule']} on shared "
                f"seeds, with its 95{dialect.percent} bootstrap interval; P(better): share of those seeds on which the entry "
                f"beats the baseline (ties count half, failures lose).")
     header = [info["entry"], dialect.escape(info["metric"])] + (["success"] if with_success else [])
