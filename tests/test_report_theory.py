@@ -45,7 +45,6 @@ def theory_record(activation, sigma_w2, sigma_b2, *, init="gaussian", slope_erro
         spread = 0.05 if activation == "tanh" else 2.0
         record["diagnostics"]["jacobian_singular_values"] = [
             list(np.exp(spread * (np.array(probabilities) - 0.5))) for _ in seeds]
-        record["diagnostics"]["jacobian_quantiles"] = probabilities
         record["diagnostics"]["jacobian_method"] = "exact"
         record["summary"]["jacobian_log10_mean_sq"] = [0.0 for _ in seeds]
     return record
@@ -163,3 +162,15 @@ def test_the_theory_report_does_not_import_jax():
     code = ("import sys, vgbench.report.theory, vgbench.report; "
             "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_theory_report_reads_a_results_directory(records, tmp_path):
+    from vgbench.report.frames import load_frames
+    from vgbench.report.synthetic import write_records
+
+    write_records(tmp_path / "results", records + [make_record(study="other")])
+    frames = load_frames(tmp_path / "results")
+    paths = report.theory_report(tmp_path / "results", tmp_path / "out", frames=frames,
+                                 formats=("png",))
+    assert (tmp_path / "out" / "theory_jacobian_spectra.png") in paths
+    assert (tmp_path / "out" / "theory_agreement.csv") in paths

@@ -18,7 +18,8 @@ Two ways to get the singular values:
 
 Either way the products run in float32: singular values below about ``1e-6`` times the largest
 are not resolved. A record keeps, per seed, the quantiles of the pooled spectrum at
-:data:`QUANTILES` (``jacobian_singular_values[seed][k]``, 101 numbers), and
+:data:`QUANTILES` = 0, 0.01, ..., 1 (``jacobian_singular_values[seed][k]`` is the
+``k / (K - 1)`` quantile, ``K = 101``: the minimum, the percentiles, the maximum), and
 ``log10 (1/n_in) ||J||_F^2`` (``summary.jacobian_log10_mean_sq``), whose mean-field value is
 ``L log10 chi_1`` for ``L`` hidden layers at ``q*``.
 """
@@ -255,14 +256,15 @@ def spectrum_for(spec: RunSpec, seeds, **kwargs) -> list[list[float]]:
 def jacobian_diagnostics(spec: RunSpec, seeds, **kwargs) -> tuple[dict, dict]:
     """``(diagnostics, summary)`` fields of a record: the spectra of :func:`spectra`.
 
-    diagnostics: ``jacobian_singular_values`` ``[seed][k]`` (quantiles at
-    ``jacobian_quantiles``), ``jacobian_method``, ``jacobian_inputs``. summary, per seed:
+    diagnostics: ``jacobian_singular_values`` ``[seed][k]`` (the ``k / (K - 1)`` quantile of
+    seed's spectrum, K = len(QUANTILES)), ``jacobian_method`` (``"exact"`` or ``"lanczos"``)
+    and ``jacobian_inputs`` (the number of inputs pooled). summary, per seed:
     ``jacobian_log10_mean_sq`` (log10 of the mean squared singular value, ``||J||_F^2/n_in``),
     ``jacobian_log10_condition`` (log10 of the 99th over the 1st percentile).
     """
     found = spectra(spec, seeds, **kwargs)
     quantiles = [weighted_quantiles(s) for s in found]
-    diagnostics = {FIELD: [q.tolist() for q in quantiles], "jacobian_quantiles": list(QUANTILES),
+    diagnostics = {FIELD: [q.tolist() for q in quantiles],
                    "jacobian_method": found[0].method if found else method_for(spec),
                    "jacobian_inputs": kwargs.get("n_inputs", N_INPUTS)}
     summary = {"jacobian_log10_mean_sq": [_log10(s.mean_sq) for s in found],

@@ -280,13 +280,16 @@ def profile_frame(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
 
 def spectra_frame(records: list[dict]) -> pd.DataFrame:
     """Jacobian singular-value quantiles of the records that carry them: one row per run x
-    seed x quantile (``probability``, ``singular_value``), with the run's study and config."""
+    seed x quantile (``probability``, ``singular_value``), with the run's study and config.
+    ``jacobian_singular_values[seed][k]`` is the ``k / (K - 1)`` quantile (vgbench.jacobian)."""
     rows = []
     for record in records:
         diagnostics = record.get("diagnostics") or {}
-        values, probabilities = diagnostics.get(JACOBIAN_FIELD), diagnostics.get("jacobian_quantiles")
-        if not isinstance(values, list) or not isinstance(probabilities, list):
+        values = diagnostics.get(JACOBIAN_FIELD)
+        if not isinstance(values, list) or not values:
             continue
+        size = max((len(v) for v in values if isinstance(v, list)), default=0)
+        probabilities = np.linspace(0.0, 1.0, size)   # entry k is the k/(K-1) quantile
         config, axes = record["config"], record.get("grid_axes") or {}
         label = run_label({**config, **axes})
         for seed, per_seed in zip(record["seeds"], values):
@@ -527,17 +530,17 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
     """Write the theory table and figures under ``out_dir``; one ``index.Output`` per item.
 
     Args:
-      records: run records (dicts), or a results directory to load them from.
+      records: run records (dicts), or a results directory to load them from (with
+        ``frames`` given, only the theory study's records are read).
       out_dir: where the files go (created).
       frames: the records' :class:`~vgbench.report.frames.Frames`, if already built.
     """
     from vgbench.report.frames import build_frames
     from vgbench.report.index import Output
-    from vgbench.report.records import load_records
     from vgbench.report.tables import LATEX, MARKDOWN
 
     if isinstance(records, (str, Path)):
-        records, _ = load_records(records)
+        records = _theory_records(Path(records), frames)
     frames = frames if frames is not None else build_frames(records)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -580,6 +583,19 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
             paths = save(build(), out_dir / f"theory_{name}", formats)
             outputs.append(Output("figure", STUDY, f"theory_{name}", caption, tuple(paths)))
     return outputs
+
+
+def _theory_records(results_dir: Path, frames) -> list[dict]:
+    """The records to read from a results directory: all of them without frames, else only
+    the theory study's (the frames hold everything else the report needs)."""
+    from vgbench.report.records import load_records, read_record
+
+    if frames is None:
+        return load_records(results_dir)[0]
+    runs = frames.runs
+    run_ids = runs.loc[runs["study"] == STUDY, "run_id"].unique() if len(runs) else []
+    found = [read_record(results_dir / "runs" / f"{run_id}.json") for run_id in run_ids]
+    return [record for record, problem in found if problem is None]
 
 
 def theory_report(records, out_dir, *, frames=None, formats=("png", "pdf")) -> list[Path]:
