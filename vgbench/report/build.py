@@ -71,6 +71,10 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
     _join_csv_parts(tasks)
     for study_outputs in results[:len(study_tasks)]:
         outputs += study_outputs
+    if "theory" in chosen:  # mean-field theory against measurement (vgbench.report.theory)
+        from vgbench.report.theory import theory_outputs
+        outputs += theory_outputs(results_dir, results_dir / "theory", frames=frames,
+                                  formats=formats)
     n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
     index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]
