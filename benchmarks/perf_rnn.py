@@ -1,13 +1,22 @@
 """Speed of the recurrent training step: LSTM and GRU at T = 200, hidden 128, batch 64.
 
-One row per cell: the time of a full training step (forward, backward, Adam update) on the
-adding task, and the achieved GFLOP/s against a roofline measured in the same process (a
-large float32 matmul). FLOPs count the matmuls only (elementwise work is not counted): the
-recurrent product h W_h, the input projection x W_x and the head, forward and backward
-(3x forward: ∂L/∂h and ∂L/∂W each cost one forward product).
+One row per cell and implementation: the time of a full training step (forward, backward,
+Adam update) on the adding task, and the achieved GFLOP/s against a roofline measured in the
+same process (a 2048^3 float32 matmul, best of several). FLOPs count the matmuls only: the
+recurrent product h W_h, the input projection x W_x and the head, forward and backward (3x
+the forward products: ∂L/∂h and ∂L/∂W each cost one more). Every case is timed in
+interleaved rounds (best of each), in wall-clock time and in process CPU time: on a shared
+machine the wall-clock figures carry the neighbours' load, the CPU-time ones much less.
 
-    python benchmarks/perf_rnn.py                 rows of the default implementation
-    python benchmarks/perf_rnn.py --compare       and of the plain lax.scan reference
+Implementations (``--compare``):
+
+* ``straightforward``: the textbook lax.scan cell (four gate slices, jax.nn.sigmoid, an
+  einsum plus a bias for the input projection), differentiated by JAX;
+* ``vgbench cells, autodiff scan``: vgbench's cells (one tanh over the fused gates, rational
+  tanh, the bias inside the projection matmul) under JAX's own scan transpose;
+* ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`).
+
+    python benchmarks/perf_rnn.py [--compare] [--rounds N]
 
 ``rnn_rows(roofline_gflops)`` is what benchmarks/perf.py calls for its table.
 """
@@ -15,7 +24,6 @@ recurrent product h W_h, the input projection x W_x and the head, forward and ba
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import time
 
@@ -32,18 +40,15 @@ CELLS = ("lstm", "gru")
 
 
 def roofline(n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n by n x n float32 matmul on the default device."""
+    """Best GFLOP/s (wall clock) of an n x n by n x n float32 matmul on the default device."""
+    return 2 * n ** 3 / min(best_times([_matmul(n)], rounds=repeats, inner=1)[0]) / 1e9
+
+
+def _matmul(n):
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
     jax.block_until_ready(matmul(a))
-    best = min(_seconds(lambda: matmul(a)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
+    return lambda: matmul(a)
 
 
 def step_flops(cell: rnn.Cell, seq_len: int, width: int, batch: int, channels: int,
@@ -54,116 +59,130 @@ def step_flops(cell: rnn.Cell, seq_len: int, width: int, batch: int, channels: i
     return 3.0 * forward
 
 
-def plain_lstm(act, cp, xp, hw, state):
-    """LSTM written the straightforward way: four slices, jax.nn.sigmoid on each gate."""
-    c, _ = state
-    i, f, g, o = jnp.split(xp + hw, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+def straightforward(name: str):
+    """``apply(params, x) -> out``: the textbook lax.scan LSTM / GRU on vgbench's parameters."""
+    def lstm(z, c, h):
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return c, jax.nn.sigmoid(o) * jnp.tanh(c)
+
+    def apply(params, x):
+        p = params["first"]
+        xp = jnp.einsum("btc,ck->tbk", x, p["w_x"]) + p["b"]
+        h0 = jnp.zeros((x.shape[0], p["w_h"].shape[0]), x.dtype)
+
+        def step(carry, xp_t):
+            c, h = carry
+            if name == "lstm":
+                c, h = lstm(xp_t + h @ p["w_h"], c, h)
+            else:
+                x_r, x_z, x_n = jnp.split(xp_t, 3, axis=-1)
+                h_r, h_z, h_n = jnp.split(h @ p["w_h"], 3, axis=-1)
+                r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+                n = jnp.tanh(x_n + r * (h_n + p["cell"]["b_hn"]))
+                h = (1 - z) * n + z * h
+            return (c, h), None
+
+        (_, h), _ = jax.lax.scan(step, (h0, h0), xp)
+        return h @ params["out"]["w"] + params["out"]["b"]
+
+    return apply
 
 
-def plain_gru(act, cp, xp, hw, state):
-    """GRU written the straightforward way: slices first, jax.nn.sigmoid on each gate."""
-    (h,) = state
-    x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
-    r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-    n = jnp.tanh(x_n + r * (h_n + cp["b_hn"]))
-    return ((1 - z) * n + z * h,)
+IMPLEMENTATIONS = ("straightforward", "vgbench cells, autodiff scan", "vgbench")
 
 
-PLAIN = {"lstm": plain_lstm, "gru": plain_gru}
-
-
-def variants(name: str) -> dict[str, tuple]:
-    """Implementation variants of a cell: (recurrence, cell override)."""
-    cell = rnn.get_cell(name)
-    plain = dataclasses.replace(cell, pointwise=PLAIN[name], additive=False)
-    return {
-        "scan (reference)": (functools.partial(rnn.scan_recurrence, unroll=1), plain),
-        "scan, one tanh": (functools.partial(rnn.scan_recurrence, unroll=1), cell),
-        "fused backward": (rnn.fused_recurrence, cell),
-    }
-
-
-def build_step(name: str, recurrence=rnn.fused_recurrence, cell=None, *, seq_len=SEQ_LEN,
-               width=WIDTH, batch=BATCH):
+def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, width=WIDTH,
+               batch=BATCH):
     """(run, flops): ``run()`` does one compiled training step; flops counts its matmuls."""
     spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width, seq_len=seq_len,
                    batch_size=batch, optimizer="adam", lr=1e-3)
     task = tasks.make(spec)
-    model = rnn.make_rnn(spec, task, recurrence=recurrence, cell=cell)
+    recurrence = functools.partial(rnn.scan_recurrence, unroll=1) if "autodiff" in implementation \
+        else rnn.fused_recurrence
+    model = rnn.make_rnn(spec, task, recurrence=recurrence)
     params, state = model.init(jax.random.PRNGKey(0))
+    if implementation == "straightforward":
+        apply = straightforward(name)
+    else:
+        def apply(p, x):
+            return model.apply(p, state, x, train=True)[0]
     opt = optax.adam(1e-3)
     x, y = task.sample(jax.random.PRNGKey(1), batch)
 
-    def loss(p):
-        return task.loss(model.apply(p, state, x, train=True)[0], y)
-
     @jax.jit
-    def step(p, o):
-        value, grads = jax.value_and_grad(loss)(p)
+    def step(p, o, x, y):  # the batch is an argument, as in training: XLA cannot fold it
+        value, grads = jax.value_and_grad(lambda p: task.loss(apply(p, x), y))(p)
         updates, o = opt.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
-    carry = jax.block_until_ready(step(params, opt.init(params)))
+    carry = jax.block_until_ready(step(params, opt.init(params), x, y))
 
     def run():
         nonlocal carry
-        carry = step(*carry[:2])
+        carry = step(*carry[:2], x, y)
         return carry
 
-    flops = step_flops(cell or rnn.get_cell(name), seq_len, width, batch, task.input_shape[1],
+    flops = step_flops(rnn.get_cell(name), seq_len, width, batch, task.input_shape[1],
                        task.output_dim)
     return run, flops
 
 
-def best_times(runs: list, rounds: int = 7, inner: int = 3) -> list[float]:
-    """Best seconds per call of each function, timed in interleaved rounds.
+def best_times(runs: list, rounds: int = 7, inner: int = 3) -> list[tuple[float, float]]:
+    """(best wall seconds, best CPU seconds) per call of each function, in interleaved rounds.
 
     Interleaving keeps the comparison fair on a shared machine whose load changes.
     """
-    best = [float("inf")] * len(runs)
+    best = [(float("inf"), float("inf"))] * len(runs)
     for _ in range(rounds):
         for i, run in enumerate(runs):
-            seconds = _seconds(lambda: [run() for _ in range(inner)][-1]) / inner
-            best[i] = min(best[i], seconds)
+            wall, cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready([run() for _ in range(inner)][-1])
+            wall, cpu = (time.perf_counter() - wall) / inner, (time.process_time() - cpu) / inner
+            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
     return best
 
 
-def rnn_rows(roofline_gflops: float, *, cells=CELLS, compare: bool = False, rounds: int = 7,
-             **sizes) -> list[dict]:
-    """One row per cell (and per variant with ``compare``) for benchmarks/perf.py's table."""
-    cases = []
-    for name in cells:
-        chosen = variants(name) if compare else {"fused backward": (rnn.fused_recurrence, None)}
-        for variant, (recurrence, cell) in chosen.items():
-            cases.append((name, variant, *build_step(name, recurrence, cell, **sizes)))
-    times = best_times([case[2] for case in cases], rounds=rounds)
+def rnn_rows(roofline_gflops: float | None = None, *, cells=CELLS, compare: bool = False,
+             rounds: int = 7, **sizes) -> list[dict]:
+    """One row per cell (and per implementation with ``compare``) for benchmarks/perf.py.
+
+    The roofline is re-measured in the same interleaved rounds (for its CPU-time figure); the
+    wall-clock fraction uses ``roofline_gflops`` when given.
+    """
+    chosen = IMPLEMENTATIONS if compare else ("vgbench",)
+    cases = [(name, impl, *build_step(name, impl, **sizes)) for name in cells for impl in chosen]
+    n = 2048
+    times = best_times([_matmul(n)] + [case[2] for case in cases], rounds=rounds)
+    peak_wall, peak_cpu = (2 * n ** 3 / t / 1e9 for t in times[0])
+    peak_wall = roofline_gflops or peak_wall
     rows = []
-    for (name, variant, _, flops), seconds in zip(cases, times):
-        gflops = flops / seconds / 1e9
-        rows.append({"benchmark": f"rnn_{name}_train_step", "variant": variant,
+    for (name, impl, _, flops), (wall, cpu) in zip(cases, times[1:]):
+        rows.append({"benchmark": f"rnn_{name}_train_step", "implementation": impl,
                      "seq_len": sizes.get("seq_len", SEQ_LEN), "width": sizes.get("width", WIDTH),
-                     "batch": sizes.get("batch", BATCH), "ms_per_step": round(1e3 * seconds, 2),
-                     "gflop_per_step": round(flops / 1e9, 3), "gflops": round(gflops, 1),
-                     "roofline_gflops": round(roofline_gflops, 1),
-                     "fraction_of_roofline": round(gflops / roofline_gflops, 3)})
+                     "batch": sizes.get("batch", BATCH), "gflop_per_step": round(flops / 1e9, 3),
+                     "ms_per_step": round(1e3 * wall, 2), "gflops": round(flops / wall / 1e9, 1),
+                     "roofline_gflops": round(peak_wall, 1),
+                     "fraction_of_roofline": round(flops / wall / 1e9 / peak_wall, 3),
+                     "cpu_ms_per_step": round(1e3 * cpu, 2),
+                     "cpu_fraction_of_roofline": round(flops / cpu / 1e9 / peak_cpu, 3)})
     return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--compare", action="store_true", help="also time the reference variants")
+    parser.add_argument("--compare", action="store_true", help="also time the reference versions")
     parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    peak = roofline()
-    print(f"roofline: {peak:.1f} GFLOP/s (2048^3 float32 matmul), backend {jax.default_backend()}")
-    for row in rnn_rows(peak, cells=args.cells.split(","), compare=args.compare,
-                       rounds=args.rounds):
-        print(f"{row['benchmark']:22s} {row['variant']:18s} {row['ms_per_step']:8.2f} ms/step "
-              f"{row['gflops']:7.1f} GFLOP/s  {100 * row['fraction_of_roofline']:5.1f} % of roofline")
+    rows = rnn_rows(cells=args.cells.split(","), compare=args.compare, rounds=args.rounds)
+    print(f"roofline: {rows[0]['roofline_gflops']:.1f} GFLOP/s (2048^3 float32 matmul, wall "
+          f"clock), backend {jax.default_backend()}")
+    for row in rows:
+        print(f"{row['benchmark']:22s} {row['implementation']:29s} {row['ms_per_step']:7.1f} ms "
+              f"{row['gflops']:6.1f} GFLOP/s {100 * row['fraction_of_roofline']:5.1f} % of roofline"
+              f" | CPU time {row['cpu_ms_per_step']:7.1f} ms "
+              f"{100 * row['cpu_fraction_of_roofline']:5.1f} %")
 
 
 if __name__ == "__main__":

@@ -330,6 +330,17 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     return run
 
 
+def input_projection(u, w_x, b):
+    """u [T, B, C] @ w_x [C, K] + b for every step at once, as one matmul.
+
+    The bias rides in the matmul as a row of w_x against a constant input channel: XLA:CPU
+    otherwise writes the [T, B, K] product and then reads and writes it again to add b.
+    """
+    ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
+    return jnp.einsum("tbi,ik->tbk", jnp.concatenate([u, ones], axis=-1),
+                      jnp.concatenate([w_x, b[None]], axis=0))
+
+
 def spectral_radius(w, squarings: int = SPECTRAL_SQUARINGS):
     """ρ(W) by Gelfand's formula ρ = lim ‖W^n‖^(1/n), n = 2^squarings, renormalising each square.
 
@@ -392,7 +403,7 @@ def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence,
 
     def layer(p, u, probe, diag):
         """One recurrent layer over a time-major sequence u [T, B, in] -> h [T, B, W]."""
-        xp = jnp.einsum("tbi,ik->tbk", u, p["w_x"]) + p["b"]
+        xp = input_projection(u, p["w_x"], p["b"])
         state0 = tuple(jnp.zeros((u.shape[1], width), u.dtype) for _ in range(cell.state_size))
         h = recurrence(cell, act, p["cell"], xp, p["w_h"], state0, probe)
         return h, (layer_diagnostics(p, xp, h) if diag else {})
