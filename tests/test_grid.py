@@ -110,7 +110,7 @@ def test_baseline_and_description(tmp_path):
     assert g.meta()["study_baseline"] == {"activation": "relu", "init": "he_normal"}
 
 
-def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_every_spec(tmp_path):
+def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_the_specs_using_them(tmp_path):
     name = "plugact_" + uuid.uuid4().hex[:8]
     (tmp_path / "plugs").mkdir()
     (tmp_path / "plugs" / "act.py").write_text(textwrap.dedent(f"""
@@ -129,8 +129,8 @@ def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_every_spec(tmp_
         activation = ["{name}", "tanh"]
         """))
     assert g.plugins == (str((tmp_path / "plugs" / "act.py").resolve()),)
-    hashes = {r.spec.plugin_hash for r in g.runs}
-    assert len(hashes) == 1 and None not in hashes
+    hashes = {r.spec.activation: r.spec.plugin_hash for r in g.runs}
+    assert hashes["tanh"] is None and isinstance(hashes[name], str)
 
 
 @pytest.mark.parametrize("text, fragments", [

@@ -83,6 +83,7 @@ class BatchResult:
     compile_s: float = 0.0
     run_s: float = 0.0
     wall_s: float = 0.0
+    cpu_s: float = 0.0          # CPU time of the process that ran it (all its threads)
 
 
 # ---------------------------------------------------------------------------- one batch
@@ -185,7 +186,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
     """Run the batch's unfinished runs (under their locks) and write their records."""
     from vgbench import plugins, record
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     store = Store(results)
     result = BatchResult(index=batch.index)
     if batch.plugins:
@@ -210,7 +211,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
             else:
                 result.outcomes.append(Outcome(run.run_id, "done", now.status))
         if not todo:
-            result.wall_s = time.perf_counter() - t0
+            result.wall_s, result.cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
             return result
         try:
             records, result.compile_s, result.run_s = _records(batch, todo)
@@ -232,7 +233,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
             result.outcomes.append(Outcome(rec["run_id"], "failed" if failed else "ran",
                                            tuple(rec["status"]),
                                            rec["error"][0] if failed else None))
-    result.wall_s = time.perf_counter() - t0
+    result.wall_s, result.cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     return result
 
 

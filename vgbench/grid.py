@@ -143,6 +143,12 @@ class _Checker:
         return value
 
 
+def _label(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise GridError(f"{where}.{LABEL}: a label must be a non-empty string, got {value!r}")
+    return value
+
+
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
@@ -233,8 +239,8 @@ def load(path: str | Path) -> Grid:
         raise GridError(f"{where}: study.description must be a string, got {description!r}")
     seeds = _parse_seeds(study.get("seeds", 1), where)
 
-    plugins = study.get("plugins", [])
-    plugin_hash, resolved = _load_plugins(plugins, path, where)
+    # each spec takes the hash of the plugins whose entries it names (RunSpec.plugin_hash)
+    resolved = _load_plugins(study.get("plugins", []), path, where)
     # registries may have grown: re-read them for the checks below
     check = _Checker(where)
 
@@ -260,7 +266,8 @@ def load(path: str | Path) -> Grid:
                 entry = {}
                 for k, x in v.items():
                     check.key(k, f"{ctx}[{i}]", extra=(LABEL,))
-                    entry[k] = x if k == LABEL else check.value(k, x, f"{ctx}[{i}].{k}")
+                    entry[k] = _label(x, f"{where}: {ctx}[{i}]") if k == LABEL else check.value(
+                        k, x, f"{ctx}[{i}].{k}")
                 entries.append(entry)
             zipped[axis] = {k for e in entries for k in e if k != LABEL}
         else:
@@ -301,7 +308,7 @@ def load(path: str | Path) -> Grid:
         combos = [c for c in combos if not _matches(rule, {**defaults, **fixed, **c})]
         if len(combos) == before:
             raise GridError(f"{where}: exclude[{i}] matches no run of the grid: {rule}")
-    if axes_table and not combos:
+    if axes_table and not combos and not content.get("include"):
         raise GridError(f"{where}: exclude rules remove every run of the grid")
 
     for i, rule in enumerate(_rules(content.get("include", []), "include", where)):
@@ -318,7 +325,7 @@ def load(path: str | Path) -> Grid:
                     for kk, x in t.items():
                         check.key(kk, ctx, extra=(LABEL,))
                         if kk == LABEL:
-                            entry[k] = x
+                            entry[k] = _label(x, f"{where}: {ctx}")
                         else:
                             entry[kk] = check.value(kk, x, f"{ctx}.{kk}")
                     opts.append(entry)
@@ -335,7 +342,7 @@ def load(path: str | Path) -> Grid:
     if not combos:
         raise GridError(f"{where}: the grid has no runs")
 
-    expanded = _expand(combos, fixed, plugin_hash, where)
+    expanded = _expand(combos, fixed, where)
     varying = _varying_keys(expanded)
     runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying})
                  for spec, combo in expanded)
@@ -353,20 +360,21 @@ def _rules(value: Any, name: str, where: str) -> list[dict]:
     return value
 
 
-def _load_plugins(plugins: Any, path: Path, where: str) -> tuple[str | None, tuple[str, ...]]:
+def _load_plugins(plugins: Any, path: Path, where: str) -> tuple[str, ...]:
+    """Import the grid's plugins; return them as absolute file paths or module names."""
     from vgbench import plugins as plugin_mod
 
     if plugins == []:
-        return None, ()
+        return ()
     try:
-        digest = plugin_mod.load(plugins, base=path.parent, where=f"{where}: study.plugins")
+        plugin_mod.load(plugins, base=path.parent, where=f"{where}: study.plugins")
     except plugin_mod.PluginError as err:
         raise GridError(str(err)) from None
     resolved = []
     for ref in plugins:
         is_path = ref.endswith(".py") or "/" in ref or "\\" in ref
         resolved.append(str((path.parent / Path(ref).expanduser()).resolve()) if is_path else ref)
-    return digest, tuple(resolved)
+    return tuple(resolved)
 
 
 def _baseline(value: Any, check: _Checker, where: str) -> dict | None:
@@ -380,8 +388,7 @@ def _baseline(value: Any, check: _Checker, where: str) -> dict | None:
     return dict(value)
 
 
-def _expand(combos: list[dict], fixed: dict, plugin_hash: str | None,
-            where: str) -> list[tuple[RunSpec, dict]]:
+def _expand(combos: list[dict], fixed: dict, where: str) -> list[tuple[RunSpec, dict]]:
     """Specs of the combinations, in order, without duplicates (equal run ids)."""
     fields = set(grid_fields())
     expanded, seen = [], set()

@@ -116,6 +116,7 @@ class StudyTally:
     runs: int = 0
     new: int = 0
     busy_s: float = 0.0        # summed over the batches (over the workers, when there are several)
+    cpu_s: float = 0.0
     status: dict = field(default_factory=dict)   # run_id -> per-seed status
 
     def line(self, name: str, parallel: bool = False) -> str:
@@ -125,7 +126,8 @@ class StudyTally:
         time_s = (f"{self.busy_s:.1f} s of batch time (batches ran in parallel)" if parallel
                   else f"wall {self.busy_s:.1f} s")
         return (f"{name}: {self.runs} runs ({self.new} run now), {diverged} diverged, "
-                f"{failed} failed" + (f", {missing} not done" if missing else "") + f", {time_s}")
+                f"{failed} failed" + (f", {missing} not done" if missing else "")
+                + f", {time_s}, CPU {self.cpu_s:.1f} s")
 
 
 # ---------------------------------------------------------------------------- main
@@ -209,6 +211,7 @@ def _execute(args, pending: list[Batch], store: Store, tallies, done: int, total
                 batch = by_index[result.index]
                 tally = tallies[batch.study]
                 tally.busy_s += result.wall_s
+                tally.cpu_s += result.cpu_s
                 finished = 0
                 for o in result.outcomes:
                     if o.result == "busy":
