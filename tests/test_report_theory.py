@@ -174,3 +174,13 @@ def test_theory_report_reads_a_results_directory(records, tmp_path):
                                  formats=("png",))
     assert (tmp_path / "out" / "theory_jacobian_spectra.png") in paths
     assert (tmp_path / "out" / "theory_agreement.csv") in paths
+
+
+def test_build_report_includes_the_theory_outputs(records, tmp_path):
+    from vgbench.report import build_report
+    from vgbench.report.synthetic import write_records
+
+    write_records(tmp_path, records)
+    paths = build_report(tmp_path, formats=("png",), workers=1)
+    assert tmp_path / "theory" / "theory_agreement.md" in paths
+    assert "theory_agreement" in (tmp_path / "README.md").read_text()
