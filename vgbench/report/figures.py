@@ -175,7 +175,7 @@ def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, seed=None, max_layers
             owners.append(layer)
     _layer_lines(ax, segments, np.asarray(owners), _n_layer(df), colorbar)
     _few_ticks(ax, y=True)
-    ax.set(xlabel="step", ylabel="weight − initial value" if change else "weight value")
+    ax.set(xlabel="step", ylabel="w − w₀" if change else "weight w")
     return ax
 
 
@@ -328,10 +328,24 @@ def _decade(value, pos=None) -> str:
     return "1" if exponent == 0 else "10" + str(exponent).translate(_SUPERSCRIPT)
 
 
+class _LogTicks(mpl.ticker.LogLocator):
+    """A few decades; 1-2-5 steps where fewer than two decades are in view."""
+
+    def __init__(self):
+        super().__init__(numticks=5)
+
+    def tick_values(self, vmin, vmax):
+        ticks = super().tick_values(vmin, vmax)
+        low, high = sorted((vmin, vmax))
+        if sum(low <= t <= high for t in ticks) >= 2:
+            return ticks
+        return mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12).tick_values(vmin, vmax)
+
+
 def _log_y(ax):
-    """Log y axis with a few labelled decades and no minor ticks."""
+    """Log y axis with a few labelled ticks and no minor ticks."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
+    ax.yaxis.set_major_locator(_LogTicks())
     ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(_decade))
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # minor ticks cost half the drawing
 
