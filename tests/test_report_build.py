@@ -6,7 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from fixtures_records import recurrent_study, toy_study, write_results
+from fixtures_records import record, recurrent_study, toy_study, write_results
+from vgbench.report.synthetic import write_records
 from vgbench.report import build_report
 
 
@@ -92,3 +93,26 @@ def test_the_grid_files_baseline_travels_with_the_records(tmp_path):
     assert board.loc["relu", "baseline"]
     with pytest.raises(ValueError, match="unknown studies"):
         build_report(results, formats=(), workers=1, baselines={"nope": "relu"})
+
+
+def test_a_record_shared_by_two_studies_counts_in_both(tmp_path):
+    """One config in two grids runs once; both studies' manifests list it, both report it."""
+    import json as _json
+
+    from vgbench.report.frames import load_frames
+    from vgbench.report.records import load_records
+
+    write_records(tmp_path, [record(study="alpha", grid_axes={"depth": 2}, depth=2)])
+    rec = _json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    for name, axes in (("alpha", {"depth": 2}), ("beta", {"depth": 2, "extra": "x"})):
+        (studies / f"{name}.json").write_text(_json.dumps({
+            "schema": "vgbench.study/1", "name": name, "grid_hash": name * 2, "baseline": None,
+            "runs": [{"run_id": rec["run_id"], "grid_axes": axes}]}))
+    records, problems = load_records(tmp_path)
+    assert sorted(r["study"] for r in records) == ["alpha", "beta"] and not problems
+    assert {r["study"]: r["grid_hash"] for r in records} == {"alpha": "alphaalpha", "beta": "betabeta"}
+    runs = load_frames(tmp_path).runs
+    assert sorted(runs["study"].astype(str).unique()) == ["alpha", "beta"]
+

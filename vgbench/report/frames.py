@@ -22,7 +22,7 @@ import pandas as pd
 
 from vgbench.report.arrays import record_arrays
 from vgbench.report.parallel import run_tasks
-from vgbench.report.records import Problem, read_record, record_paths
+from vgbench.report.records import Problem, in_studies, read_record, record_paths, study_memberships
 
 FRONTIER_AXES = ("depth", "seq_len")
 # config fields that never make an entry, even where they differ between ad-hoc runs
@@ -122,7 +122,10 @@ def load_frames(results_dir: str | Path, *, workers: int = 1) -> Frames:
     loaded = run_tasks([(_load_chunk, (chunk,)) for chunk in chunks if chunk], {}, workers)
     found = sorted((item for chunk in loaded for item in chunk), key=lambda item: item[0])
     problems = [item[1] for item in found if isinstance(item[1], Problem)]
-    kept = [item for item in found if not isinstance(item[1], Problem)]
+    memberships = study_memberships(results_dir)
+    kept = [(path, member, arrays) for path, record, *rest in found
+            if not isinstance(record, Problem)
+            for arrays in rest for member in in_studies(record, memberships)]
     frames = build_frames([item[1] for item in kept], arrays=[item[2] for item in kept])
     frames.problems = problems + frames.problems
     return frames

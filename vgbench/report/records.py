@@ -84,13 +84,46 @@ def load_records(results_dir: str | Path) -> tuple[list[dict], list[Problem]]:
     """Load every ``<results_dir>/runs/*.json``; returns ``(records, problems)``.
 
     Each loaded record gains a ``"_source"`` key with its path, so that later stages can
-    name the file when they find something wrong with it.
+    name the file when they find something wrong with it. A record that several studies'
+    manifests list comes back once per study (:func:`study_memberships`).
     """
     records, problems = [], []
+    memberships = study_memberships(results_dir)
     for path in record_paths(results_dir):
         record, problem = read_record(path)
         if problem is None:
-            records.append(record)
+            records.extend(in_studies(record, memberships))
         else:
             problems.append(problem)
     return records, problems
+
+
+def study_memberships(results_dir: str | Path) -> dict[str, list[dict]]:
+    """run_id -> the studies whose manifest (``<results>/studies/<name>.json``) lists it.
+
+    A config that two studies share runs once and has one record, written with the study that
+    ran it; the manifests say every study it belongs to, with its coordinates in each.
+    Unreadable manifests are ignored here (the runner rewrites them on every run).
+    """
+    members: dict[str, list[dict]] = {}
+    for path in sorted((Path(results_dir) / "studies").glob("*.json")):
+        try:
+            manifest = json.loads(path.read_bytes())
+            name, runs = manifest["name"], manifest["runs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for run in runs if isinstance(runs, list) else []:
+            if isinstance(run, dict) and isinstance(run.get("run_id"), str):
+                members.setdefault(run["run_id"], []).append({
+                    "study": name, "grid_axes": run.get("grid_axes") or {},
+                    "grid_hash": manifest.get("grid_hash"),
+                    "study_baseline": manifest.get("baseline")})
+    return members
+
+
+def in_studies(record: dict, memberships: dict[str, list[dict]]) -> list[dict]:
+    """The record once per study it belongs to (shallow copies, study fields replaced)."""
+    studies = memberships.get(record.get("run_id"))
+    if not studies:
+        return [record]
+    return [{**record, **membership} for membership in studies]
