@@ -104,6 +104,7 @@ def test_divergence_is_recorded_not_raised():
     for at in rec["diverged_at_step"]:
         assert isinstance(at, int) and 0 <= at < 8
     assert rec["metrics"]["final_test_loss"] == [None, None]
+    assert rec["metrics"]["final_test_accuracy"] == [None, None]   # no accuracy from NaN logits
     json.loads(record.dumps(rec))
 
 

@@ -203,6 +203,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     for key, value in final["test"].items():
         if key != "loss":
             metrics[f"final_test_{key}"] = value
+    # a diverged seed has no final metrics (an argmax of NaN logits is not an accuracy)
+    alive = np.array([d is None for d in diverged_at])
+    metrics = {k: np.where(alive, np.asarray(v, np.float64), np.nan) for k, v in metrics.items()}
     test_metric = np.asarray(logs["test_metric"], np.float64)
     test_loss = np.asarray(logs["test_loss"], np.float64)
 
