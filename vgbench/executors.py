@@ -84,6 +84,7 @@ class BatchResult:
     run_s: float = 0.0
     wall_s: float = 0.0
     cpu_s: float = 0.0          # CPU time of the process that ran it (all its threads)
+    started: float = 0.0        # time.time() when the batch started
 
 
 # ---------------------------------------------------------------------------- one batch
@@ -188,7 +189,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = Store(results)
-    result = BatchResult(index=batch.index)
+    result = BatchResult(index=batch.index, started=time.time())
     if batch.plugins:
         plugins.load(list(batch.plugins))
     use_compilation_cache(store.cache)

@@ -115,19 +115,25 @@ def manifest(g: grid_mod.Grid) -> dict:
 class StudyTally:
     runs: int = 0
     new: int = 0
-    busy_s: float = 0.0        # summed over the batches (over the workers, when there are several)
+    first_start: float | None = None     # time.time() of the study's first batch, this invocation
+    last_end: float | None = None
     cpu_s: float = 0.0
     status: dict = field(default_factory=dict)   # run_id -> per-seed status
 
-    def line(self, name: str, parallel: bool = False) -> str:
+    def add(self, result) -> None:
+        end = result.started + result.wall_s
+        self.first_start = min(self.first_start or result.started, result.started)
+        self.last_end = max(self.last_end or end, end)
+        self.cpu_s += result.cpu_s
+
+    def line(self, name: str) -> str:
         diverged = sum(any(s == "diverged" for s in st) for st in self.status.values())
         failed = sum(any(s == "failed" for s in st) for st in self.status.values())
         missing = self.runs - len(self.status)
-        time_s = (f"{self.busy_s:.1f} s of batch time (batches ran in parallel)" if parallel
-                  else f"wall {self.busy_s:.1f} s")
+        wall = (self.last_end - self.first_start) if self.first_start is not None else 0.0
         return (f"{name}: {self.runs} runs ({self.new} run now), {diverged} diverged, "
                 f"{failed} failed" + (f", {missing} not done" if missing else "")
-                + f", {time_s}, CPU {self.cpu_s:.1f} s")
+                + f", wall {wall:.1f} s, CPU {self.cpu_s:.1f} s")
 
 
 # ---------------------------------------------------------------------------- main
@@ -186,9 +192,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     exit_code = _execute(args, pending, store, tallies, done, total)
-    parallel = args.executor != "local" or args.jobs > 1
     for name, tally in tallies.items():
-        print(tally.line(name, parallel))
+        print(tally.line(name))
     print(f"total wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
     return exit_code
 
@@ -210,8 +215,7 @@ def _execute(args, pending: list[Batch], store: Store, tallies, done: int, total
                                                                                       refresh=True)):
                 batch = by_index[result.index]
                 tally = tallies[batch.study]
-                tally.busy_s += result.wall_s
-                tally.cpu_s += result.cpu_s
+                tally.add(result)
                 finished = 0
                 for o in result.outcomes:
                     if o.result == "busy":
