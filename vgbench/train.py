@@ -146,7 +146,16 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
                  "test": evaluate(params, state, x_test, y_test)}
         return {"logs": logs, "final": final, "diverged_at": diverged_at}
 
-    run = jax.vmap(run_one)
+    batched = jax.vmap(run_one)
+
+    def run(params, state, data_keys, lrs):
+        # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
+        # (config, seed) entry skips vmap
+        if lrs.shape[0] == 1:
+            one = jax.tree_util.tree_map(lambda a: a[0], (params, state, data_keys, lrs))
+            return jax.tree_util.tree_map(lambda a: a[None], run_one(*one))
+        return batched(params, state, data_keys, lrs)
+
     return Program(spec=spec, task=task, model=model, run=jax.jit(run) if jit else run)
 
 
