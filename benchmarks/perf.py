@@ -162,6 +162,9 @@ def main(argv=None) -> int:
         from perf_rnn import rnn_rows  # the recurrent rows (LSTM/GRU at T = 200)
 
         for row in rnn_rows(roof):
+            row = {"bench": row.pop("benchmark"), "config": f"{row.pop('implementation')} "
+                   f"T={row['seq_len']} hidden={row['width']} batch={row['batch']}",
+                   "pct_roofline": 100 * row.pop("fraction_of_roofline"), **row}
             rows.append(row)
             print(_fmt(row), flush=True)
     except ImportError:
