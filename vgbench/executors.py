@@ -274,7 +274,7 @@ class ProcessExecutor:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         futures = {}
-        for batch in sorted(batches, key=lambda b: -b.cost):   # longest first balances workers
+        for batch in batches:   # in grid order: studies finish one after another
             futures[self.pool.submit(run_batch, batch, self.results,
                                      retry_failed=self.retry_failed)] = batch
         running = set(futures)
