@@ -59,8 +59,8 @@ def _array_task(name, spec, x_train, y_train, x_test, y_test, image_hw, classes,
                 target=target, higher_is_better=True)
 
 
-def digits(spec) -> Task:
-    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes; Alpaydin & Kaynak 1998)."""
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, train_index, test_index): the bundled digits and the fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -68,7 +68,12 @@ def digits(spec) -> Task:
     y = bunch.target.astype(np.int32)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     n_test = int(round(0.2 * len(x)))
-    test, train = order[:n_test], order[n_test:]
+    return x, y, order[n_test:], order[:n_test]
+
+
+def digits(spec) -> Task:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes; Alpaydin & Kaynak 1998)."""
+    x, y, train, test = digits_split()
     return _array_task("digits", spec, x[train], y[train], x[test], y[test], (8, 8), 10, DIGITS_TARGET)
 
 

@@ -187,16 +187,9 @@ PERMUTATION_SEED = 0
 
 def _pixel_digits(name: str, spec, permute: bool) -> Task:
     """The digits split of tasks.classification, read one pixel per step (T = 64, 1 channel)."""
-    from sklearn.datasets import load_digits
+    from vgbench.tasks.classification import _label_entropy, digits_split
 
-    from vgbench.tasks.classification import SPLIT_SEED, _label_entropy
-
-    bunch = load_digits()
-    x = bunch.data.astype(np.float32)
-    y = bunch.target.astype(np.int32)
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    n_test = int(round(0.2 * len(x)))
-    test, train = order[:n_test], order[n_test:]
+    x, y, train, test = digits_split()
     # one scalar mean and scale (from the training pixels): a pixel keeps its meaning at every step
     mean, std = x[train].mean(), x[train].std()
     x = spec.input_scale * (x - mean) / std
