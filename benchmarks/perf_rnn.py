@@ -12,8 +12,8 @@ Implementations (``--compare``):
 
 * ``straightforward``: the textbook lax.scan cell (four gate slices, jax.nn.sigmoid, an
   einsum plus a bias for the input projection), differentiated by JAX;
-* ``vgbench cells, autodiff scan``: vgbench's cells (one tanh over the fused gates, rational
-  tanh, the bias inside the projection matmul) under JAX's own scan transpose;
+* ``vgbench cells, autodiff scan``: vgbench's cells (one tanh over the fused LSTM gates,
+  sigmoid through tanh, the bias inside the projection matmul) under JAX's own scan transpose;
 * ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`).
 
     python benchmarks/perf_rnn.py [--compare] [--rounds N]

@@ -28,9 +28,13 @@ Diagnostics (layers ordered recurrent_1 .. recurrent_depth, output):
 * ``act_rms``: of the hidden states h; ``saturation`` and ``dead_fraction``: of the cell's
   candidate nonlinearity (the activation for Elman cells, tanh for gated ones).
 
-Training speed: the backward pass is a hand-written scan (:func:`fused_recurrence`) that
-carries only ∂L/∂s_t and leaves ∂L/∂W_h to one large matmul after the scan; gate sigmoids
-are computed as ½(1 + tanh(x/2)). :func:`scan_recurrence` is the plain autodiff reference.
+Training speed (benchmarks/perf_rnn.py): the backward pass is a hand-written scan
+(:func:`fused_recurrence`) that carries only ∂L/∂s_t and leaves ∂L/∂W_h to one large matmul
+after the scan; gate sigmoids are ½(1 + tanh(x/2)), the LSTM's as one tanh over all four
+fused blocks; the input bias rides inside the projection matmul. XLA:CPU leaves a fused
+kernel unvectorized when it reads one scanned sequence at several column offsets, so the
+loops never slice a scanned array: a cell that reads its blocks separately (GRU) gets one
+sequence per block. :func:`scan_recurrence` is the plain autodiff reference.
 """
 
 from __future__ import annotations
@@ -117,36 +121,9 @@ def get_cell(name: str) -> Cell:
 
 # ---------------------------------------------------------------------------- built-in cells
 
-# Eigen's float tanh (a [13/6] rational function on [-7.9, 7.9], within 4e-7 of tanh), which
-# XLA:CPU also uses for jnp.tanh. Written as plain arithmetic it lets LLVM vectorize a fused
-# kernel that holds several tanh: XLA:CPU leaves a kernel with two or more tanh ops scalar.
-_TANH_CLAMP = 7.90531110763549805
-_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
-           5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
-           4.89352455891786e-03)
-_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
-           4.89352518554385e-03)
-
-
-@jax.custom_jvp
-def tanh(x):
-    """tanh as a rational function (see above); its derivative is 1 - tanh(x)^2, as jnp.tanh's."""
-    x = jnp.clip(x, -_TANH_CLAMP, _TANH_CLAMP)
-    x2 = x * x
-    p = functools.reduce(lambda acc, c: acc * x2 + c, _TANH_P[1:], _TANH_P[0])
-    q = functools.reduce(lambda acc, c: acc * x2 + c, _TANH_Q[1:], _TANH_Q[0])
-    return x * p / q
-
-
-@tanh.defjvp
-def _tanh_jvp(primals, tangents):
-    y = tanh(primals[0])
-    return y, (1.0 - y * y) * tangents[0]
-
-
 def sigmoid(x):
     """σ(x) = ½(1 + tanh(x/2)): one tanh where exp and a division would take two."""
-    return 0.5 + 0.5 * tanh(0.5 * x)
+    return 0.5 + 0.5 * jnp.tanh(0.5 * x)
 
 
 def elman(act, cp, xp, hw, state):
@@ -162,10 +139,10 @@ def lstm(act, cp, xp, hw, state):
     """
     c, _ = state
     # one tanh over the whole fused pre-activation (sigmoid blocks scaled by 1/2), sliced after
-    t = tanh((xp + hw) * _block_scale(xp.shape[-1] // 4, (0.5, 0.5, 1.0, 0.5)))
+    t = jnp.tanh((xp + hw) * _block_scale(xp.shape[-1] // 4, (0.5, 0.5, 1.0, 0.5)))
     i, f, g, o = jnp.split(t, 4, axis=-1)
     c = (0.5 + 0.5 * f) * c + (0.5 + 0.5 * i) * g
-    return c, (0.5 + 0.5 * o) * tanh(c)
+    return c, (0.5 + 0.5 * o) * jnp.tanh(c)
 
 
 def _block_scale(width, scales):
@@ -183,7 +160,7 @@ def gru(act, cp, xp, hw, state):
     x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)
     r, z = sigmoid(x_r + h_r), sigmoid(x_z + h_z)
-    n = tanh(x_n + r * (h_n + cp["b_hn"]))
+    n = jnp.tanh(x_n + r * (h_n + cp["b_hn"]))
     return (n + z * (h - n),)
 
 
