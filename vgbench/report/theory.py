@@ -43,6 +43,9 @@ LN_TOL = 0.01         # absolute tolerance in (1/2) ln chi_1 per layer
 LEVEL = 0.95
 JACOBIAN_FIELD = "jacobian_singular_values"
 JACOBIAN_FLOOR = 1e-6  # singular values below this x the largest are not resolved (float32)
+INIT_MARKERS = {"naive": "v", "small_normal": "s", "xavier": "D", "xavier_uniform": "D",
+                "xavier_normal": "D", "lecun_normal": "D", "orthogonal": "D", "he": "^",
+                "he_uniform": "^", "he_normal": "^"}
 PHASE_LIMIT = 0.5     # the phase diagram's colours saturate at chi_1 = 10^(+-0.5)
 XI_MULTIPLE = 6       # trainable up to about 6 xi_c (Schoenholz et al. 2017)
 
@@ -307,7 +310,7 @@ def spectra_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per entry of every trained MLP study with a depth axis: its trainability frontier
+    """Per entry of every trained plain-MLP study with a depth axis: its trainability frontier
     (largest depth where >= 2/3 of seeds reach the target) and 6 xi_c at its initializer.
 
     ``xi_c`` is the correlation depth scale at the entry's (sigma_w^2, sigma_b^2): +inf at
@@ -318,13 +321,20 @@ def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """
     from vgbench.report.leaderboard import by_setting, frontier
 
+    def column(name, default):
+        return runs[name] if name in runs else pd.Series(default, index=runs.index)
+
+    # plain MLPs only: the theory has no normalization, no skip connections, no clipping
     keep = runs[(runs["frontier_axis"] == "depth") & (runs["study"] != STUDY)
-                & (runs.get("model", pd.Series("mlp", index=runs.index)) == "mlp")
-                & runs["target_value"].notna() & (runs.get("steps", 1) > 0)]
+                & (column("model", "mlp") == "mlp") & (column("norm", "none") == "none")
+                & (column("skip", "none") == "none") & (column("clip", "none") == "none")
+                & runs["target_value"].notna() & (column("steps", 1) > 0)]
     rows = []
     for (study, task), study_runs in keep.groupby(["study", "task"], sort=True):
         settings = by_setting(study_runs)
         for entry, entry_settings in settings.groupby("entry", sort=False):
+            if entry_settings["frontier_value"].nunique() < 2:
+                continue   # one depth: no frontier to speak of
             first = study_runs[study_runs["entry"] == entry].iloc[0]
             config = {c: first[c] for c in CONFIG_COLUMNS if c in first.index}
             pair = sigma2_of(config) if config.get("activation") in theory.NUMPY_ACTIVATIONS else None
@@ -386,8 +396,9 @@ def plot_phase_diagram(activation: str, *, ax=None, points: pd.DataFrame | None 
     """chi_1 over (sigma_w^2, sigma_b^2) for one activation (Schoenholz et al. 2017, Fig. 1).
 
     Colour: log10 chi_1 (blue: gradients vanish, red: they explode), clipped to +-``limit``;
-    black line: the order/chaos boundary chi_1 = 1; white markers: each built-in initializer's
-    (sigma_w^2, sigma_b^2) for square layers of ``width``; circles: ``points`` (columns
+    black line: the order/chaos boundary chi_1 = 1; white markers (labelled for a legend):
+    each built-in initializer's (sigma_w^2, sigma_b^2) for square layers of ``width``, the
+    initializers at one point sharing a marker; circles: ``points`` (columns
     ``sigma_w2``, ``sigma_b2`` and, if present, ``measured`` = (1/2) log10 chi_1 measured),
     filled with the measured chi_1 on the same colour scale.
     """
@@ -407,16 +418,15 @@ def plot_phase_diagram(activation: str, *, ax=None, points: pd.DataFrame | None 
         ax.contour(sw2, sb2, log_chi, levels=[0.0], colors="k", linewidths=1.0)
     for (x, y), names in _initializer_points(activation, width).items():
         if sigma_w2_range[0] <= x <= sigma_w2_range[1] and sigma_b2_range[0] <= y <= sigma_b2_range[1]:
-            ax.scatter([x], [y], marker="D", s=16, color="white", edgecolor="k", linewidth=0.6,
-                       zorder=4, clip_on=False)
-            ax.annotate("\n".join(names), (x, y), xytext=(2, 4), textcoords="offset points",
-                        fontsize=5, va="bottom", linespacing=1.0)
+            ax.scatter([x], [y], marker=INIT_MARKERS.get(names[0], "P"), s=22, color="white",
+                       edgecolor="k", linewidth=0.6, zorder=4, clip_on=False,
+                       label=", ".join(names))
     if points is not None and len(points):
         measured = points["measured"] if "measured" in points else pd.Series(np.nan, points.index)
         fill = [cmap(norm(np.clip(2 * m, -limit, limit))) if np.isfinite(m) else "none"
                 for m in measured]
         ax.scatter(points["sigma_w2"], points["sigma_b2"], s=22, c=fill, edgecolor="k",
-                   linewidth=0.7, zorder=5, clip_on=False)
+                   linewidth=0.7, zorder=5, clip_on=False, label="study point (measured χ1)")
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label="log10 χ1", pad=0.02)
     ax.set(xlim=sigma_w2_range, ylim=sigma_b2_range, xlabel="σw²", ylabel="σb²", title=activation)
@@ -451,28 +461,34 @@ def _initializer_points(activation: str, width: int) -> dict:
 
 
 def plot_jacobian_spectra(df: pd.DataFrame, *, ax=None, colors: dict | None = None,
-                          floor: float = 1e-6, xlim=None):
+                          floor: float = 1e-6):
     """Distribution function of the Jacobian's singular values (median over seeds of each
-    quantile), log axis; values below ``floor`` x the largest (zero included) sit at the left
-    edge. A dotted line marks 1: dynamical isometry is everything there. ``xlim``: the axis
-    range (default: from the smallest shown value to the largest)."""
+    quantile) on a log axis, one line per run. A run's values below ``floor`` x its largest
+    are not resolved in float32 (zero included) and sit at that floor, the left end of its
+    line; a dotted line marks 1, where dynamical isometry puts every singular value."""
     import matplotlib as mpl
     from matplotlib import pyplot as plt
 
     ax = ax if ax is not None else plt.gca()
     colors = colors or label_colors(df)
-    low = floor * max(float(df["singular_value"].max()), 1e-30) if len(df) else floor
+    lows, highs = [], []
     for label, group in df.groupby("label", sort=False):
         curve = group.groupby("probability")["singular_value"].median()
-        ax.plot(np.maximum(curve.to_numpy(float), low), curve.index, color=colors.get(label),
-                label=str(label))
-    ax.axvline(1.0, color="0.4", linestyle=":", linewidth=0.8)
+        top = max(float(curve.max()), 1e-300)
+        values = np.maximum(curve.to_numpy(float), floor * top)
+        ax.plot(values, curve.index, color=colors.get(label), label=str(label))
+        lows.append(values.min())
+        highs.append(top)
+    if lows:  # at least two decades, centred on the data
+        low, high = min(lows), max(highs)
+        pad = max(1.5, math.sqrt(100 * low / high))
+        ax.set_xlim(low / pad, high * pad)
+        if low / pad <= 1.0 <= high * pad:
+            ax.axvline(1.0, color="0.4", linestyle=":", linewidth=0.8)
     ax.set(xscale="log", xlabel="singular value of ∂h_L/∂x", ylabel="fraction below",
            ylim=(0, 1))
-    if xlim is not None:
-        ax.set_xlim(xlim)
-    ax.xaxis.set_major_locator(mpl.ticker.LogLocator(numticks=6))
-    ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    ax.xaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
     return ax
 
 
@@ -620,29 +636,38 @@ def _profiles_figure(profiles: pd.DataFrame):
     for ax, (activation, rows) in zip(axes, panels):
         plot_delta_profiles(rows, ax=ax)
         ax.set_title(activation)
+    _outer_labels(axes)
     return fig
 
 
 def _phase_figure(table: pd.DataFrame):
-    from vgbench.report.figure_files import COLORBAR, facets
+    from vgbench.report.figure_files import COLORBAR, facets, legend_width
 
     gaussian = table[table["init"] == "gaussian"]
     activations = [a for a, _ in _by_activation(table) if a != "identity"]
     width = int(table["width"].max())
+    legend = ["xavier, lecun_normal, orthogonal", "study point (measured χ1)"]
     fig, axes = facets(len(activations), ncols=2, panel=(2.4, 1.9), sharey=False,
-                       legend=COLORBAR)
+                       legend=COLORBAR + legend_width(legend))
     for ax, activation in zip(axes, activations):
         points = gaussian[gaussian["activation"] == activation]
         top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
         plot_phase_diagram(activation, ax=ax, points=points,
                            sigma_w2_range=(0.05, top), width=width, colorbar=False)
+    _outer_labels(axes)
     import matplotlib as mpl
 
     from vgbench.report.figure_files import colorbar_axes
 
     mappable = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-PHASE_LIMIT, PHASE_LIMIT),
                                      cmap="RdBu_r")
-    fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label="log10 χ1")
+    cax = colorbar_axes(fig, axes)
+    fig.colorbar(mappable, cax=cax, label="log10 χ1")
+    handles = {}
+    for ax in axes:
+        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
+    fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=6,
+               bbox_to_anchor=(cax.get_position().x1 + COLORBAR / fig.get_figwidth(), 0.98))
     return fig
 
 
@@ -651,17 +676,12 @@ def _spectra_figure(spectra: pd.DataFrame):
 
     panels = _by_activation(spectra)
     colors = label_colors(spectra)
-    fig, axes = facets(len(panels), ncols=3, panel=(2.0, 1.6), sharey=True,
+    fig, axes = facets(len(panels), ncols=4, panel=(1.7, 1.6), sharey=True,
                        legend=legend_width(list(colors)))
-    # one x range for every panel, so that a narrow spectrum looks narrow
-    top = float(spectra["singular_value"].max())
-    low = max(float(spectra["singular_value"].min()), JACOBIAN_FLOOR * top)
-    for i, (ax, (activation, rows)) in enumerate(zip(axes, panels)):
-        plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR,
-                              xlim=(low / 1.5, top * 1.5))
+    for ax, (activation, rows) in zip(axes, panels):
+        plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR)
         ax.set_title(activation)
-        if i % 3:
-            ax.set_ylabel("")
+    _outer_labels(axes)
     handles = {}
     for ax in axes:
         handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
@@ -671,16 +691,26 @@ def _spectra_figure(spectra: pd.DataFrame):
     return fig
 
 
+def _outer_labels(axes):
+    """Axis labels only on the outer panels of a facet grid."""
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is not None and not spec.is_first_col():
+            ax.set_ylabel("")
+        if spec is not None and not spec.is_last_row():
+            ax.set_xlabel("")
+
+
 def _frontier_figure(frontiers: pd.DataFrame):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     panels = list(frontiers.groupby(["study", "task"], sort=True))
-    rows = max(len(g) for _, g in panels)
+    rows = [len(g) for _, g in panels]
     longest = max(len(str(e)) for e in frontiers["entry"])
-    fig = Figure(figsize=(0.06 * longest + 2.6 * len(panels) + 1.6, 0.17 * rows + 0.9),
+    fig = Figure(figsize=(0.055 * longest + 4.6, 0.16 * sum(rows) + 0.75 * len(panels)),
                  layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=rows).ravel()
     for ax, ((study, task), group) in zip(axes, panels):
         plot_frontier_vs_xi(group, ax=ax)
         ax.set_title(f"{study} ({task})")
