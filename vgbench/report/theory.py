@@ -40,6 +40,7 @@ FIT_SKIP_INPUT = 2    # the first layer's fan-in is the input's, not the width
 FIT_SKIP_OUTPUT = 2   # the signal enters through the readout's few outputs
 REL_TOL = 0.10
 LN_TOL = 0.01         # absolute tolerance in (1/2) ln chi_1 per layer
+REL_MIN = 1e-4        # no relative error for predictions smaller than this (decades/layer)
 LEVEL = 0.95
 JACOBIAN_FIELD = "jacobian_singular_values"
 JACOBIAN_FLOOR = 1e-6  # singular values below this x the largest are not resolved (float32)
@@ -47,6 +48,7 @@ INIT_MARKERS = {"naive": "v", "small_normal": "s", "xavier": "D", "xavier_unifor
                 "xavier_normal": "D", "lecun_normal": "D", "orthogonal": "D", "he": "^",
                 "he_uniform": "^", "he_normal": "^"}
 PHASE_LIMIT = 0.5     # the phase diagram's colours saturate at chi_1 = 10^(+-0.5)
+ACTIVATION_ORDER = {"tanh": 0, "relu": 1, "sigmoid": 2, "selu": 3}   # tables and panels
 XI_MULTIPLE = 6       # trainable up to about 6 xi_c (Schoenholz et al. 2017)
 
 
@@ -184,7 +186,7 @@ def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
                **{k: v for k, v in found.items() if k != "profile"},
                "predicted": found["log10_ratio"], "predicted_fit": found["log10_ratio_fit"],
                "measured": mean, "ci_low": low, "ci_high": high, "n_seeds": n, "error": error,
-               "rel_error": error / scale if scale > 1e-12 else math.nan,
+               "rel_error": error / scale if scale >= REL_MIN else math.nan,
                "ln_error": error * math.log(10)}
         row["agrees"] = bool(abs(error) <= REL_TOL * scale or abs(row["ln_error"]) <= LN_TOL)
         if "jacobian_log10_mean_sq" in runs:
@@ -196,8 +198,10 @@ def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
         return table
     table = table.drop(columns=["log10_ratio", "log10_ratio_fit"]).rename(
         columns={"jacobian_log10_mean_sq": "jacobian_predicted"})
-    return table.sort_values(["activation", "init", "width", "sigma_w2", "sigma_b2"],
-                             kind="stable", ignore_index=True)
+    order = table["activation"].map(ACTIVATION_ORDER).fillna(len(ACTIVATION_ORDER))
+    return (table.assign(_order=order, _width=-table["width"])
+            .sort_values(["_width", "_order", "activation", "init", "sigma_w2", "sigma_b2"],
+                         kind="stable", ignore_index=True).drop(columns=["_order", "_width"]))
 
 
 # ---------------------------------------------------------------------------- tables
@@ -218,13 +222,13 @@ def table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect) -> str:
                   r"$\chi_1$", "predicted", r"measured (95\% CI)", "rel. error", "agrees"]
     lines = []
     for row in table.itertuples():
-        interval = (f"{number(row.measured, dialect, 4)} [{number(row.ci_low, dialect, 4)}, "
-                    f"{number(row.ci_high, dialect, 4)}]")
+        interval = (f"{number(row.measured, dialect, 5)} [{number(row.ci_low, dialect, 5)}, "
+                    f"{number(row.ci_high, dialect, 5)}]")
         rel = (dialect.missing if math.isnan(row.rel_error)
                else f"{number(100 * row.rel_error, dialect, 1)}{dialect.percent}")
         lines.append([dialect.escape(row.activation), dialect.escape(row.init), str(int(row.width)),
                       f"{row.sigma_w2:.3g}", f"{row.sigma_b2:.3g}", _q_text(row.q_star, dialect),
-                      f"{row.chi1:.4f}", number(row.predicted_fit, dialect, 4), interval, rel,
+                      f"{row.chi1:.4f}", number(row.predicted_fit, dialect, 5), interval, rel,
                       "yes" if row.agrees else dialect.bold("no")])
     window = fit_window(int(table["depth"].max())) if len(table) else slice(0, 0)
     caption = TABLE_CAPTION.format(first=window.start + 1,
@@ -624,8 +628,8 @@ def theory_report(records, out_dir, *, frames=None, formats=("png", "pdf")) -> l
 # ---------------------------------------------------------------------------- figure-level
 
 def _by_activation(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    order = {a: i for i, a in enumerate(("tanh", "relu", "sigmoid", "selu"))}
-    return sorted(df.groupby("activation", sort=False), key=lambda kv: (order.get(kv[0], 9), kv[0]))
+    return sorted(df.groupby("activation", sort=False),
+                  key=lambda kv: (ACTIVATION_ORDER.get(kv[0], len(ACTIVATION_ORDER)), kv[0]))
 
 
 def _profiles_figure(profiles: pd.DataFrame):
