@@ -222,9 +222,9 @@ def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll
 def fused_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = UNROLL):
     """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
 
-    The forward scan keeps every state and ``hw_t``; the backward scan carries ∂L/∂s_t,
-    recomputes the cell's elementwise part for its vector-Jacobian product (cheaper than
-    storing every gate), and sends ∂L/∂h_{t-1} through W_h. ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is
+    The forward scan keeps every state and ``hw_t`` (``z_t = xp_t + hw_t`` for additive
+    cells), not every gate; the backward scan carries ∂L/∂s_t, recomputes the cell's
+    elementwise part for its vector-Jacobian product, and sends ∂L/∂h_{t-1} through W_h. ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is
     then one [W, T·B] x [T·B, blocks·W] matmul after the loop instead of T small ones inside
     it. The cotangent of the probes is ∂L/∂h_t itself.
     """
