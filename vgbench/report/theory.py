@@ -583,7 +583,8 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
                       lambda: _profiles_figure(profiles[profiles["width"] == widest])))
     if len(table):
         plans.append(("phase_diagram", CAPTIONS["phase_diagram"], lambda: _phase_figure(table)))
-    spectra = spectra_frame([r for r in records if r.get("study") == STUDY])
+    theory_runs = set(runs["run_id"])   # a record may belong to the study by its manifest
+    spectra = spectra_frame([r for r in records if r.get("run_id") in theory_runs])
     if len(spectra):
         plans.append(("jacobian_spectra", CAPTIONS["jacobian_spectra"],
                       lambda: _spectra_figure(spectra)))
