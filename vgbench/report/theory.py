@@ -537,7 +537,7 @@ CAPTIONS = {
     "delta_profiles": "log10 ‖∂L/∂h_l‖ against layer at initialization (dots: median over seeds, "
                       "band: range) and the mean-field prediction (dashed), width {width}",
     "phase_diagram": "χ1 over (σw², σb²) with the order/chaos boundary (black), the built-in "
-                     "initializers (diamonds) and the study's points filled with their measured χ1",
+                     "initializers (white markers) and the study's points filled with their measured χ1",
     "jacobian_spectra": "distribution of the input-output Jacobian's singular values at "
                         "initialization, per activation × initializer",
     "frontier_vs_xi": "trainability frontier of each depth study's entries (circles) against "
