@@ -185,7 +185,8 @@ def test_suite_lists_studies_and_names_must_be_unique(tmp_path):
 def test_shipped_grids_load_and_expand():
     grids = grid.load_many([BENCHMARKS / "default.toml"])
     names = [g.name for g in grids]
-    assert names == ["depth_activation", "initialization", "normalization_residual", "recurrent"]
+    assert names == ["depth_activation", "initialization", "normalization_residual",
+                     "modern_mitigations", "recurrent"]
     by_name = {g.name: g for g in grids}
     da = by_name["depth_activation"]
     assert {r.spec.depth for r in da.runs} >= {2, 64}
@@ -199,6 +200,8 @@ def test_shipped_grids_load_and_expand():
         (m, n, s) for m in ("mlp", "cnn") for n in ("none", "batchnorm") for s in ("none", "residual")}
     assert max(r.spec.depth for r in nr.runs if r.spec.model == "cnn") >= 56
     assert max(r.spec.depth for r in nr.runs if r.spec.model == "mlp") >= 56
+    mm = by_name["modern_mitigations"]
+    assert {(r.spec.skip, r.spec.clip) for r in mm.runs} >= {("skipinit", "none"), ("none", "agc")}
     rec = by_name["recurrent"]
     assert {(r.spec.cell, r.spec.task, r.spec.seq_len, r.spec.clip) for r in rec.runs} == {
         (c, t, n, k) for c in ("rnn", "irnn", "lstm", "gru") for t in ("adding", "copy")
