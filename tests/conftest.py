@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One BLAS thread: the tests' small QR factorizations (orthogonal inits) gain nothing from
+# more, and a multi-threaded OpenBLAS has been seen to stall on shared 2-core machines.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Tests check numbers, not speed: cheaper XLA compilation halves the suite's wall time on CPU.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
