@@ -16,6 +16,8 @@ from vgbench.executors import make_executor, run_batch
 from vgbench.runner import make_batches
 from vgbench.store import RunLock, Store
 
+from test_runner import jax_cache, results_dir  # noqa: F401  (a shared compilation cache)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TINY = """
@@ -32,20 +34,6 @@ TINY = """
     depth = [2, 3]
     init = ["naive", "he_normal", "xavier_normal"]
     """
-
-
-@pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "vgbench-jax-cache"
-
-
-def results_dir(path: Path, jax_cache: Path) -> Path:
-    (path / ".cache").mkdir(parents=True, exist_ok=True)
-    jax_cache.mkdir(parents=True, exist_ok=True)
-    link = path / ".cache" / "jax"
-    if not link.exists():
-        link.symlink_to(jax_cache, target_is_directory=True)
-    return path
 
 
 def stable(rec: dict) -> dict:
