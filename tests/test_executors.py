@@ -16,7 +16,7 @@ from vgbench.executors import make_executor, run_batch
 from vgbench.runner import make_batches
 from vgbench.store import RunLock, Store
 
-from test_runner import jax_cache, results_dir  # noqa: F401  (a shared compilation cache)
+from test_runner import jax_cache, records, results_dir  # noqa: F401  (jax_cache: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +36,6 @@ TINY = """
     """
 
 
-def stable(rec: dict) -> dict:
-    rec = {k: v for k, v in rec.items() if k not in ("timing", "created")}
-    rec["env"] = {k: v for k, v in rec["env"].items() if k != "git_commit"}
-    return rec
-
-
-def load_records(results: Path) -> dict:
-    return {p.stem: stable(json.loads(p.read_bytes())) for p in (results / "runs").glob("*.json")}
-
-
 @pytest.fixture
 def tiny(tmp_path):
     path = tmp_path / "tiny.toml"
@@ -62,7 +52,7 @@ def test_a_batch_is_one_call_and_its_records_carry_the_study(tmp_path, jax_cache
     result = run_batch(batches[0], results)
     assert calls == [(6,)]                     # 3 configs x 2 seeds in one vmapped call
     assert [o.result for o in result.outcomes] == ["ran"] * 3
-    recs = load_records(results)
+    recs = records(results)
     assert len(recs) == 3
     for run in batches[0].runs:
         rec = recs[run.run_id]
@@ -88,7 +78,7 @@ def test_a_resumed_batch_gives_its_missing_runs_the_uninterrupted_records(tmp_pa
     assert sorted(o.run_id for o in result.outcomes) == sorted(
         r.run_id for r in batches[1].runs if r.run_id != keep)
     assert (part / "runs" / f"{keep}.json").read_bytes() == before
-    assert load_records(part) == load_records(whole)
+    assert records(part) == records(whole)
 
 
 def test_a_failing_batch_writes_failed_records_and_the_grid_goes_on(tmp_path, jax_cache, tiny,
@@ -102,7 +92,7 @@ def test_a_failing_batch_writes_failed_records_and_the_grid_goes_on(tmp_path, ja
     results = results_dir(tmp_path / "r", jax_cache)
     result = run_batch(batches[0], results)
     assert {o.result for o in result.outcomes} == {"failed"}
-    for rec in load_records(results).values():
+    for rec in records(results).values():
         assert rec["status"] == ["failed", "failed"]
         assert rec["error"][0] == "FloatingPointError: the program could not run"
         assert "FloatingPointError" in rec["traceback"]
@@ -145,7 +135,7 @@ def test_process_executor_matches_the_local_one(tmp_path, jax_cache, tiny):
     finally:
         executor.close()
     assert sorted(r.index for r in results) == [0, 1]
-    assert load_records(pooled) == load_records(local)
+    assert records(pooled) == records(local)
 
 
 SHARDED = textwrap.dedent("""
@@ -176,7 +166,7 @@ def test_seeds_are_sharded_across_two_devices(tmp_path, jax_cache):
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == ["ran"] * 3
-    on_one, on_two = load_records(one), load_records(two)
+    on_one, on_two = records(one), records(two)
     assert on_one.keys() == on_two.keys()
     for rid in on_one:
         raw = json.loads((two / "runs" / f"{rid}.json").read_bytes())
@@ -203,4 +193,4 @@ def test_ray_executor_on_a_local_ray_instance(tmp_path, jax_cache, tiny):
                           env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tiny_exec: 6 runs (6 run now), 0 diverged, 0 failed" in proc.stdout
-    assert load_records(on_ray) == load_records(local)
+    assert records(on_ray) == records(local)
