@@ -192,9 +192,45 @@ def load(path: str | Path) -> Grid:
     where = str(path)
     if "suite" in content:
         raise GridError(f"{where}: is a suite file (it has [suite]); use load_many")
-    check = _Checker(where)
-    fields = set(check.fields)
+    study, fixed, sources = _study_and_fixed(content, _Checker(where))
 
+    name = study.get("name", path.stem)
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise GridError(f"{where}: study.name must be an identifier-like string, got {name!r}")
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise GridError(f"{where}: study.description must be a string, got {description!r}")
+    seeds = _parse_seeds(study.get("seeds", 1), where)
+    # each spec takes the hash of the plugins whose entries it names (RunSpec.plugin_hash)
+    resolved = _load_plugins(study.get("plugins", []), path, where)
+    check = _Checker(where)          # the plugins may have registered new names
+
+    axes_table = content.get("axes", {})
+    axes, zipped = _axes(axes_table, fixed, sources, check)
+    if axes:
+        combos = [_combine(parts) for parts in itertools.product(*axes.values())]
+    else:   # without axes the fixed fields are one run, unless [[include]] lists the runs
+        combos = [] if content.get("include") else [{}]
+    combos = _exclude(combos, content.get("exclude", []), fixed, zipped, check)
+    if axes_table and not combos and not content.get("include"):
+        raise GridError(f"{where}: exclude rules remove every run of the grid")
+    combos += _include(content.get("include", []), zipped, check)
+    if not combos:
+        raise GridError(f"{where}: the grid has no runs")
+
+    expanded = _expand(combos, fixed, where)
+    varying = _varying_keys(expanded)
+    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying})
+                 for spec, combo in expanded)
+    return Grid(path=where, name=name, description=description,
+                grid_hash=canonical_hash(content), seeds=seeds,
+                baseline=_baseline(study.get("baseline"), check, where),
+                plugins=resolved, axes=varying, runs=runs)
+
+
+def _study_and_fixed(content: dict, check: _Checker) -> tuple[dict, dict, dict]:
+    """Study keys and fixed fields from the top level, [study] and [fixed]; where each came from."""
+    where, fields = check.where, set(check.fields)
     study, fixed, sources = {}, {}, {}
     for key, value in content.items():
         if key in SECTIONS and key != "study":
@@ -230,126 +266,101 @@ def load(path: str | Path) -> Grid:
         sources[k] = f"fixed.{k}"
     for k, v in list(fixed.items()):
         fixed[k] = check.value(k, v, sources[k])
+    return study, fixed, sources
 
-    name = study.get("name", path.stem)
-    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise GridError(f"{where}: study.name must be an identifier-like string, got {name!r}")
-    description = study.get("description", "")
-    if not isinstance(description, str):
-        raise GridError(f"{where}: study.description must be a string, got {description!r}")
-    seeds = _parse_seeds(study.get("seeds", 1), where)
 
-    # each spec takes the hash of the plugins whose entries it names (RunSpec.plugin_hash)
-    resolved = _load_plugins(study.get("plugins", []), path, where)
-    # registries may have grown: re-read them for the checks below
-    check = _Checker(where)
+def _zipped_entry(table: dict, axis: str, ctx: str, check: _Checker) -> dict:
+    """One value of a zipped axis: its fields, checked, and its label under the axis name."""
+    if not table:
+        raise GridError(f"{check.where}: {ctx}: an empty table sets nothing")
+    entry = {}
+    for k, x in table.items():
+        check.key(k, ctx, extra=(LABEL,))
+        if k == LABEL:
+            entry[axis] = _label(x, f"{check.where}: {ctx}")
+        else:
+            entry[k] = check.value(k, x, f"{ctx}.{k}")
+    return entry
 
-    axes_table = content.get("axes", {})
-    if not isinstance(axes_table, dict):
-        raise GridError(f"{where}: axes must be a table of named value lists, got {axes_table!r}")
-    axes: list[tuple[str, list[dict]]] = []     # axis name -> list of {field: value} (+ label)
-    zipped: dict[str, set] = {}
+
+def _axes(table: Any, fixed: dict, sources: dict,
+          check: _Checker) -> tuple[dict[str, list[dict]], set[str]]:
+    """Axis name -> its values as {key: value} dicts; and the names of the zipped axes."""
+    where = check.where
+    if not isinstance(table, dict):
+        raise GridError(f"{where}: axes must be a table of named value lists, got {table!r}")
+    axes: dict[str, list[dict]] = {}
+    zipped: set[str] = set()
     owner: dict[str, str] = {}
-    for axis, values in axes_table.items():
+    for axis, values in table.items():
         ctx = f"axes.{axis}"
         if not isinstance(values, list):
             raise GridError(f"{where}: {ctx}: expected a list of values, got {values!r}")
         if not values:
             raise GridError(f"{where}: {ctx}: the list is empty, so the grid has no runs")
-        if axis in fields:
+        if axis in check.fields:
             entries = [{axis: check.value(axis, v, f"{ctx}[{i}]")} for i, v in enumerate(values)]
         elif all(isinstance(v, dict) for v in values):
-            entries = []
-            for i, v in enumerate(values):
-                if not v:
-                    raise GridError(f"{where}: {ctx}[{i}]: an empty table sets nothing")
-                entry = {}
-                for k, x in v.items():
-                    check.key(k, f"{ctx}[{i}]", extra=(LABEL,))
-                    entry[k] = _label(x, f"{where}: {ctx}[{i}]") if k == LABEL else check.value(
-                        k, x, f"{ctx}[{i}].{k}")
-                entries.append(entry)
-            zipped[axis] = {k for e in entries for k in e if k != LABEL}
+            entries = [_zipped_entry(v, axis, f"{ctx}[{i}]", check) for i, v in enumerate(values)]
+            zipped.add(axis)
         else:
             raise GridError(
                 f"{where}: {ctx}: unknown axis {axis!r}{_near(axis, check.fields) or '.'} An axis is a "
                 f"config field ({', '.join(check.fields)}) or a list of tables of fields that "
                 "vary together")
-        for k in {k for e in entries for k in e if k != LABEL}:
+        set_fields = {k for e in entries for k in e} - ({axis} if axis in zipped else set())
+        for k in sorted(set_fields):
             if k in fixed:
                 raise GridError(f"{where}: {ctx}: field {k!r} is also fixed ({sources[k]}); "
                                 "make it either fixed or an axis")
             if k in owner:
                 raise GridError(f"{where}: {ctx}: field {k!r} is already set by axes.{owner[k]}")
             owner[k] = axis
-        axes.append((axis, entries))
+        axes[axis] = entries
+    return axes, zipped
 
-    combos = []
-    for parts in itertools.product(*(entries for _, entries in axes)):
-        combo: dict[str, Any] = {}
-        for (axis, _), part in zip(axes, parts):
-            combo.update({k: v for k, v in part.items() if k != LABEL})
-            if axis in zipped and LABEL in part:
-                combo[axis] = part[LABEL]
-        combos.append(combo)
-    if not axes:
-        # without axes the fixed fields are one run, unless [[include]] lists the runs
-        combos = [] if content.get("include") else [{}]
 
+def _combine(parts) -> dict:
+    combo: dict[str, Any] = {}
+    for part in parts:
+        combo.update(part)
+    return combo
+
+
+def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _Checker) -> list[dict]:
+    """Drop the combinations that match every key of a rule; a rule that matches none is an error."""
     defaults = RunSpec().to_dict()
-    rules = _rules(content.get("exclude", []), "exclude", where)
-    for i, rule in enumerate(rules):
+    for i, rule in enumerate(_rules(rules, "exclude", check.where)):
         for k, v in rule.items():
             check.key(k, f"exclude[{i}]", extra=tuple(zipped))
-            if k in fields:
+            if k not in zipped:
                 for x in _as_list(v):
                     check.value(k, x, f"exclude[{i}].{k}")
         before = len(combos)
         combos = [c for c in combos if not _matches(rule, {**defaults, **fixed, **c})]
         if len(combos) == before:
-            raise GridError(f"{where}: exclude[{i}] matches no run of the grid: {rule}")
-    if axes_table and not combos and not content.get("include"):
-        raise GridError(f"{where}: exclude rules remove every run of the grid")
+            raise GridError(f"{check.where}: exclude[{i}] matches no run of the grid: {rule}")
+    return combos
 
-    for i, rule in enumerate(_rules(content.get("include", []), "include", where)):
+
+def _include(rules: Any, zipped: set, check: _Checker) -> list[dict]:
+    """The runs [[include]] adds: each table's lists expand as a product."""
+    combos = []
+    for i, rule in enumerate(_rules(rules, "include", check.where)):
         choices = []
         for k, v in rule.items():
             ctx = f"include[{i}].{k}"
             if k in zipped:
                 tables = _as_list(v)
                 if not all(isinstance(t, dict) for t in tables):
-                    raise GridError(f"{where}: {ctx}: a zipped axis takes tables of fields, got {v!r}")
-                opts = []
-                for t in tables:
-                    entry = {}
-                    for kk, x in t.items():
-                        check.key(kk, ctx, extra=(LABEL,))
-                        if kk == LABEL:
-                            entry[k] = _label(x, f"{where}: {ctx}")
-                        else:
-                            entry[kk] = check.value(kk, x, f"{ctx}.{kk}")
-                    opts.append(entry)
+                    raise GridError(f"{check.where}: {ctx}: a zipped axis takes tables of fields, "
+                                    f"got {v!r}")
+                choices.append([_zipped_entry(t, k, ctx, check) for t in tables])
             else:
                 check.key(k, f"include[{i}]", extra=tuple(zipped))
-                opts = [{k: check.value(k, x, ctx)} for x in _as_list(v)]
-            choices.append(opts)
-        for parts in itertools.product(*choices):
-            combo = {}
-            for part in parts:
-                combo.update(part)
-            combos.append(combo)
-
-    if not combos:
-        raise GridError(f"{where}: the grid has no runs")
-
-    expanded = _expand(combos, fixed, where)
-    varying = _varying_keys(expanded)
-    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying})
-                 for spec, combo in expanded)
-    return Grid(path=where, name=name, description=description,
-                grid_hash=canonical_hash(content), seeds=seeds,
-                baseline=_baseline(study.get("baseline"), check, where),
-                plugins=resolved, axes=varying, runs=runs)
+                choices.append([{k: check.value(k, x, ctx)} for x in _as_list(v)])
+        combos += [_combine(parts) for parts in itertools.product(*choices)]
+    return combos
 
 
 def _rules(value: Any, name: str, where: str) -> list[dict]:
