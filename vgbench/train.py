@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from vgbench import models, optimizers, tasks
-from vgbench.models.layers import safe_norm
+from vgbench.models.layers import tree_norm
 from vgbench.spec import RunSpec
 
 PROGRAM_INDEPENDENT = {"init": "naive", "sigma_w": 1.0, "sigma_b": 0.0, "lr": 1.0, "target": None}
@@ -107,8 +107,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 4), has_aux=True)
             (loss, (new_state, stats)), (grads, probe_grads) = grad_fn(params, state, x, y, probes)
             new_params, new_opt_state, updates = update(params, opt_state, grads)
-            grad_global = safe_norm(jnp.concatenate(
-                [jnp.ravel(g) for g in jax.tree_util.tree_leaves(grads)]))
+            grad_global = tree_norm(grads)
             weight_norm = model.per_layer(params)
             test = evaluate(params, state, x_test, y_test)
             log = {"loss": loss, "test_loss": test["loss"], "test_metric": test[target_key],

@@ -44,25 +44,29 @@ def safe_norm(x, axis=None):
     return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
-def flat_leaves(tree, lead: int | None = None):
-    """Concatenate a tree's leaves into one vector (or [lead, n] keeping a stacked axis)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
-        return jnp.zeros((0,) if lead is None else (lead, 0), jnp.float32)
-    if lead is None:
-        return jnp.concatenate([jnp.ravel(x) for x in leaves])
-    return jnp.concatenate([jnp.reshape(x, (lead, -1)) for x in leaves], axis=1)
+def _sized_leaves(tree):
+    return [leaf for leaf in jax.tree_util.tree_leaves(tree) if leaf.size]
 
 
 def tree_norm(tree):
-    return safe_norm(flat_leaves(tree))
+    """Norm of all a tree's entries together: the norm of the vector of per-leaf norms.
+
+    Never through a concatenation of the leaves: XLA:CPU fuses a concatenation into the
+    reductions that follow as a slow gather loop (300 ms for a 5M-entry tree, 0.6 ms this way).
+    """
+    leaves = _sized_leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    return safe_norm(jnp.stack([safe_norm(leaf) for leaf in leaves]))
 
 
 def stacked_norms(tree, count: int):
     """Norm of each slice along the leading (stacked-layer) axis: shape [count]."""
-    if count == 0:
-        return jnp.zeros((0,), jnp.float32)
-    return safe_norm(flat_leaves(tree, count), axis=1)
+    leaves = _sized_leaves(tree)
+    if count == 0 or not leaves:
+        return jnp.zeros((count,), jnp.float32)
+    per_leaf = [safe_norm(jnp.reshape(leaf, (count, -1)), axis=1) for leaf in leaves]
+    return safe_norm(jnp.stack(per_leaf), axis=0)
 
 
 def delta_norm(g):
