@@ -130,3 +130,20 @@ def test_configs_that_differ_in_init_and_lr_share_one_program():
     raw = train.execute(program, stack(pa, pb), stack(sa, sb), stack(ka, kb), [0.1, 0.02])
     _, alone = train.train(b, [0])
     np.testing.assert_allclose(raw.outputs["logs"]["loss"][1], alone.outputs["logs"]["loss"][0], rtol=2e-5)
+
+
+def test_unrolled_and_scanned_hidden_layers_give_the_same_run(monkeypatch):
+    # batch norm (state), PReLU (per-layer parameters) and SkipInit (per-layer gain) all pass
+    # through both layouts of the hidden stack
+    from vgbench.models import mlp
+
+    spec = RunSpec(**{**TINY, "depth": 5}, activation="prelu", init="he_normal", norm="batchnorm",
+                   skip="skipinit", optimizer="momentum", lr=0.05)
+    assert spec.depth - 1 <= mlp.UNROLL_MAX_HIDDEN
+    _, unrolled = train.train(spec, [0, 1])
+    monkeypatch.setattr(mlp, "UNROLL_MAX_HIDDEN", 0)
+    _, scanned = train.train(spec, [0, 1])
+    for key in ("loss", "test_loss", "delta_norm", "grad_norm", "weight_norm", "update_ratio",
+                "weight_samples", "act_rms", "saturation", "dead_fraction"):
+        np.testing.assert_allclose(unrolled.outputs["logs"][key], scanned.outputs["logs"][key],
+                                   rtol=1e-4, atol=1e-6, err_msg=key)

@@ -84,6 +84,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
         return task.metrics(out, y)
 
     def run_one(params, state, data_key, lr):
+        if model.compute_layout is not None:
+            params = model.compute_layout(params)
         opt = optimizers.build(spec, lr)
         opt_state = opt.init(params)
 

@@ -8,6 +8,8 @@ A :class:`Model` bundles::
     probe_stats(probe_grads) -> {"delta_norm": [L], ...}
     per_layer(tree) -> [L]    Frobenius norm of each layer's slice of a params-shaped tree
     weight_samples(params) -> [L, K]   a few fixed weights per layer
+    compute_layout(params) -> params   (optional) the layout the training program carries;
+                                       apply, per_layer and weight_samples accept it too
 
 ``apply`` adds each probe to the matching pre-activation, so the gradient of the loss with
 respect to the probes is the backpropagated signal dL/dh_l in one backward pass. When probes
@@ -33,6 +35,7 @@ class Model(NamedTuple):
     probe_stats: Callable
     per_layer: Callable
     weight_samples: Callable
+    compute_layout: Callable | None = None
 
 
 MODELS: Registry[Callable] = Registry("model")
