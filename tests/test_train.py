@@ -147,3 +147,12 @@ def test_unrolled_and_scanned_hidden_layers_give_the_same_run(monkeypatch):
                 "weight_samples", "act_rms", "saturation", "dead_fraction"):
         np.testing.assert_allclose(unrolled.outputs["logs"][key], scanned.outputs["logs"][key],
                                    rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_tree_finite_finds_one_bad_entry_and_passes_huge_finite_ones(bad):
+    tree = {"a": np.full((3, 4), 3e38, np.float32), "b": [np.zeros(5, np.float32), np.ones(2, np.float32)]}
+    check = jax.jit(train.tree_finite)
+    assert bool(check(tree)) and bool(train.tree_finite(tree))
+    tree["b"][0][3] = bad
+    assert not bool(check(tree)) and not bool(train.tree_finite(tree))
