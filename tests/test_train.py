@@ -156,3 +156,41 @@ def test_tree_finite_finds_one_bad_entry_and_passes_large_finite_ones(bad):
     assert bool(check(tree)) and bool(train.tree_finite(tree))
     tree["b"][0][3] = bad
     assert not bool(check(tree)) and not bool(train.tree_finite(tree))
+
+
+def test_agc_clips_each_stacked_layer_as_its_own_layer(monkeypatch):
+    # the same run with its hidden layers unrolled (one array per layer) and scanned (stacked
+    # on a leading axis): adaptive clipping must not pool units across the stacked layers
+    from vgbench.models import mlp
+
+    spec = RunSpec(**{**TINY, "depth": 5}, activation="tanh", init="xavier_normal", optimizer="sgd",
+                   lr=0.5, clip="agc", clip_threshold=0.01)
+    _, unrolled = train.train(spec, [0])
+    monkeypatch.setattr(mlp, "UNROLL_MAX_HIDDEN", 0)
+    _, scanned = train.train(spec, [0])
+    for key in ("loss", "update_ratio", "weight_samples"):
+        np.testing.assert_allclose(unrolled.outputs["logs"][key], scanned.outputs["logs"][key],
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+    # clipping is active: every layer's update is capped at about threshold x its weights
+    ratio = scanned.outputs["logs"]["update_ratio"][0, 0]
+    assert np.all(ratio <= 0.5 * 0.01 * 1.05), ratio
+
+
+def test_per_layer_transform_equals_the_transform_on_each_slice():
+    import optax
+
+    from vgbench import optimizers
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {"w": jax.random.normal(keys[0], (3, 6, 5)), "b": jax.random.normal(keys[1], (3, 5))}
+    grads = {"w": 5 * jax.random.normal(keys[2], (3, 6, 5)), "b": jax.random.normal(keys[3], (3, 5))}
+    inner = optax.adaptive_grad_clip(0.1)
+    clip = optimizers.per_layer(inner, {"w": 1, "b": 1})
+    out, _ = clip.update(grads, clip.init(params), params)
+    for layer in range(3):
+        one = jax.tree_util.tree_map(lambda a: a[layer], (grads, params))
+        expected, _ = inner.update(one[0], inner.init(one[1]), one[1])
+        for k in ("w", "b"):
+            np.testing.assert_allclose(out[k][layer], expected[k], rtol=1e-6, err_msg=k)
+    pooled, _ = inner.update(grads, inner.init(params), params)   # units across layers
+    assert not np.allclose(pooled["b"], out["b"])

@@ -3,19 +3,24 @@
 An optimizer entry is ``make(lr) -> optax.GradientTransformation``; ``lr`` may be a traced
 scalar, so runs that differ only in learning rate share one compiled program.
 A clip entry is ``make(threshold) -> optax.GradientTransformation`` applied to the raw
-gradient before the optimizer (``clip`` and ``clip_threshold`` in the config).
+gradient before the optimizer (``clip`` and ``clip_threshold`` in the config). An entry
+registered with ``per_layer=True`` (such as ``agc``) is a stateless leaf-wise transform that
+must see one layer at a time: where a model stacks identical layers on a leading axis, it is
+mapped over that axis, so its units never pool entries of different layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import optax
 
 from vgbench.registry import Registry
 
 OPTIMIZERS: Registry[Callable] = Registry("optimizer")
 CLIPS: Registry[Callable] = Registry("clip")
+PER_LAYER_CLIPS: set[str] = set()
 
 
 def register_optimizer(name: str, make: Callable, *, doc: str | None = None,
@@ -26,12 +31,19 @@ def register_optimizer(name: str, make: Callable, *, doc: str | None = None,
     return OPTIMIZERS.register(name, make, doc=doc, origin=origin)
 
 
-def register_clip(name: str, make: Callable, *, doc: str | None = None,
+def register_clip(name: str, make: Callable, *, doc: str | None = None, per_layer: bool = False,
                   origin: str = "vgbench") -> Callable:
-    """Register a gradient transform ``make(threshold) -> optax.GradientTransformation``."""
+    """Register a gradient transform ``make(threshold) -> optax.GradientTransformation``.
+
+    ``per_layer=True`` marks a stateless leaf-wise transform that must see each layer's arrays
+    alone (see the module docstring).
+    """
     if not callable(make):
         raise TypeError(f"clip {name!r}: make must be callable")
-    return CLIPS.register(name, make, doc=doc, origin=origin)
+    CLIPS.register(name, make, doc=doc, origin=origin)
+    if per_layer:
+        PER_LAYER_CLIPS.add(name)
+    return make
 
 
 def sgd(lr):
@@ -77,12 +89,39 @@ def agc(threshold):
 
 
 register_clip("none", no_clip)
-register_clip("agc", agc)
+register_clip("agc", agc, per_layer=True)
 register_clip("global_norm", global_norm)
 register_clip("value", by_value)
 
 
-def build(spec, lr) -> optax.GradientTransformation:
-    """The run's gradient transformation: the clip transform, then the optimizer."""
+def per_layer(inner: optax.GradientTransformation, layer_axes) -> optax.GradientTransformation:
+    """Apply a stateless leaf-wise transform to each layer alone.
+
+    ``layer_axes`` gives, per parameter leaf, its number of leading stacked-layer axes; the
+    transform is mapped over those axes, so a stack of L layers is clipped as L layers.
+    """
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("a per-layer gradient transform needs the parameters")
+
+        def one(u, p, axes):
+            def f(u, p):
+                return inner.update(u, inner.init(p), p)[0]
+            for _ in range(axes):
+                f = jax.vmap(f)
+            return f(u, p)
+
+        return jax.tree_util.tree_map(one, updates, params, layer_axes), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def build(spec, lr, layer_axes=None) -> optax.GradientTransformation:
+    """The run's gradient transformation: the clip transform, then the optimizer.
+
+    ``layer_axes`` (from ``Model.layer_axes``) tells a per-layer clip where layers are stacked.
+    """
     clip = CLIPS.get(spec.clip)(spec.clip_threshold)
+    if spec.clip in PER_LAYER_CLIPS and layer_axes is not None:
+        clip = per_layer(clip, layer_axes)
     return optax.chain(clip, OPTIMIZERS.get(spec.optimizer)(lr))

@@ -94,7 +94,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     def run_one(params, state, data_key, lr):
         if model.compute_layout is not None:
             params = model.compute_layout(params)
-        opt = optimizers.build(spec, lr)
+        layer_axes = model.layer_axes(params) if model.layer_axes is not None else None
+        opt = optimizers.build(spec, lr, layer_axes)
         opt_state = opt.init(params)
 
         def update(params, opt_state, grads):

@@ -10,6 +10,8 @@ A :class:`Model` bundles::
     weight_samples(params) -> [L, K]   a few fixed weights per layer
     compute_layout(params) -> params   (optional) the layout the training program carries;
                                        apply, per_layer and weight_samples accept it too
+    layer_axes(params) -> ints         (optional) per leaf, its number of leading stacked-layer
+                                       axes, so per-layer gradient transforms (agc) see layers
 
 ``apply`` adds each probe to the matching pre-activation, so the gradient of the loss with
 respect to the probes is the backpropagated signal dL/dh_l in one backward pass. When probes
@@ -36,6 +38,7 @@ class Model(NamedTuple):
     per_layer: Callable
     weight_samples: Callable
     compute_layout: Callable | None = None
+    layer_axes: Callable | None = None
 
 
 MODELS: Registry[Callable] = Registry("model")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from vgbench.models import Model, register_model
 from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
-                                   stacked_norms, tree_norm)
+                                   stacked_axes, stacked_norms, tree_norm)
 
 KERNEL = 3
 
@@ -126,7 +126,8 @@ def make_cnn(spec, task) -> Model:
 
     names = tuple(f"conv_{i + 1}" for i in range(spec.depth)) + ("output",)
     return Model(init=init, apply=apply, layer_names=names, probes=probes,
-                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
+                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples,
+                 layer_axes=lambda params: stacked_axes(params, ("blocks",)))
 
 
 def _check(spec) -> None:

@@ -44,6 +44,13 @@ def safe_norm(x, axis=None):
     return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
+def stacked_axes(params, keys):
+    """Per leaf of ``params``, how many leading layer axes it has: 1 under a stacked ``keys``
+    entry (a dict whose leaves stack identical layers), else 0 (one layer's own array)."""
+    return {k: jax.tree_util.tree_map(lambda _: int(k in keys and isinstance(v, dict)), v)
+            for k, v in params.items()}
+
+
 def _sized_leaves(tree):
     return [leaf for leaf in jax.tree_util.tree_leaves(tree) if leaf.size]
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from vgbench.models import Model, register_model
 from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
-                                   stacked_norms, tree_norm)
+                                   stacked_axes, stacked_norms, tree_norm)
 
 UNROLL_MAX_HIDDEN = 24   # hidden layers run unrolled in training up to this many, scanned beyond
 
@@ -135,7 +135,8 @@ def make_mlp(spec, task) -> Model:
     names = tuple(f"dense_{i + 1}" for i in range(depth)) + ("output",)
     return Model(init=init, apply=apply, layer_names=names, probes=probes,
                  probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples,
-                 compute_layout=compute_layout)
+                 compute_layout=compute_layout,
+                 layer_axes=lambda params: stacked_axes(params, ("hidden",)))
 
 
 def _check(spec) -> None:

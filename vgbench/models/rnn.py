@@ -50,7 +50,7 @@ import numpy as np
 from vgbench import activations, inits
 from vgbench.models import Model, register_model
 from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, safe_norm,
-                                   stacked_norms, tree_norm)
+                                   stacked_axes, stacked_norms, tree_norm)
 from vgbench.registry import Registry
 
 UNROLL = 1               # time steps per loop iteration (2 and 4 measured no faster on CPU)
@@ -448,7 +448,8 @@ def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence,
 
     names = tuple(f"recurrent_{i + 1}" for i in range(spec.depth)) + ("output",)
     return Model(init=init, apply=apply, layer_names=names, probes=probes,
-                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
+                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples,
+                 layer_axes=lambda params: stacked_axes(params, ("stack",)))
 
 
 def _check(spec) -> None:
