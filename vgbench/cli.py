@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 _CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
-def _set_xla_flags() -> None:
+def set_xla_flags() -> None:
+    """Set the XLA flags every vgbench process runs with (only before JAX starts)."""
     import os
 
     flags = os.environ.get("XLA_FLAGS", "")
@@ -218,7 +219,7 @@ def _set_xla_flags() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _set_xla_flags()
+    set_xla_flags()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
