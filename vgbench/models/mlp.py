@@ -76,9 +76,12 @@ def make_mlp(spec, task) -> Model:
 
         if isinstance(params["hidden"], tuple):   # the unrolled compute layout
             hid_s, hid_stats = [], []
+            # split, not indexing: the gradient of n index slices is n padded full-size adds
+            layer_probes = (jnp.split(pr["hidden"], n_hidden) if diag else [None] * n_hidden)
             for i, p in enumerate(params["hidden"]):
                 s = jax.tree_util.tree_map(lambda a: a[i], state["hidden"])
-                h, (s_new, stats) = body(h, (p, s, pr["hidden"][i] if diag else None))
+                probe = layer_probes[i][0] if diag else None
+                h, (s_new, stats) = body(h, (p, s, probe))
                 hid_s.append(s_new)
                 hid_stats.append(stats)
             hid_s, hid_stats = (jax.tree_util.tree_map(lambda *a: jnp.stack(a), *t)
