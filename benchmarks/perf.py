@@ -6,8 +6,12 @@ with and without diagnostics; 1/8/32 vmapped seeds; compile time at depth 8/32/1
 plain hand-written JAX SGD step for comparison. Writes a CSV and prints a table.
 
 Time per step is differential: the same config is run for n and 2n steps and the difference
-is divided by n, so compilation, the final evaluation and dispatch cancel out. FLOPs are the
-model's matmul FLOPs, 6 * batch * sum(fan_in * fan_out) per step (forward plus backward).
+is divided by n, so compilation, the final evaluation and dispatch cancel out. The programs
+compared in one row group (diagnostics on, off and the hand-written step; or 1/8/32 seeds)
+are run in turn, round after round, and each keeps its fastest round: a machine whose speed
+drifts (shared or throttled cores) then slows every variant alike. FLOPs are the model's
+matmul FLOPs, 6 * batch * sum(fan_in * fan_out) per step (forward plus backward). The process
+runs with the XLA flags of the ``vgbench`` command.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from vgbench.cli import set_xla_flags
 
-from vgbench import train
-from vgbench.spec import RunSpec
+set_xla_flags()   # the flags `vgbench run` uses, before JAX starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vgbench import train  # noqa: E402
+from vgbench.spec import RunSpec  # noqa: E402
 
 BATCH = 128
 LOG_EVERY = 25
@@ -52,54 +60,63 @@ def mlp_flops(spec: RunSpec, d_in: int = 64, d_out: int = 10) -> float:
     return 6.0 * spec.batch_size * macs
 
 
-def time_per_step(spec: RunSpec, seeds: int, diagnostics: bool, steps: int) -> tuple[float, float]:
-    """(seconds per step, compile seconds) by differencing runs of `steps` and `2 * steps` steps."""
-    run_s, compile_s = [], 0.0
-    for n in (steps, 2 * steps):
-        s = spec.replace(steps=n, log_every=LOG_EVERY)
+def program_runner(spec: RunSpec, seeds: int, diagnostics: bool, record: dict):
+    """``steps -> run()`` for the compiled training program; stores compile seconds in ``record``."""
+    def build(steps: int):
+        s = spec.replace(steps=steps, log_every=LOG_EVERY)
         program = train.build_program(s, diagnostics=diagnostics)
         params, state, keys = train.init_params(s, list(range(seeds)), task=program.task)
-        raw = train.execute(program, params, state, keys, [s.lr] * seeds)
-        best = raw.run_s
-        for _ in range(2):   # re-run the compiled program: best of three
-            t0 = time.perf_counter()
-            jax.block_until_ready(program.run(params, state, keys, jnp.full((seeds,), s.lr)))
-            best = min(best, time.perf_counter() - t0)
-        run_s.append(best)
-        compile_s = raw.compile_s
-    return max(run_s[1] - run_s[0], 1e-9) / steps, compile_s
+        lrs = jnp.full((seeds,), s.lr, jnp.float32)
+        t0 = time.perf_counter()
+        compiled = program.run.lower(params, state, keys, lrs).compile()
+        record["compile_s"] = time.perf_counter() - t0
+        return lambda: jax.block_until_ready(compiled(params, state, keys, lrs))
+    return build
 
 
-def plain_step_time(depth: int, width: int, steps: int = 50) -> float:
-    """Seconds per step of a hand-written MLP SGD step (no diagnostics, no scan), for reference."""
-    keys = jax.random.split(jax.random.PRNGKey(0), depth + 1)
-    dims = [64] + [width] * depth + [10]
-    params = [(jax.random.normal(k, (a, b)) * np.sqrt(2 / a), jnp.zeros(b))
-              for k, a, b in zip(keys, dims[:-1], dims[1:])]
-    x = jax.random.normal(jax.random.PRNGKey(2), (BATCH, 64))
-    y = jax.random.randint(jax.random.PRNGKey(3), (BATCH,), 0, 10)
+def plain_runner(depth: int, width: int):
+    """``steps -> run()`` for a hand-written MLP SGD step (no diagnostics, no scan over layers)."""
+    def build(steps: int):
+        keys = jax.random.split(jax.random.PRNGKey(0), depth + 1)
+        dims = [64] + [width] * depth + [10]
+        params = [(jax.random.normal(k, (a, b)) * np.sqrt(2 / a), jnp.zeros(b))
+                  for k, a, b in zip(keys, dims[:-1], dims[1:])]
+        x = jax.random.normal(jax.random.PRNGKey(2), (BATCH, 64))
+        y = jax.random.randint(jax.random.PRNGKey(3), (BATCH,), 0, 10)
 
-    def loss(params):
-        h = x
-        for w, b in params[:-1]:
-            h = jax.nn.relu(h @ w + b)
-        logits = h @ params[-1][0] + params[-1][1]
-        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(BATCH), y])
+        def loss(params):
+            h = x
+            for w, b in params[:-1]:
+                h = jax.nn.relu(h @ w + b)
+            logits = h @ params[-1][0] + params[-1][1]
+            return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(BATCH), y])
 
-    @jax.jit
-    def run(params):
-        def step(p, _):
-            g = jax.grad(loss)(p)
-            return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g), None
-        return jax.lax.scan(step, params, None, length=steps)[0]
+        @jax.jit
+        def run(params):
+            def step(p, _):
+                g = jax.grad(loss)(p)
+                return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g), None
+            return jax.lax.scan(step, params, None, length=steps)[0]
 
-    jax.block_until_ready(run(params))
-    return min(_timed(lambda: jax.block_until_ready(run(params))) for _ in range(3)) / steps
+        return lambda: jax.block_until_ready(run(params))
+    return build
 
 
-def steps_for(flops: float, roof: float, seconds: float = 1.5) -> int:
+def seconds_per_step(builders: dict, steps: int, rounds: int) -> dict:
+    """Seconds per step of each variant: fastest ``2 * steps`` run minus fastest ``steps`` run,
+    over ``rounds`` rounds that run every variant in turn."""
+    runs = {name: (build(steps), build(2 * steps)) for name, build in builders.items()}
+    best = {name: [np.inf, np.inf] for name in runs}
+    for _ in range(rounds + 1):            # the first round warms up
+        for name, pair in runs.items():
+            for i, run in enumerate(pair):
+                best[name][i] = min(best[name][i], _timed(run))
+    return {name: max(b[1] - b[0], 1e-9) / steps for name, b in best.items()}
+
+
+def steps_for(flops: float, roof: float, seconds: float = 0.3) -> int:
     n = int(seconds * roof * 1e9 / max(flops, 1.0))
-    return max(2 * LOG_EVERY, min(2000, (n // LOG_EVERY) * LOG_EVERY))
+    return max(LOG_EVERY, min(1000, (n // LOG_EVERY) * LOG_EVERY))
 
 
 def main(argv=None) -> int:
@@ -113,38 +130,44 @@ def main(argv=None) -> int:
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
           f"{platform.machine()}; f32 matmul roofline {roof:.1f} GFLOP/s", flush=True)
 
+    rounds = 4 if args.quick else 10
     depths = [5, 20] if args.quick else [5, 20, 50]
     for width in (128, 512):
         for depth in depths:
             spec = RunSpec(depth=depth, width=width, batch_size=BATCH, activation="relu",
                            init="he_normal", optimizer="sgd", lr=0.01)
             flops = mlp_flops(spec)
-            n = steps_for(flops, roof)
+            compiled = {True: {}, False: {}}
+            per_step = seconds_per_step(
+                {True: program_runner(spec, 1, True, compiled[True]),
+                 False: program_runner(spec, 1, False, compiled[False]),
+                 "plain": plain_runner(depth, width)}, steps_for(flops, roof), rounds)
             for diag in (True, False):
-                per_step, compile_s = time_per_step(spec, 1, diag, n)
+                t = per_step[diag]
                 rows.append({"bench": "mlp_step", "config": f"depth={depth} width={width} "
                              f"diagnostics={'on' if diag else 'off'}", "depth": depth, "width": width,
-                             "seeds": 1, "diagnostics": diag, "ms_per_step": per_step * 1e3,
-                             "gflops": flops / per_step / 1e9,
-                             "pct_roofline": 100 * flops / per_step / 1e9 / roof, "compile_s": compile_s})
+                             "seeds": 1, "diagnostics": diag, "ms_per_step": t * 1e3,
+                             "gflops": flops / t / 1e9, "pct_roofline": 100 * flops / t / 1e9 / roof,
+                             "compile_s": compiled[diag]["compile_s"]})
                 print(_fmt(rows[-1]), flush=True)
-            plain = plain_step_time(depth, width)
+            t = per_step["plain"]
             rows.append({"bench": "plain_jax_step", "config": f"depth={depth} width={width}",
-                         "depth": depth, "width": width, "ms_per_step": plain * 1e3,
-                         "gflops": flops / plain / 1e9, "pct_roofline": 100 * flops / plain / 1e9 / roof})
+                         "depth": depth, "width": width, "ms_per_step": t * 1e3,
+                         "gflops": flops / t / 1e9, "pct_roofline": 100 * flops / t / 1e9 / roof})
             print(_fmt(rows[-1]), flush=True)
 
     spec = RunSpec(depth=20, width=128, batch_size=BATCH, activation="relu", init="he_normal", lr=0.01)
     flops = mlp_flops(spec)
-    base = None
-    for seeds in (1, 8) if args.quick else (1, 8, 32):
-        per_step, _ = time_per_step(spec, seeds, True, steps_for(flops * seeds, roof))
-        base = base or per_step
+    counts = (1, 8) if args.quick else (1, 8, 32)
+    per_step = seconds_per_step({n: program_runner(spec, n, True, {}) for n in counts},
+                                steps_for(flops * 8, roof), rounds)
+    for seeds in counts:
+        t = per_step[seeds]
         rows.append({"bench": "vmapped_seeds", "config": f"depth=20 width=128 seeds={seeds}",
                      "depth": 20, "width": 128, "seeds": seeds, "diagnostics": True,
-                     "ms_per_step": per_step * 1e3, "gflops": seeds * flops / per_step / 1e9,
-                     "pct_roofline": 100 * seeds * flops / per_step / 1e9 / roof,
-                     "cost_vs_one_seed": per_step / base})
+                     "ms_per_step": t * 1e3, "gflops": seeds * flops / t / 1e9,
+                     "pct_roofline": 100 * seeds * flops / t / 1e9 / roof,
+                     "cost_vs_one_seed": t / per_step[1]})
         print(_fmt(rows[-1]), flush=True)
 
     for depth in (8, 32, 128):
