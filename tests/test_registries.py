@@ -105,3 +105,11 @@ def test_a_user_activation_is_usable_by_name():
             activations.register_activation("relu", cube_root)
     finally:
         activations.ACTIVATIONS.unregister("test_cube_root")
+
+
+def test_relu_uses_the_zero_subgradient_at_zero():
+    # the convention of jax.nn.relu and PyTorch; 0.5 (jnp.maximum's tie split) changes where
+    # an unnormalised deep ReLU net with dead layers goes, so it is pinned here
+    relu = activations.get("relu").bind(RunSpec())
+    grad = jax.vmap(jax.grad(lambda x: relu.apply(x, None)))
+    np.testing.assert_array_equal(grad(np.array([-1.0, 0.0, 2.0], np.float32)), [0.0, 0.0, 1.0])
