@@ -156,3 +156,19 @@ def test_the_lock_of_a_killed_runner_is_free(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_records_are_written_readable_by_everyone_the_umask_allows(tmp_path):
+    from vgbench.record import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "r.json", fake_record())
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        path = write_json_atomic(tmp_path / "s.json", fake_record())
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert json.loads(path.read_text())["run_id"] == SPEC.run_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.json"]   # no temporaries

@@ -265,6 +265,12 @@ def dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"), allow_nan=False)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, record: dict) -> Path:
     """Write ``record`` to ``path`` atomically: temporary file, fsync, rename, fsync the folder."""
     path = Path(path)
@@ -272,6 +278,7 @@ def write_json_atomic(path: str | Path, record: dict) -> Path:
     text = dumps(record)  # serialise first: a record that cannot be written writes nothing
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; a record is for everyone to read
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
