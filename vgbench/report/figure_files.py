@@ -133,7 +133,7 @@ def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(),
     for ax, (title, rows) in zip(axes, panels):
         plot(rows, ax=ax, colors=styles.colors, dashes=styles.dashes, **kwargs)
         ax.set_title(title)
-    _outer_labels(axes)
+    outer_labels(axes)
     figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
     return fig
 
@@ -150,7 +150,7 @@ def time_grad_figure(time: pd.DataFrame, styles: EntryStyles) -> Figure:
             fg.plot_time_grad(rows, ax=ax, colors=styles.colors, dashes=styles.dashes,
                               log_point=point)
             ax.set_title(f"{title}, {name}")
-    _outer_labels(axes)
+    outer_labels(axes)
     figure_legend(fig, axes, styles, time["entry_axes"].iloc[0])
     return fig
 
@@ -167,7 +167,7 @@ def grad_heatmap_figure(grad: pd.DataFrame) -> Figure:
     for ax, entry in zip(axes, entries):
         fg.plot_grad_heatmap(data[data["entry"] == entry], ax=ax, vmin=vmin, vmax=vmax, cbar=False)
         ax.set_title(entry)
-    _outer_labels(axes)
+    outer_labels(axes)
     mappable = mpl.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label="log10 " + fg.GRAD_LABEL)
     return fig
@@ -189,7 +189,7 @@ def per_entry_figure(grad: pd.DataFrame, plot, label: str) -> Figure:
     for ax, entry in zip(axes, entries):
         plot(grad[grad["entry"] == entry], ax=ax, colorbar=False)
         ax.set_title(entry)
-    _outer_labels(axes)
+    outer_labels(axes)
     n_layer = int(grad["layer"].max()) + 1 if len(grad) else 1
     mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label=label)
@@ -212,7 +212,7 @@ def dead_saturation_figure(runs: pd.DataFrame, styles: EntryStyles) -> Figure:
     return fig
 
 
-def _outer_labels(axes):
+def outer_labels(axes):
     """Axis labels only on the outer panels of a facet grid."""
     for ax in axes:
         spec = ax.get_subplotspec()

@@ -634,19 +634,19 @@ def _by_activation(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _profiles_figure(profiles: pd.DataFrame):
-    from vgbench.report.figure_files import facets
+    from vgbench.report.figure_files import facets, outer_labels
 
     panels = _by_activation(profiles)
     fig, axes = facets(len(panels), ncols=2, panel=(2.6, 2.0), sharey=False)
     for ax, (activation, rows) in zip(axes, panels):
         plot_delta_profiles(rows, ax=ax)
         ax.set_title(activation)
-    _outer_labels(axes)
+    outer_labels(axes)
     return fig
 
 
 def _phase_figure(table: pd.DataFrame):
-    from vgbench.report.figure_files import COLORBAR, facets, legend_width
+    from vgbench.report.figure_files import COLORBAR, facets, legend_width, outer_labels
 
     gaussian = table[table["init"] == "gaussian"]
     activations = [a for a, _ in _by_activation(table) if a != "identity"]
@@ -659,7 +659,7 @@ def _phase_figure(table: pd.DataFrame):
         top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
         plot_phase_diagram(activation, ax=ax, points=points,
                            sigma_w2_range=(0.05, top), width=width, colorbar=False)
-    _outer_labels(axes)
+    outer_labels(axes)
     import matplotlib as mpl
 
     from vgbench.report.figure_files import colorbar_axes
@@ -677,7 +677,7 @@ def _phase_figure(table: pd.DataFrame):
 
 
 def _spectra_figure(spectra: pd.DataFrame):
-    from vgbench.report.figure_files import facets, legend_width
+    from vgbench.report.figure_files import facets, legend_width, outer_labels
 
     panels = _by_activation(spectra)
     colors = label_colors(spectra)
@@ -686,7 +686,7 @@ def _spectra_figure(spectra: pd.DataFrame):
     for ax, (activation, rows) in zip(axes, panels):
         plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR)
         ax.set_title(activation)
-    _outer_labels(axes)
+    outer_labels(axes)
     handles = {}
     for ax in axes:
         handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
@@ -694,16 +694,6 @@ def _spectra_figure(spectra: pd.DataFrame):
     fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=7,
                bbox_to_anchor=(right + 0.01, 0.98))
     return fig
-
-
-def _outer_labels(axes):
-    """Axis labels only on the outer panels of a facet grid."""
-    for ax in axes:
-        spec = ax.get_subplotspec()
-        if spec is not None and not spec.is_first_col():
-            ax.set_ylabel("")
-        if spec is not None and not spec.is_last_row():
-            ax.set_xlabel("")
 
 
 def _frontier_figure(frontiers: pd.DataFrame):
