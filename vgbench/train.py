@@ -143,6 +143,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
 
             def advance(c):
                 if every > 1:
+                    # two steps per iteration: scanned one at a time inside the scan over
+                    # blocks, XLA:CPU copies every updated weight into the loop state per step
                     c, _ = jax.lax.scan(plain_step, c, start + 1 + jnp.arange(every - 1), unroll=2)
                 return c
 

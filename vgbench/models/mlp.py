@@ -77,10 +77,10 @@ def make_mlp(spec, task) -> Model:
         if isinstance(params["hidden"], tuple):   # the unrolled compute layout
             hid_s, hid_stats = [], []
             # split, not indexing: the gradient of n index slices is n padded full-size adds
-            layer_probes = (jnp.split(pr["hidden"], n_hidden) if diag else [None] * n_hidden)
-            for i, p in enumerate(params["hidden"]):
+            layer_probes = ([q[0] for q in jnp.split(pr["hidden"], n_hidden)] if diag
+                            else [None] * n_hidden)
+            for i, (p, probe) in enumerate(zip(params["hidden"], layer_probes)):
                 s = jax.tree_util.tree_map(lambda a: a[i], state["hidden"])
-                probe = layer_probes[i][0] if diag else None
                 h, (s_new, stats) = body(h, (p, s, probe))
                 hid_s.append(s_new)
                 hid_stats.append(stats)
