@@ -3,13 +3,17 @@
 In one process: the f32 matmul GFLOP/s of this machine (the roofline), then the achieved
 GFLOP/s of the compiled training step for MLPs of depth 5/20/50 and width 128/512 at batch 128,
 with and without diagnostics; 1/8/32 vmapped seeds; compile time at depth 8/32/128; and a
-plain hand-written JAX SGD step for comparison. Writes a CSV and prints a table.
+plain hand-written JAX SGD step (one model, and vmapped over the same seed counts) for
+comparison. Writes a CSV and prints a table.
 
 Time per step is differential: the same config is run for n and 2n steps and the difference
 is divided by n, so compilation, the final evaluation and dispatch cancel out. The programs
 compared in one row group (diagnostics on, off and the hand-written step; or 1/8/32 seeds)
 are run in turn, round after round, and each keeps its fastest round: a machine whose speed
-drifts (shared or throttled cores) then slows every variant alike. FLOPs are the model's
+drifts (shared or throttled cores) then slows every variant alike. Every round also times
+one roofline matmul, and a row group's percentages are of the fastest roofline matmul of its
+own rounds (its ``roofline_gflops`` column), so step and roofline are compared at the same
+machine speed; the ``roofline`` row is the fastest over the whole run. FLOPs are the model's
 matmul FLOPs, 6 * batch * sum(fan_in * fan_out) per step (forward plus backward). The process
 runs with the XLA flags of the ``vgbench`` command.
 """
@@ -38,14 +42,26 @@ BATCH = 128
 LOG_EVERY = 25
 
 
-def roofline_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` f32 GFLOP/s of an n x n @ n x n matmul."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    mm = jax.jit(lambda a, b: a @ b)
-    mm(a, b).block_until_ready()
-    best = min(_timed(lambda: mm(a, b).block_until_ready()) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+class Roofline:
+    """The fastest f32 n x n @ n x n matmul seen so far, as GFLOP/s."""
+
+    def __init__(self, n: int = 2048):
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+        mm = jax.jit(lambda a, b: a @ b)
+        mm(a, b).block_until_ready()
+        self._run = lambda: mm(a, b).block_until_ready()
+        self._flops = 2.0 * n ** 3
+        self.best_s = np.inf
+
+    def measure(self, repeats: int = 1) -> float:
+        for _ in range(repeats):
+            self.best_s = min(self.best_s, _timed(self._run))
+        return self.gflops
+
+    @property
+    def gflops(self) -> float:
+        return self._flops / self.best_s / 1e9
 
 
 def _timed(fn) -> float:
@@ -74,44 +90,61 @@ def program_runner(spec: RunSpec, seeds: int, diagnostics: bool, record: dict):
     return build
 
 
-def plain_runner(depth: int, width: int):
-    """``steps -> run()`` for a hand-written MLP SGD step (no diagnostics, no scan over layers)."""
+def plain_runner(depth: int, width: int, seeds: int = 1):
+    """``steps -> run()`` for a hand-written MLP SGD step (no diagnostics, no scan over layers),
+    ``vmap``ped over ``seeds`` independent models when there is more than one."""
     def build(steps: int):
-        keys = jax.random.split(jax.random.PRNGKey(0), depth + 1)
-        dims = [64] + [width] * depth + [10]
-        params = [(jax.random.normal(k, (a, b)) * np.sqrt(2 / a), jnp.zeros(b))
-                  for k, a, b in zip(keys, dims[:-1], dims[1:])]
-        x = jax.random.normal(jax.random.PRNGKey(2), (BATCH, 64))
-        y = jax.random.randint(jax.random.PRNGKey(3), (BATCH,), 0, 10)
+        def init(key):
+            keys = jax.random.split(key, depth + 3)
+            dims = [64] + [width] * depth + [10]
+            params = [(jax.random.normal(k, (a, b)) * np.sqrt(2 / a), jnp.zeros(b))
+                      for k, a, b in zip(keys, dims[:-1], dims[1:])]
+            x = jax.random.normal(keys[-2], (BATCH, 64))
+            y = jax.random.randint(keys[-1], (BATCH,), 0, 10)
+            return params, x, y
 
-        def loss(params):
+        def loss(params, x, y):
             h = x
             for w, b in params[:-1]:
                 h = jax.nn.relu(h @ w + b)
             logits = h @ params[-1][0] + params[-1][1]
             return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(BATCH), y])
 
+        def step(p, x, y):
+            g = jax.grad(loss)(p, x, y)
+            return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g)
+
+        if seeds == 1:
+            params, x, y = init(jax.random.PRNGKey(0))
+        else:
+            params, x, y = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), seeds))
+            step = jax.vmap(step)
+
         @jax.jit
         def run(params):
-            def step(p, _):
-                g = jax.grad(loss)(p)
-                return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g), None
-            return jax.lax.scan(step, params, None, length=steps)[0]
+            return jax.lax.scan(lambda p, _: (step(p, x, y), None), params, None, length=steps)[0]
 
         return lambda: jax.block_until_ready(run(params))
     return build
 
 
-def seconds_per_step(builders: dict, steps: int, rounds: int) -> dict:
-    """Seconds per step of each variant: fastest ``2 * steps`` run minus fastest ``steps`` run,
-    over ``rounds`` rounds that run every variant in turn."""
+def seconds_per_step(builders: dict, steps: int, rounds: int) -> tuple[dict, float]:
+    """Seconds per step of each variant, and the roofline GFLOP/s over the same rounds.
+
+    Each round runs every variant for ``steps`` and ``2 * steps`` steps, and one roofline
+    matmul; a variant's time per step is its fastest ``2 * steps`` run minus its fastest
+    ``steps`` run. Timing the roofline inside the same rounds compares both at the same
+    machine speed.
+    """
     runs = {name: (build(steps), build(2 * steps)) for name, build in builders.items()}
     best = {name: [np.inf, np.inf] for name in runs}
+    roof = Roofline()
     for _ in range(rounds + 1):            # the first round warms up
+        roof.measure()
         for name, pair in runs.items():
             for i, run in enumerate(pair):
                 best[name][i] = min(best[name][i], _timed(run))
-    return {name: max(b[1] - b[0], 1e-9) / steps for name, b in best.items()}
+    return {name: max(b[1] - b[0], 1e-9) / steps for name, b in best.items()}, roof.gflops
 
 
 def steps_for(flops: float, roof: float, seconds: float = 0.3) -> int:
@@ -125,10 +158,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer configurations")
     args = parser.parse_args(argv)
 
-    roof = roofline_gflops()
-    rows = [{"bench": "roofline", "config": "matmul 2048^3 f32", "gflops": roof, "pct_roofline": 100.0}]
+    start = Roofline()
+    start.measure(repeats=5)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-          f"{platform.machine()}; f32 matmul roofline {roof:.1f} GFLOP/s", flush=True)
+          f"{platform.machine()}; f32 matmul roofline {start.gflops:.1f} GFLOP/s", flush=True)
+    rows = []
+
+    def add(row: dict, flops: float, seconds: float, roof: float) -> None:
+        gflops = flops / seconds / 1e9
+        rows.append({**row, "ms_per_step": seconds * 1e3, "gflops": gflops,
+                     "roofline_gflops": roof, "pct_roofline": 100 * gflops / roof})
+        print(_fmt(rows[-1]), flush=True)
 
     rounds = 4 if args.quick else 10
     depths = [5, 20] if args.quick else [5, 20, 50]
@@ -138,37 +178,38 @@ def main(argv=None) -> int:
                            init="he_normal", optimizer="sgd", lr=0.01)
             flops = mlp_flops(spec)
             compiled = {True: {}, False: {}}
-            per_step = seconds_per_step(
+            per_step, roof = seconds_per_step(
                 {True: program_runner(spec, 1, True, compiled[True]),
                  False: program_runner(spec, 1, False, compiled[False]),
-                 "plain": plain_runner(depth, width)}, steps_for(flops, roof), rounds)
+                 "plain": plain_runner(depth, width)}, steps_for(flops, start.gflops), rounds)
             for diag in (True, False):
-                t = per_step[diag]
-                rows.append({"bench": "mlp_step", "config": f"depth={depth} width={width} "
-                             f"diagnostics={'on' if diag else 'off'}", "depth": depth, "width": width,
-                             "seeds": 1, "diagnostics": diag, "ms_per_step": t * 1e3,
-                             "gflops": flops / t / 1e9, "pct_roofline": 100 * flops / t / 1e9 / roof,
-                             "compile_s": compiled[diag]["compile_s"]})
-                print(_fmt(rows[-1]), flush=True)
-            t = per_step["plain"]
-            rows.append({"bench": "plain_jax_step", "config": f"depth={depth} width={width}",
-                         "depth": depth, "width": width, "ms_per_step": t * 1e3,
-                         "gflops": flops / t / 1e9, "pct_roofline": 100 * flops / t / 1e9 / roof})
-            print(_fmt(rows[-1]), flush=True)
+                add({"bench": "mlp_step", "config": f"depth={depth} width={width} "
+                     f"diagnostics={'on' if diag else 'off'}", "depth": depth, "width": width,
+                     "seeds": 1, "diagnostics": diag, "compile_s": compiled[diag]["compile_s"]},
+                    flops, per_step[diag], roof)
+            add({"bench": "plain_jax_step", "config": f"depth={depth} width={width}",
+                 "depth": depth, "width": width, "seeds": 1}, flops, per_step["plain"], roof)
 
+    # seeds: the program against the hand-written step vmapped the same way, which shows what
+    # batching the seeds' small matmuls can buy on this machine at all
     spec = RunSpec(depth=20, width=128, batch_size=BATCH, activation="relu", init="he_normal", lr=0.01)
     flops = mlp_flops(spec)
     counts = (1, 8) if args.quick else (1, 8, 32)
-    per_step = seconds_per_step({n: program_runner(spec, n, True, {}) for n in counts},
-                                steps_for(flops * 8, roof), rounds)
+    builders = {}
+    for n in counts:
+        builders[n] = program_runner(spec, n, True, {})
+        builders[("plain", n)] = plain_runner(20, 128, seeds=n)
+    per_step, roof = seconds_per_step(builders, steps_for(flops * 8, start.gflops), rounds)
     for seeds in counts:
-        t = per_step[seeds]
-        rows.append({"bench": "vmapped_seeds", "config": f"depth=20 width=128 seeds={seeds}",
-                     "depth": 20, "width": 128, "seeds": seeds, "diagnostics": True,
-                     "ms_per_step": t * 1e3, "gflops": seeds * flops / t / 1e9,
-                     "pct_roofline": 100 * seeds * flops / t / 1e9 / roof,
-                     "cost_vs_one_seed": t / per_step[1]})
-        print(_fmt(rows[-1]), flush=True)
+        add({"bench": "vmapped_seeds", "config": f"depth=20 width=128 seeds={seeds}",
+             "depth": 20, "width": 128, "seeds": seeds, "diagnostics": True,
+             "cost_vs_one_seed": per_step[seeds] / per_step[1]},
+            seeds * flops, per_step[seeds], roof)
+    for seeds in counts:
+        add({"bench": "plain_jax_vmapped_seeds", "config": f"depth=20 width=128 seeds={seeds}",
+             "depth": 20, "width": 128, "seeds": seeds,
+             "cost_vs_one_seed": per_step[("plain", seeds)] / per_step[("plain", 1)]},
+            seeds * flops, per_step[("plain", seeds)], roof)
 
     for depth in (8, 32, 128):
         spec = RunSpec(depth=depth, width=128, batch_size=BATCH, steps=100, log_every=LOG_EVERY)
@@ -180,11 +221,14 @@ def main(argv=None) -> int:
                      "width": 128, "compile_s": time.perf_counter() - t0})
         print(_fmt(rows[-1]), flush=True)
 
+    start.measure(repeats=3)
+    rows.insert(0, {"bench": "roofline", "config": "matmul 2048^3 f32", "gflops": start.gflops,
+                    "pct_roofline": 100.0})
     try:
         sys.path.insert(0, str(Path(__file__).parent))
         from perf_rnn import rnn_rows  # the recurrent rows (LSTM/GRU at T = 200)
 
-        for row in rnn_rows(roof):
+        for row in rnn_rows(start.gflops):
             row = {"bench": row.pop("benchmark"), "config": f"{row.pop('implementation')} "
                    f"T={row['seq_len']} hidden={row['width']} batch={row['batch']}",
                    "pct_roofline": 100 * row.pop("fraction_of_roofline"), **row}
@@ -206,7 +250,7 @@ def main(argv=None) -> int:
 
 
 def _fmt(row: dict) -> str:
-    parts = [f"{row['bench']:<15} {row['config']:<40}"]
+    parts = [f"{row['bench']:<24} {row['config']:<40}"]
     for key, unit in (("ms_per_step", "ms/step"), ("gflops", "GFLOP/s"), ("pct_roofline", "% roof"),
                       ("cost_vs_one_seed", "x one seed"), ("compile_s", "s compile")):
         if key in row:
