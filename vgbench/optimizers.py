@@ -81,13 +81,13 @@ def by_value(threshold):
     return optax.clip(threshold)
 
 
-for _fn in (sgd, momentum, rmsprop, adam):
-    register_optimizer(_fn.__name__, _fn)
 def agc(threshold):
     """Adaptive gradient clipping: unit-wise ||g||/||w|| capped at the threshold, e.g. 0.01 (Brock et al. 2021)."""
     return optax.adaptive_grad_clip(threshold)
 
 
+for _fn in (sgd, momentum, rmsprop, adam):
+    register_optimizer(_fn.__name__, _fn)
 register_clip("none", no_clip)
 register_clip("agc", agc, per_layer=True)
 register_clip("global_norm", global_norm)
