@@ -82,14 +82,33 @@ def test_numbers_and_escapes():
     assert seed_text([0, 1, 2, 3, 7, 9, 10], MARKDOWN) == "0–3, 7, 9–10"
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_latex_compiles_with_plain_pdflatex_and_booktabs(toy, tmp_path):
-    (tmp_path / "table.tex").write_text(latex_table(*toy))
+def _pdflatex(tmp_path, body: str, preamble: str = "") -> str:
+    (tmp_path / "table.tex").write_text(body)
     (tmp_path / "paper.tex").write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        "\\input{table.tex}\n\\end{document}\n")
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"{preamble}\\begin{{document}}\n\\input{{table.tex}}\n\\end{{document}}\n")
     result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
                              "paper.tex"], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-2000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 1000
+    return (tmp_path / "paper.log").read_text(errors="replace")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_compiles_with_plain_pdflatex_and_booktabs(toy, tmp_path):
+    log = _pdflatex(tmp_path, latex_table(*toy))
+    assert "Overfull \\hbox" not in log
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_a_table_wider_than_the_line_is_scaled_to_it(toy, tmp_path):
+    # a 3 cm text width: the toy tables do not fit and must shrink instead of overflowing
+    tex = latex_table(*toy)
+    log = _pdflatex(tmp_path, tex, "\\usepackage[textwidth=3cm]{geometry}\n")
+    assert "Overfull \\hbox" not in log
+    # the unscaled tabular alone overflows the same page
+    plain = tex.replace("\\sbox0{%\n", "").replace("\\end{tabular}}%", "\\end{tabular}")
+    plain = "\n".join(line for line in plain.splitlines() if not line.startswith("\\ifdim"))
+    log = _pdflatex(tmp_path, plain, "\\usepackage[textwidth=3cm]{geometry}\n")
+    assert "Overfull \\hbox" in log
