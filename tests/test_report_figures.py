@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, QuadMesh
 
-from fixtures_records import record, recurrent_study, toy_study
+from fixtures_records import SMALL, record, recurrent_study, toy_study
+from vgbench.report.synthetic import make_record
 from vgbench.report import build_frames, with_runs
 from vgbench.report import figures as fg
 from vgbench.report.figure_files import study_figures
@@ -168,3 +169,28 @@ def test_study_figures_writes_every_applicable_figure(toy, memory, tmp_path):
     names = [name for name, _, _ in written]
     assert {"time_grad", "loss_vs_baseline", "frontier", "loss_curves"} <= set(names)
     assert "grad_heatmap" not in names
+
+
+def test_a_study_of_two_tasks_gets_each_figure_per_task(tmp_path):
+    # adding and copy losses are not on one scale: one figure per task, not bands pooled
+    # over both
+    records = [make_record(study="two_tasks", grid_axes={"task": task, "cell": cell}, seeds=(0,),
+                           model="rnn", task=task, seq_len=5, cell=cell, **SMALL)
+               for task in ("adding", "copy") for cell in ("rnn", "lstm")]
+    frames = build_frames(records)
+    outdir = tmp_path / "two_tasks"
+    outdir.mkdir()
+    for name in ("time_grad.png", "time_grad.pdf", "notes.png", "time_grad.csv"):
+        (outdir / name).write_text("x")   # an earlier report's figure, and files of the user
+    written = study_figures(frames.runs, frames.grad_stats, frames.time_stats, frames.curves,
+                            outdir, ("png",))
+    # the pooled figure of an earlier report is gone; what vgbench did not write stays
+    assert not (outdir / "time_grad.png").exists() and not (outdir / "time_grad.pdf").exists()
+    assert (outdir / "notes.png").exists() and (outdir / "time_grad.csv").exists()
+    names = {name for name, _, _ in written}
+    assert {"time_grad_adding", "time_grad_copy", "loss_curves_adding", "loss_curves_copy"} <= names
+    assert not any(name in names for name in ("time_grad", "loss_curves"))
+    for name, caption, paths in written:
+        task = name.rsplit("_", 1)[1]
+        assert caption.endswith(f"({task} task)") and paths[0].name == f"{name}.png"
+        assert paths[0].stat().st_size > 5000

@@ -18,6 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from vgbench.report import figures as fg
+from vgbench.report.build import safe_name
 from vgbench.report.frames import with_runs
 from vgbench.report.leaderboard import headline_value
 from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
@@ -226,7 +227,43 @@ def outer_labels(axes):
 
 def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
                   curves: pd.DataFrame, outdir: Path, formats=("png", "pdf")):
-    """Every figure that applies to one study. Returns ``[(name, caption, [paths])]``."""
+    """Every figure that applies to one study. Returns ``[(name, caption, [paths])]``.
+
+    A study that runs several tasks gets each figure once per task (``time_grad_adding``,
+    ``time_grad_copy``): losses and gradients of different tasks are not on one scale, and a
+    seed band pooled over tasks would span both.
+    """
+    tasks = runs["task"].dropna().unique() if "task" in runs else []
+    if len(tasks) <= 1:
+        written = _figures(runs, grad, time, curves, outdir, formats)
+    else:
+        written = []
+        for task in sorted(tasks):
+            task_runs = runs[runs["task"] == task]
+            ids = set(task_runs["run_id"])
+            parts = [f[f["run_id"].isin(ids)] for f in (grad, time, curves)]
+            suffix = f"_{safe_name(str(task))}"
+            for name, caption, paths in _figures(task_runs, *parts, outdir, formats, suffix):
+                written.append((name + suffix, f"{caption} ({task} task)", paths))
+    remove_stale(outdir, [p for _, _, paths in written for p in paths])
+    return written
+
+
+def remove_stale(outdir: Path, written: list[Path]) -> list[Path]:
+    """Delete the figure files of an earlier report that this one did not write again (a figure
+    that no longer applies, or one now drawn per task). Only files named like a vgbench figure
+    (``<figure>.<png|pdf|svg>``, ``<figure>_<task>.<...>``) are touched; returns them."""
+    keep = {p.name for p in written}
+    stale = [p for p in sorted(outdir.glob("*")) if p.is_file() and p.name not in keep
+             and p.suffix in (".png", ".pdf", ".svg")
+             and any(p.stem == n or p.stem.startswith(n + "_") for n in CAPTIONS)]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves: pd.DataFrame,
+             outdir: Path, formats, suffix: str = ""):
     axis = runs["frontier_axis"].iloc[0]
     axis = axis if isinstance(axis, str) else None
     at = headline_value(runs)
@@ -267,7 +304,7 @@ def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
     written = []
     with style():
         for name, build in plans:
-            paths = save(build(), outdir / name, formats)
+            paths = save(build(), outdir / f"{name}{suffix}", formats)
             where = f", at {axis} {fg._number_text(at)}" if axis and not math.isnan(at) else ""
             if name in PER_ENTRY and n_entries > MAX_ENTRY_PANELS:
                 where += f" ({MAX_ENTRY_PANELS} of {n_entries} entries, evenly spaced)"
