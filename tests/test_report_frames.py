@@ -126,3 +126,28 @@ def test_with_runs_joins_the_entry_columns():
     assert len(grad) == len(frames.grad_stats)
     assert {"entry", "frontier_value", "entry_order"} <= set(grad.columns)
     assert grad["entry"].notna().all()
+
+
+def test_a_labelled_zipped_axis_names_the_fields_it_sets():
+    # architecture = [{depth = 2, width = 8, label = "small"}, {depth = 4, width = 16, label = "big"}]
+    # crossed with norm: width is the label's, norm is its own axis
+    records = [make_record(study="zip", seeds=(0,), depth=d, width=w, norm=n, steps=100,
+                           log_every=25, grid_axes={"depth": d, "width": w, "architecture": label,
+                                                    "norm": n})
+               for d, w, label in ((2, 8, "small"), (4, 16, "big")) for n in ("none", "batchnorm")]
+    design = study_design(records)
+    assert design.frontier_axis == "depth" and design.entry_axes == ("architecture", "norm")
+    runs = build_frames(records).runs
+    assert sorted(runs["entry"].unique()) == ["big / batchnorm", "big / none", "small / batchnorm",
+                                              "small / none"]
+    assert set(runs["width"]) == {8, 16}       # the fields are still columns of the runs
+
+
+def test_a_label_shared_by_several_points_keeps_their_fields():
+    # activation_init = [{tanh, naive, label "naive"}, {tanh, xavier, "matched"}, {relu, he, "matched"}]
+    points = (("tanh", "naive", "naive"), ("tanh", "xavier_normal", "matched"),
+              ("relu", "he_normal", "matched"))
+    records = [make_record(study="zip", seeds=(0,), activation=a, init=i, **SMALL,
+                           grid_axes={"activation": a, "init": i, "activation_init": label})
+               for a, i, label in points]
+    assert study_design(records).entry_axes == ("activation", "init", "activation_init")

@@ -8,7 +8,10 @@
 
 Every frame carries ``run_id`` and ``seed``; join on them for the columns of ``runs``
 (:func:`with_runs` does). A study's *entries* are the combinations of its grid axes other than
-the task and the *frontier axis* (``depth`` if it is an axis, else ``seq_len``).
+the task and the *frontier axis* (``depth`` if it is an axis, else ``seq_len``). A zipped
+axis with labels names its points: the config fields that its label fixes (``model``,
+``width``, ... under ``architecture = "mlp_12"``) are left out of the entry, so the entry reads
+``mlp_12 / batchnorm / residual`` rather than every field of the point.
 """
 
 from __future__ import annotations
@@ -59,7 +62,30 @@ def study_design(records: list[dict]) -> StudyDesign:
         axes = [k for k in configs[0] if k not in _NOT_AXES
                 and len({_hashable(c.get(k)) for c in configs}) > 1]
     frontier = next((a for a in FRONTIER_AXES if a in axes), None)
-    return StudyDesign(tuple(a for a in axes if a not in ("task", frontier)), frontier)
+    implied = _implied_by_labels(axes, records)
+    return StudyDesign(tuple(a for a in axes if a not in ("task", frontier) and a not in implied),
+                       frontier)
+
+
+def _implied_by_labels(axes: list[str], records: list[dict]) -> set[str]:
+    """Config-field axes whose value a zipped axis's label determines in every record.
+
+    A grid axis that is not a config field is the label of a zipped axis. A field that takes
+    one value per label value is set by that axis's points, and the label already names it.
+    A field that varies within a label value (an axis crossed with it, or a zipped axis whose
+    labels group several points, like ``matched``) stays an entry axis.
+    """
+    fields = set(records[0]["config"]) if records else set()
+    labels = [a for a in axes if a not in fields]
+    implied = set()
+    for label in labels:
+        for axis in axes:
+            if axis in fields and axis not in implied:
+                seen: dict = {}
+                if all(seen.setdefault(_hashable(axis_value(r, label)), _hashable(axis_value(r, axis)))
+                       == _hashable(axis_value(r, axis)) for r in records):
+                    implied.add(axis)
+    return implied
 
 
 def axis_value(record: dict, axis: str):
