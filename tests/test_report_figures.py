@@ -194,3 +194,20 @@ def test_a_study_of_two_tasks_gets_each_figure_per_task(tmp_path):
         task = name.rsplit("_", 1)[1]
         assert caption.endswith(f"({task} task)") and paths[0].name == f"{name}.png"
         assert paths[0].stat().st_size > 5000
+
+
+def test_entries_of_several_axes_are_coloured_by_a_group_of_axes_when_no_single_one_fits():
+    # 3 x 2 x 2 x 3 = 36 entries: no one axis leaves <= 6 combinations of the others for dashes
+    entries = [f"{arch} / {norm} / {skip} / {act}" for arch in ("mlp_12", "mlp_56", "cnn_57")
+               for norm in ("none", "batchnorm") for skip in ("none", "residual")
+               for act in ("sigmoid", "tanh", "relu")]
+    runs = pd.DataFrame({"entry": entries, "entry_order": range(36),
+                         "entry_axes": "architecture / norm / skip / activation"})
+    styles = entry_styles(runs)
+    combos = {(styles.colors[e], styles.dashes[e]) for e in entries}
+    assert len(combos) == 36                        # every entry drawn distinctly
+    assert len(set(styles.colors.values())) == 9     # architecture x activation: most colours
+    assert len(set(styles.dashes.values())) == 4     # norm x skip
+    labels = [label for _, label in styles.legend]
+    assert labels[0] == "architecture / activation:" and "norm / skip:" in labels
+    assert len(labels) == 9 + 4 + 2

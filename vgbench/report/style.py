@@ -5,6 +5,8 @@ Entries keep one colour (and dash) across all the figures of a study: :func:`ent
 
 from __future__ import annotations
 
+import itertools
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -42,31 +44,53 @@ class EntryStyles:
 def entry_styles(runs: pd.DataFrame) -> EntryStyles:
     """Styles for the entries of one study (rows of ``runs``: ``entry``, ``entry_order``,
     ``entry_axes``). Up to ten entries: a colour each. More, with two or more axes: colour by
-    one axis and dashes by the rest, where that fits in ten colours and six dashes."""
+    some axes and dashes by the others, where that fits in ten colours and six dashes (of the
+    splits that fit, the one with the most colours)."""
     entries = runs.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
     axes = [a for a in str(runs["entry_axes"].iloc[0]).split(" / ") if a] if len(runs) else []
     if len(entries) > MAX_COLORS and len(axes) > 1:
         parts = [e.split(" / ") for e in entries]
         if all(len(p) == len(axes) for p in parts):
-            for i in range(len(axes)):
-                hues = list(dict.fromkeys(p[i] for p in parts))
-                rests = list(dict.fromkeys(" / ".join(p[:i] + p[i + 1:]) for p in parts))
-                if len(hues) <= MAX_COLORS and len(rests) <= len(DASHES):
-                    return _factored(entries, parts, i, hues, rests, axes)
+            split = _best_split(parts, len(axes))
+            if split is not None:
+                return _factored(entries, parts, split, axes)
     palette = sns.color_palette("colorblind" if len(entries) <= MAX_COLORS else "husl",
                                 len(entries))
     colors = dict(zip(entries, palette))
     return EntryStyles(colors, {}, [(Line2D([], [], color=c), e) for e, c in colors.items()])
 
 
-def _factored(entries, parts, i, hues, rests, axes) -> EntryStyles:
+def _pick(part, index) -> str:
+    return " / ".join(part[i] for i in index)
+
+
+def _best_split(parts, n_axes: int):
+    """The axes (indices) to colour by: their value combinations fit the colours and the
+    other axes' combinations fit the dashes; the most colours wins, then the fewest axes."""
+    best, best_key = None, None
+    for size in range(1, n_axes):
+        for index in itertools.combinations(range(n_axes), size):
+            rest = tuple(i for i in range(n_axes) if i not in index)
+            hues = len({_pick(p, index) for p in parts})
+            if hues <= MAX_COLORS and len({_pick(p, rest) for p in parts}) <= len(DASHES):
+                key = (-hues, size)
+                if best_key is None or key < best_key:
+                    best, best_key = index, key
+    return best
+
+
+def _factored(entries, parts, index, axes) -> EntryStyles:
+    rest = tuple(i for i in range(len(axes)) if i not in index)
+    hues = list(dict.fromkeys(_pick(p, index) for p in parts))
+    rests = list(dict.fromkeys(_pick(p, rest) for p in parts))
     palette = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
     dash = dict(zip(rests, DASHES))
-    colors = {e: palette[p[i]] for e, p in zip(entries, parts)}
-    dashes = {e: dash[" / ".join(p[:i] + p[i + 1:])] for e, p in zip(entries, parts)}
+    colors = {e: palette[_pick(p, index)] for e, p in zip(entries, parts)}
+    dashes = {e: dash[_pick(p, rest)] for e, p in zip(entries, parts)}
     blank = Line2D([], [], linestyle="none")
-    legend = [(blank, f"{axes[i]}:")] + [(Line2D([], [], color=c), h) for h, c in palette.items()]
-    legend += [(blank, " / ".join(axes[:i] + axes[i + 1:]) + ":")]
+    legend = [(blank, _pick(axes, index) + ":")]
+    legend += [(Line2D([], [], color=c), h) for h, c in palette.items()]
+    legend += [(blank, _pick(axes, rest) + ":")]
     legend += [(Line2D([], [], color="0.3", linestyle=d), r) for r, d in dash.items()]
     return EntryStyles(colors, dashes, legend)
 
