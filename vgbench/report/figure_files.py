@@ -103,7 +103,9 @@ def save(fig: Figure, stem: Path, formats=("png", "pdf")) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, format=fmt, metadata=_metadata(fmt))
+        # tight: a legend taller than the panels (many entries) is kept whole, not cut off
+        fig.savefig(path, format=fmt, metadata=_metadata(fmt), bbox_inches="tight",
+                    pad_inches=0.05)
         paths.append(path)
     return paths
 
