@@ -138,3 +138,20 @@ def test_add_to_record_keeps_the_record_compact_and_valid_json():
     assert check_record({**out, "schema": "vgbench.run/1", "status": ["ok", "ok"],
                          "metrics": {}}) is None
     assert "jacobian_singular_values" not in record["diagnostics"]  # the input is not changed
+
+
+def test_the_module_run_as_a_command_starts_jax_with_the_vgbench_flags():
+    # without them, XLA:CPU's concurrency-optimized scheduler deadlocked the vmapped jacrev
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, runpy, sys\n"
+            "sys.argv = ['vgbench.jacobian', '--help']\n"
+            "try:\n    runpy.run_module('vgbench.jacobian', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('FLAGS=' + os.environ.get('XLA_FLAGS', ''))\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false" in out
