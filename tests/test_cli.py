@@ -56,3 +56,32 @@ def test_list_prints_every_axis_with_one_line_docs(capsys):
     for axis in ("activation:", "init:", "norm:", "skip:", "optimizer:", "clip:", "model:", "task:"):
         assert axis in text
     assert "Glorot & Bengio 2010" in text and "He et al. 2015" in text
+
+
+def test_a_model_fills_in_the_fields_it_needs_that_the_flags_leave_out(tmp_path, capsys):
+    # --model rnn alone: the recurrent study's vanilla RNN on adding (digits has no sequences)
+    out = tmp_path / "rnn.json"
+    assert main(["train", "--model", "rnn", "--width", "8", "--seq-len", "10", "--steps", "0",
+                 "--out", str(out)]) == 0
+    cfg = json.loads(out.read_text())["config"]
+    assert (cfg["task"], cfg["depth"], cfg["activation"], cfg["init"]) == ("adding", 1, "tanh",
+                                                                          "xavier_normal")
+    # a flag that is given wins over the model's default
+    assert main(["train", "--model", "rnn", "--task", "copy", "--activation", "relu", "--width", "8",
+                 "--seq-len", "10", "--steps", "0", "--out", str(out)]) == 0
+    cfg = json.loads(out.read_text())["config"]
+    assert (cfg["task"], cfg["activation"], cfg["depth"]) == ("copy", "relu", 1)
+    # the CNN's depth must be odd (stem + two convolutions per block): 5 unless given
+    assert main(["train", "--model", "cnn", "--width", "4", "--steps", "0", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["depth"] == 5
+    capsys.readouterr()
+
+
+def test_a_registered_model_checks_its_defaults():
+    from vgbench import models
+
+    with pytest.raises(TypeError, match="defaults must be a dict"):
+        models.register_model("odd", lambda spec, task: None, defaults=["task"])
+    assert "odd" not in models.MODELS.names()
+    with pytest.raises(ValueError, match="did you mean 'rnn'"):
+        models.model_defaults("rnx")

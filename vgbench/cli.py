@@ -62,6 +62,11 @@ def spec_from_args(args: argparse.Namespace):
     from vgbench.spec import RunSpec, field_names
 
     given = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
+    if "model" in given:   # fields the model needs where the flags leave them out (rnn: a sequence task)
+        from vgbench import models
+
+        for key, value in models.model_defaults(given["model"]).items():
+            given.setdefault(key, value)
     return RunSpec(**given)
 
 

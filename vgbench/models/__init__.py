@@ -43,17 +43,32 @@ class Model(NamedTuple):
 
 MODELS: Registry[Callable] = Registry("model")
 _COMPAT: dict[str, Callable] = {}
+_DEFAULTS: dict[str, dict] = {}
 
 
 def register_model(name: str, make: Callable, *, check: Callable | None = None,
-                   doc: str | None = None, origin: str = "vgbench") -> Callable:
-    """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early."""
+                   defaults: dict | None = None, doc: str | None = None,
+                   origin: str = "vgbench") -> Callable:
+    """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
+
+    ``defaults``: config fields a run of this model takes where ``vgbench train`` is not given
+    them, e.g. ``{"task": "adding"}`` for a model that needs sequences.
+    """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
+    if defaults is not None and not isinstance(defaults, dict):
+        raise TypeError(f"model {name!r}: defaults must be a dict of config fields, got {defaults!r}")
     MODELS.register(name, make, doc=doc, origin=origin)
     if check is not None:
         _COMPAT[name] = check
+    _DEFAULTS[name] = dict(defaults or {})
     return make
+
+
+def model_defaults(name: str) -> dict:
+    """The config fields model ``name`` takes where a command line does not give them."""
+    MODELS.get(name)   # an unknown name: the registry's error, with the valid names
+    return dict(_DEFAULTS.get(name, {}))
 
 
 def check_compatible(spec) -> None:

@@ -136,4 +136,4 @@ def _check(spec) -> None:
                          f"must be odd (3, 5, 7, ..., 57); got {spec.depth}")
 
 
-register_model("cnn", make_cnn, check=_check)
+register_model("cnn", make_cnn, check=_check, defaults={"depth": 5})

@@ -459,4 +459,6 @@ def _check(spec) -> None:
                          f"{spec.norm!r}, skip={spec.skip!r} (use 'none')")
 
 
-register_model("rnn", make_rnn, check=_check)
+# the vanilla RNN of the recurrent study: one tanh layer, Xavier init, on the adding task
+register_model("rnn", make_rnn, check=_check,
+               defaults={"task": "adding", "depth": 1, "activation": "tanh", "init": "xavier_normal"})
