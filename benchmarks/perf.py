@@ -27,16 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-from vgbench.cli import set_xla_flags
+import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-set_xla_flags()   # the flags `vgbench run` uses, before JAX starts
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vgbench import train  # noqa: E402
-from vgbench.spec import RunSpec  # noqa: E402
+from vgbench import train
+from vgbench.spec import RunSpec
 
 BATCH = 128
 LOG_EVERY = 25

@@ -209,22 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# XLA:CPU's concurrency-optimized scheduler has been seen to deadlock a vmapped GRU step
-# (two or more seeds, width >= 64); the flag must be set before JAX starts.
-_CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-
-
-def set_xla_flags() -> None:
-    """Set the XLA flags every vgbench process runs with (only before JAX starts)."""
-    import os
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (flags + " " + _CPU_SCHEDULER_FLAG).strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    set_xla_flags()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

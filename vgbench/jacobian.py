@@ -30,21 +30,13 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-if __name__ == "__main__":
-    # run as ``python -m vgbench.jacobian``: the XLA flags of the vgbench command, which must
-    # be set before JAX starts (without them XLA:CPU's concurrency-optimized scheduler has
-    # been seen to deadlock the vmapped jacrev below)
-    from vgbench.cli import set_xla_flags
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-    set_xla_flags()
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vgbench import models, tasks  # noqa: E402
-from vgbench.spec import RunSpec  # noqa: E402
-from vgbench.train import init_params  # noqa: E402
+from vgbench import models, tasks
+from vgbench.spec import RunSpec
+from vgbench.train import init_params
 
 EXACT_MAX_WIDTH = 512
 LANCZOS_STEPS = 64
