@@ -79,12 +79,10 @@ def _implied_by_labels(axes: list[str], records: list[dict]) -> set[str]:
     labels = [a for a in axes if a not in fields]
     implied = set()
     for label in labels:
-        for axis in axes:
-            if axis in fields and axis not in implied:
-                seen: dict = {}
-                if all(seen.setdefault(_hashable(axis_value(r, label)), _hashable(axis_value(r, axis)))
-                       == _hashable(axis_value(r, axis)) for r in records):
-                    implied.add(axis)
+        for axis in (a for a in axes if a in fields):
+            pairs = {(_hashable(axis_value(r, label)), _hashable(axis_value(r, axis))) for r in records}
+            if len(pairs) == len({value for value, _ in pairs}):   # one field value per label
+                implied.add(axis)
     return implied
 
 

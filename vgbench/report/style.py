@@ -6,7 +6,6 @@ Entries keep one colour (and dash) across all the figures of a study: :func:`ent
 from __future__ import annotations
 
 import itertools
-
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -67,16 +66,14 @@ def _pick(part, index) -> str:
 def _best_split(parts, n_axes: int):
     """The axes (indices) to colour by: their value combinations fit the colours and the
     other axes' combinations fit the dashes; the most colours wins, then the fewest axes."""
-    best, best_key = None, None
+    fits = []
     for size in range(1, n_axes):
         for index in itertools.combinations(range(n_axes), size):
             rest = tuple(i for i in range(n_axes) if i not in index)
             hues = len({_pick(p, index) for p in parts})
             if hues <= MAX_COLORS and len({_pick(p, rest) for p in parts}) <= len(DASHES):
-                key = (-hues, size)
-                if best_key is None or key < best_key:
-                    best, best_key = index, key
-    return best
+                fits.append((-hues, size, index))
+    return min(fits)[2] if fits else None
 
 
 def _factored(entries, parts, index, axes) -> EntryStyles:
