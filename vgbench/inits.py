@@ -143,7 +143,8 @@ def identity(key, shape, fan_in, fan_out, hp):
     eye = jnp.eye(rows, cols, dtype=jnp.float32)
     if len(shape) > 2:  # conv: identity on the centre tap
         centre = jnp.zeros(shape, jnp.float32)
-        return centre.at[shape[0] // 2, shape[1] // 2].set(hp.sigma_w * jnp.eye(shape[-2], shape[-1]))
+        middle = tuple(k // 2 for k in shape[:-2])
+        return centre.at[middle].set(hp.sigma_w * jnp.eye(shape[-2], shape[-1]))
     return hp.sigma_w * eye
 
 

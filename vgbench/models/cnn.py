@@ -1,4 +1,7 @@
-"""Convolutional network: a 3x3 stem, then blocks of two 3x3 convolutions, global pooling, linear head.
+"""Convolutional network: a stem, then blocks of two convolutions, global pooling, linear head.
+
+Images (H, W, C) get 3x3 convolutions, one-dimensional signals (W, C) width-3 ones: the same
+factory serves both, with the same axes (activation, init, norm, skip).
 
 Each block computes n1 = norm(conv(h)), a1 = phi(n1), n2 = norm(conv(a1)), h' = phi(skip(h, n2)):
 with ``skip = residual`` it is the basic block of a ResNet (He et al. 2016), with ``skip = none``
@@ -12,30 +15,27 @@ import jax
 import jax.numpy as jnp
 
 from vgbench.models import Model, register_model
+from vgbench.models.conv import conv
 from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
                                    stacked_axes, stacked_norms, tree_norm)
 
 KERNEL = 3
 
 
-def conv(h, w, b):
-    out = jax.lax.conv_general_dilated(h, w, window_strides=(1, 1), padding="SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return out + b
-
-
 def make_cnn(spec, task) -> Model:
     """Plain conv stack or ResNet basic blocks (skip = residual) on images (LeCun et al. 1998; He et al. 2016)."""
-    if len(task.input_shape) != 3:
-        raise ValueError(f"model 'cnn' needs image inputs (H, W, C); task {task.name!r} gives "
-                         f"{task.input_shape}")
+    if len(task.input_shape) not in (2, 3):
+        raise ValueError(f"model 'cnn' needs image inputs (H, W, C) or signals (W, C); task "
+                         f"{task.name!r} gives {task.input_shape}")
     parts = Parts(spec)
-    hgt, wid, c_in = task.input_shape
+    *spatial, c_in = task.input_shape
+    spatial_axes = tuple(range(1, len(spatial) + 1))
+    kernel = (KERNEL,) * len(spatial)
     width, d_out = spec.width, task.output_dim
     n_blocks = (spec.depth - 1) // 2
 
     def conv_init(key, c_from):
-        w, b = parts.weight(key, (KERNEL, KERNEL, c_from, width))
+        w, b = parts.weight(key, (*kernel, c_from, width))
         norm_p, norm_s = parts.norm.init(width)
         return {"w": w, "b": b, "norm": norm_p, "act": parts.act.init_theta(width)}, norm_s
 
@@ -82,7 +82,7 @@ def make_cnn(spec, task) -> Model:
             return out, ({"conv1": s1, "conv2": s2}, stats)
 
         h, (blk_s, blk_stats) = jax.lax.scan(body, h, (params["blocks"], state["blocks"], pr["blocks"]))
-        pooled = jnp.mean(h, axis=(1, 2))
+        pooled = jnp.mean(h, axis=spatial_axes)
         out = pooled @ params["out"]["w"] + params["out"]["b"]
         if diag:
             out = out + pr["out"]
@@ -94,8 +94,8 @@ def make_cnn(spec, task) -> Model:
         return out, {"stem": stem_s, "blocks": blk_s}, stats
 
     def probes(batch_size):
-        fmap = jnp.zeros((batch_size, hgt, wid, width), jnp.float32)
-        stacked = jnp.zeros((n_blocks, batch_size, hgt, wid, width), jnp.float32)
+        fmap = jnp.zeros((batch_size, *spatial, width), jnp.float32)
+        stacked = jnp.zeros((n_blocks, batch_size, *spatial, width), jnp.float32)
         return {"stem": fmap, "blocks": {"conv1": stacked, "conv2": stacked},
                 "out": jnp.zeros((batch_size, d_out), jnp.float32)}
 
