@@ -37,7 +37,13 @@ def test_shapes_targets_and_fixed_evaluation_sets(name, seq_len, shape, out_dim,
     # the evaluation sets never depend on the run's seed, and sampling is a pure function
     again = make(name, seq_len=seq_len, lr=0.5)
     np.testing.assert_array_equal(task.eval_test[0], again.eval_test[0])
+    np.testing.assert_array_equal(task.eval_val[0], again.eval_val[0])
     np.testing.assert_array_equal(np.asarray(x), np.asarray(task.sample(KEY, 5)[0]))
+    # validation is a stream of its own: no sequence of it is a test or training-side sequence
+    flat = [{r.tobytes() for r in np.asarray(s[0]).reshape(len(s[0]), -1)}
+            for s in (task.eval_train, task.eval_val, task.eval_test)]
+    if name not in ("seq_digits", "perm_digits"):   # those use the digits split (tested there)
+        assert not (flat[1] & flat[2]) and not (flat[1] & flat[0])
     assert name in tasks.TASKS and tasks.TASKS.summary(name)
 
 

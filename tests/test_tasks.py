@@ -13,13 +13,35 @@ from vgbench.tasks.classification import read_idx, write_idx
 
 def test_digits_is_a_fixed_split_of_the_bundled_images():
     task = tasks.make(RunSpec(task="digits"))
-    (x_tr, y_tr), (x_te, y_te) = task.eval_train, task.eval_test
-    assert x_tr.shape == (1438, 64) and x_te.shape == (359, 64)
-    assert set(np.unique(y_te)) == set(range(10))
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = task.eval_train, task.eval_val, task.eval_test
+    assert x_tr.shape == (1150, 64) and x_va.shape == (288, 64) and x_te.shape == (359, 64)
+    assert set(np.unique(y_te)) == set(range(10)) == set(np.unique(y_va))
     again = tasks.make(RunSpec(task="digits", depth=7))
     np.testing.assert_array_equal(again.eval_test[1], y_te)       # split does not depend on the run
+    np.testing.assert_array_equal(again.eval_val[1], y_va)
     assert task.baseline == pytest.approx(np.log(10), abs=0.01)   # near-balanced classes
     assert abs(x_tr.mean()) < 1e-5                                 # standardized with train stats
+
+
+def test_digits_splits_are_disjoint_cover_the_images_and_keep_the_old_test_split():
+    from vgbench.tasks.classification import SPLIT_SEED, digits_split
+
+    x, y, train, val, test = digits_split()
+    assert len(set(train) | set(val) | set(test)) == len(x) == len(train) + len(val) + len(test)
+    # the test split is the one every earlier version of the suite used: the first 20 % of a
+    # fixed permutation, so test numbers stay comparable
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+    np.testing.assert_array_equal(test, order[:359])
+    # no image of one split appears in another (digits has no exact duplicates across them)
+    rows = [{r.tobytes() for r in x[idx]} for idx in (train, val, test)]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+
+
+def test_teacher_validation_and_test_sets_differ():
+    task = tasks.make(RunSpec(task="teacher", input_dim=16))
+    sets = [np.asarray(s[0]) for s in (task.eval_train, task.eval_val, task.eval_test)]
+    assert all(s.shape == (2048, 16) for s in sets)
+    assert not np.allclose(sets[1], sets[2]) and not np.allclose(sets[0], sets[1])
 
 
 def test_digits_as_images_for_cnns_and_batches_from_the_training_set():
@@ -65,6 +87,7 @@ def test_idx_reader_round_trips(tmp_path, gz):
     np.testing.assert_array_equal(images, files["train-images-idx3-ubyte"])
     task = tasks.make(RunSpec(task="mnist", data_dir=str(tmp_path)))
     assert task.input_shape == (36,) and task.eval_test[0].shape == (20, 36)
+    assert task.eval_val[0].shape == (5, 36) and task.eval_train[0].shape == (55, 36)  # 1/12 held out
     cnn = tasks.make(RunSpec(task="fashion_mnist", model="cnn", depth=3, data_dir=str(tmp_path)))
     assert cnn.input_shape == (6, 6, 1)
 

@@ -25,8 +25,10 @@ from vgbench.spec import SCHEMA, RunSpec
 
 PLATEAU_TOL = 0.01        # relative change of the test loss below which it "stops changing"
 PLATEAU_WINDOW = 0.2      # window, as a fraction of the run's log points (at least 2)
+BLOWUP_FACTOR = 100.0     # a loss above 100x the task's trivial baseline has blown up: diverged
 LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
-                "saturation", "dead_fraction")
+                "saturation", "tail_saturation", "inactive_fraction", "dead_fraction")
+UNIT_FRACTIONS = ("dead_fraction", "saturation", "tail_saturation", "inactive_fraction")
 
 
 def version() -> str:
@@ -173,6 +175,28 @@ def add_recurrent_summary(diagnostics: dict, summary: dict, logs: dict) -> None:
         summary[f"gate_mean_{when}"] = list(gate[:, point])
 
 
+def blown_up_at(losses: np.ndarray, final_train_loss: float, steps: list[int], last_step: int,
+                baseline: float) -> int | None:
+    """First step after initialization whose training loss is above BLOWUP_FACTOR x the task's
+    trivial baseline (the logged minibatch losses, then the final loss on the training set).
+
+    Such a run has exploded even if its numbers are still finite (a loss of 1e33 is not a
+    result to average), so it counts as diverged, like a non-finite loss or gradient.
+    """
+    limit = BLOWUP_FACTOR * baseline
+    for step, loss in zip(steps[1:], losses[1:]):
+        if not np.isfinite(loss) or loss > limit:
+            return int(step)
+    if not np.isfinite(final_train_loss) or final_train_loss > limit:
+        return int(last_step)
+    return None
+
+
+def _first(*steps):
+    known = [s for s in steps if s is not None]
+    return min(known) if known else None
+
+
 # ---------------------------------------------------------------------------- the record
 
 def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
@@ -189,6 +213,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     steps = [p * spec.log_every for p in range(spec.log_points)]
     errors = errors or [None] * len(seeds)
     diverged_at = [int(d) if d >= 0 else None for d in np.asarray(outputs["diverged_at"])]
+    diverged_at = [_first(d, blown_up_at(np.asarray(logs["loss"][i]), final["train"]["loss"][i],
+                                         steps, spec.steps, task.baseline))
+                   for i, d in enumerate(diverged_at)]
     status = ["failed" if e else "diverged" if d is not None else "ok"
               for e, d in zip(errors, diverged_at)]
     metric_key = task.target_metric
@@ -199,10 +226,10 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         diagnostics[key] = np.asarray(value)
     diagnostics["delta_underflow"] = (delta == 0)
 
-    metrics = {"final_train_loss": final["train"]["loss"], "final_test_loss": final["test"]["loss"]}
-    for key, value in final["test"].items():
-        if key != "loss":
-            metrics[f"final_test_{key}"] = value
+    metrics = {"final_train_loss": final["train"]["loss"]}
+    for split in ("val", "test"):
+        for key, value in final[split].items():
+            metrics[f"final_{split}_{key}"] = value
     # a diverged seed has no final metrics (an argmax of NaN logits is not an accuracy)
     alive = np.array([d is None for d in diverged_at])
     metrics = {k: np.where(alive, np.asarray(v, np.float64), np.nan) for k, v in metrics.items()}
@@ -211,7 +238,7 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
 
     summary: dict[str, list] = {k: [] for k in (
         "log10_attenuation_init", "log10_attenuation_final", "decay_per_layer", "plateau",
-        "plateau_step", "dead_fraction_final", "saturation_final")}
+        "plateau_step")} | {f"{name}_final": [] for name in UNIT_FRACTIONS}
     steps_to_target = []
     for i in range(len(seeds)):
         summary["log10_attenuation_init"].append(attenuation(delta[i, 0]))
@@ -220,8 +247,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         is_plateau, at = plateau(test_loss[i], test_metric[i], task.target, task.higher_is_better)
         summary["plateau"].append(is_plateau)
         summary["plateau_step"].append(steps[at] if at is not None else None)
-        summary["dead_fraction_final"].append(_mean_hidden(np.asarray(logs["dead_fraction"][i, -1])))
-        summary["saturation_final"].append(_mean_hidden(np.asarray(logs["saturation"][i, -1])))
+        for name in UNIT_FRACTIONS:  # hidden layers at the end of training; None if not logged
+            summary[f"{name}_final"].append(
+                _mean_hidden(np.asarray(logs[name][i, -1])) if name in logs else None)
         hit = [s for s, m in zip(steps, test_metric[i]) if reached(m, task.target, task.higher_is_better)]
         first_hit = hit[0] if hit else None
         if diverged_at[i] is not None and first_hit is not None and first_hit > diverged_at[i]:

@@ -80,6 +80,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     model = models.make(spec, task)
     batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
     x_test, y_test = (jnp.asarray(a) for a in task.eval_test)
+    x_val, y_val = (jnp.asarray(a) for a in task.eval_val)
     x_train, y_train = (jnp.asarray(a) for a in task.eval_train)
     target_key = task.target_metric
 
@@ -120,8 +121,10 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             new_params, new_opt_state, updates = update(params, opt_state, grads)
             grad_global = tree_norm(grads)
             weight_norm = model.per_layer(params)
+            val = evaluate(params, state, x_val, y_val)
             test = evaluate(params, state, x_test, y_test)
-            log = {"loss": loss, "test_loss": test["loss"], "test_metric": test[target_key],
+            log = {"loss": loss, "val_loss": val["loss"], "val_metric": val[target_key],
+                   "test_loss": test["loss"], "test_metric": test[target_key],
                    "grad_global_norm": grad_global, "grad_norm": model.per_layer(grads),
                    "weight_norm": weight_norm,
                    "update_ratio": model.per_layer(updates) / weight_norm,
@@ -155,6 +158,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
         carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks + 1))
         params, state, _, diverged_at = carry
         final = {"train": evaluate(params, state, x_train, y_train),
+                 "val": evaluate(params, state, x_val, y_val),
                  "test": evaluate(params, state, x_test, y_test)}
         return {"logs": logs, "final": final, "diverged_at": diverged_at}
 

@@ -6,6 +6,11 @@ pure functions plus small evaluation sets::
     sample(key, batch_size) -> (x, y)         one training batch, inside the compiled program
     loss(out, y) -> scalar                    mean loss of model outputs ``out``
     metrics(out, y) -> {"loss": .., ...}      evaluation metrics (scalars)
+
+and three fixed evaluation sets, ``eval_train`` (a slice of the training data), ``eval_val``
+and ``eval_test``, pairwise disjoint and independent of the run's seed. Anything a study
+selects (the learning rate of an entry, an early-stopping point) reads ``eval_val`` only;
+``eval_test`` is reported, never used to choose.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Task(NamedTuple):
     loss: Callable[[Any, Any], jax.Array]
     metrics: Callable[[Any, Any], dict[str, jax.Array]]
     eval_train: tuple[Any, Any]
+    eval_val: tuple[Any, Any]      # the validation split: the only one selection reads
     eval_test: tuple[Any, Any]
     baseline: float                # loss of the trivial (input-blind) predictor
     target_metric: str             # key of ``metrics`` the success target refers to

@@ -13,7 +13,8 @@ import numpy as np
 
 from vgbench.tasks import Task, classification_metrics, register_task, softmax_xent
 
-SPLIT_SEED = 0          # the train/test split never depends on the run's seed
+SPLIT_SEED = 0          # the train/validation/test split never depends on the run's seed
+VAL_FRACTION = 0.2      # of the training part, held out as the validation split
 DIGITS_TARGET = 0.90    # test accuracy a trainable network reaches on digits in a few hundred steps
 
 
@@ -32,18 +33,24 @@ def _label_entropy(labels: np.ndarray, classes: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _array_task(name, spec, x_train, y_train, x_test, y_test, image_hw, classes, target,
-                max_eval=4096):
+def carve_validation(n_train: int, fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED):
+    """(train_index, val_index) into a training part of ``n_train`` examples: a fixed random
+    ``fraction`` becomes the validation split, the rest stays for training."""
+    order = np.random.default_rng(seed + 1).permutation(n_train)
+    n_val = int(round(fraction * n_train))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _array_task(name, spec, x_train, y_train, x_val, y_val, x_test, y_test, image_hw, classes,
+                target, max_eval=4096):
     """A task that samples minibatches (with replacement) from fixed arrays."""
-    x_train, x_test = _standardize(x_train, x_test)
-    x_train, x_test = x_train * spec.input_scale, x_test * spec.input_scale
+    x_train, x_val, x_test = (a * spec.input_scale for a in _standardize(x_train, x_val, x_test))
     if spec.model == "cnn":
         shape = (*image_hw, 1)
     else:
         shape = (x_train.shape[1],)
-    x_train = x_train.reshape((-1, *shape))
-    x_test = x_test.reshape((-1, *shape))
-    y_train, y_test = y_train.astype(np.int32), y_test.astype(np.int32)
+    x_train, x_val, x_test = (a.reshape((-1, *shape)) for a in (x_train, x_val, x_test))
+    y_train, y_val, y_test = (a.astype(np.int32) for a in (y_train, y_val, y_test))
     train_x, train_y = jnp.asarray(x_train), jnp.asarray(y_train)
     n = len(x_train)
 
@@ -54,13 +61,18 @@ def _array_task(name, spec, x_train, y_train, x_test, y_test, image_hw, classes,
     return Task(name=name, input_shape=shape, output_dim=classes, sample=sample,
                 loss=softmax_xent, metrics=classification_metrics,
                 eval_train=(x_train[:max_eval], y_train[:max_eval]),
+                eval_val=(x_val[:max_eval], y_val[:max_eval]),
                 eval_test=(x_test[:max_eval], y_test[:max_eval]),
                 baseline=_label_entropy(y_train, classes), target_metric="accuracy",
                 target=target, higher_is_better=True)
 
 
-def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x, y, train_index, test_index): the bundled digits and the fixed 80/20 split."""
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, train_index, val_index, test_index): the bundled digits and their fixed split.
+
+    The test split is a fixed 20 % (359 images); validation is a fixed 20 % of the rest (288),
+    and 1,150 images remain for training.
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -68,13 +80,16 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     y = bunch.target.astype(np.int32)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     n_test = int(round(0.2 * len(x)))
-    return x, y, order[n_test:], order[:n_test]
+    test, rest = order[:n_test], order[n_test:]
+    keep, held = carve_validation(len(rest))
+    return x, y, rest[keep], rest[held], test
 
 
 def digits(spec) -> Task:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes; Alpaydin & Kaynak 1998)."""
-    x, y, train, test = digits_split()
-    return _array_task("digits", spec, x[train], y[train], x[test], y[test], (8, 8), 10, DIGITS_TARGET)
+    x, y, train, val, test = digits_split()
+    return _array_task("digits", spec, x[train], y[train], x[val], y[val], x[test], y[test],
+                       (8, 8), 10, DIGITS_TARGET)
 
 
 TEACHER_CLASSES = 10
@@ -107,10 +122,10 @@ def teacher(spec) -> Task:
         y = np.argmax(np.tanh(x @ w1) @ w2, axis=-1).astype(np.int32)
         return (scale * x).reshape((n, *shape)), y
 
-    train_eval, test_eval = fixed(1, 2048), fixed(2, 2048)
+    train_eval, test_eval, val_eval = fixed(1, 2048), fixed(2, 2048), fixed(3, 2048)
     return Task(name="teacher", input_shape=shape, output_dim=TEACHER_CLASSES, sample=sample,
                 loss=softmax_xent, metrics=classification_metrics, eval_train=train_eval,
-                eval_test=test_eval, baseline=_label_entropy(test_eval[1], TEACHER_CLASSES),
+                eval_val=val_eval, eval_test=test_eval, baseline=_label_entropy(test_eval[1], TEACHER_CLASSES),
                 target_metric="accuracy", target=0.8, higher_is_better=True)
 
 
@@ -169,7 +184,9 @@ def _idx_task(name: str, spec) -> Task:
     tx, ty, vx, vy = arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
     hw = tx.shape[1:3]
     classes = int(max(ty.max(), vy.max())) + 1
-    return _array_task(name, spec, tx.reshape(len(tx), -1).astype(np.float32), ty,
+    tx = tx.reshape(len(tx), -1).astype(np.float32)
+    keep, held = carve_validation(len(tx), fraction=1 / 12)   # 60,000 -> 55,000 + 5,000
+    return _array_task(name, spec, tx[keep], ty[keep], tx[held], ty[held],
                        vx.reshape(len(vx), -1).astype(np.float32), vy, hw, classes, 0.9)
 
 

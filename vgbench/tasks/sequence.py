@@ -3,7 +3,9 @@
 Every task gives inputs of shape ``[B, T, channels]`` (time second). Targets are one per
 sequence (``[B]``) except for ``copy``, whose targets carry a time axis (``[B, T + 20]``); the
 recurrent model reads that from the targets' rank and then emits one output per step.
-Evaluation sets are drawn once from fixed keys, so they never depend on the run's seed.
+Evaluation sets (a training-side set, the validation set and the test set) are drawn once from
+fixed keys of their own, so they never depend on the run's seed and never share a sequence's
+key with each other or with a training batch.
 
 =============== ======================== ================================== ===================
 task            T                        trivial baseline                   target
@@ -27,7 +29,7 @@ import numpy as np
 from vgbench.tasks import Task, classification_metrics, mse, register_task, softmax_xent
 
 EVAL_SIZE = 512            # sequences in each fixed evaluation set
-EVAL_KEYS = (1, 2)         # fixed keys of the training-side and test-side evaluation sets
+EVAL_KEYS = (1, 3, 2)      # fixed keys of the training-side, validation and test evaluation sets
 ADDING_TARGET = 0.05       # below the 1/12 plateau of a model that remembers one value only
 SEQUENCE_TARGET = 0.9      # accuracy target of the classification-style tasks
 COPY_SYMBOLS, COPY_LENGTH = 8, 10
@@ -37,10 +39,10 @@ ORDER_X, ORDER_B, ORDER_E = 4, 6, 7
 DIGITS_LENGTH = 64
 
 
-def _fixed_sets(sample) -> tuple[tuple, tuple]:
-    """(eval_train, eval_test): EVAL_SIZE sequences each, drawn from fixed keys, as numpy."""
-    return tuple(tuple(np.asarray(a) for a in sample(jax.random.PRNGKey(k), EVAL_SIZE))
-                 for k in EVAL_KEYS)
+def _fixed_sets(sample) -> dict[str, tuple]:
+    """{"eval_train", "eval_val", "eval_test"}: EVAL_SIZE sequences each, from fixed keys, as numpy."""
+    return {name: tuple(np.asarray(a) for a in sample(jax.random.PRNGKey(k), EVAL_SIZE))
+            for name, k in zip(("eval_train", "eval_val", "eval_test"), EVAL_KEYS)}
 
 
 def _need(spec, minimum: int, task: str) -> int:
@@ -91,9 +93,9 @@ def adding(spec) -> Task:
     def metrics(out, y):
         return {"loss": loss(out, y)}
 
-    train_eval, test_eval = _fixed_sets(sample)
+    eval_sets = _fixed_sets(sample)
     return Task(name="adding", input_shape=(length, 2), output_dim=1, sample=sample, loss=loss,
-                metrics=metrics, eval_train=train_eval, eval_test=test_eval, baseline=1.0 / 6.0,
+                metrics=metrics, **eval_sets, baseline=1.0 / 6.0,
                 target_metric="loss", target=ADDING_TARGET, higher_is_better=False)
 
 
@@ -133,9 +135,9 @@ def copy(spec) -> Task:
         return {"loss": softmax_xent(logits, labels),
                 "accuracy": jnp.mean(recalled.astype(jnp.float32))}
 
-    train_eval, test_eval = _fixed_sets(sample)
+    eval_sets = _fixed_sets(sample)
     return Task(name="copy", input_shape=(total, classes), output_dim=classes, sample=sample,
-                loss=softmax_xent, metrics=metrics, eval_train=train_eval, eval_test=test_eval,
+                loss=softmax_xent, metrics=metrics, **eval_sets,
                 baseline=copy_baseline(length), target_metric="accuracy", target=SEQUENCE_TARGET,
                 higher_is_better=True)
 
@@ -173,10 +175,10 @@ def temporal_order(spec) -> Task:
         tokens = tokens.at[:, 0].set(ORDER_B).at[:, -1].set(ORDER_E)
         return scale * jax.nn.one_hot(tokens, ORDER_SYMBOLS, dtype=jnp.float32), label
 
-    train_eval, test_eval = _fixed_sets(sample)
+    eval_sets = _fixed_sets(sample)
     return Task(name="temporal_order", input_shape=(length, ORDER_SYMBOLS), output_dim=4,
                 sample=sample, loss=softmax_xent, metrics=classification_metrics,
-                eval_train=train_eval, eval_test=test_eval, baseline=math.log(4),
+                **eval_sets, baseline=math.log(4),
                 target_metric="accuracy", target=SEQUENCE_TARGET, higher_is_better=True)
 
 
@@ -189,7 +191,7 @@ def _pixel_digits(name: str, spec, permute: bool) -> Task:
     """The digits split of tasks.classification, read one pixel per step (T = 64, 1 channel)."""
     from vgbench.tasks.classification import _label_entropy, digits_split
 
-    x, y, train, test = digits_split()
+    x, y, train, val, test = digits_split()
     # one scalar mean and scale (from the training pixels): a pixel keeps its meaning at every step
     mean, std = x[train].mean(), x[train].std()
     x = spec.input_scale * (x - mean) / std
@@ -205,7 +207,8 @@ def _pixel_digits(name: str, spec, permute: bool) -> Task:
 
     return Task(name=name, input_shape=(DIGITS_LENGTH, 1), output_dim=10, sample=sample,
                 loss=softmax_xent, metrics=classification_metrics,
-                eval_train=(x[train], y[train]), eval_test=(x[test], y[test]),
+                eval_train=(x[train], y[train]), eval_val=(x[val], y[val]),
+                eval_test=(x[test], y[test]),
                 baseline=_label_entropy(y[train], 10), target_metric="accuracy",
                 target=SEQUENCE_TARGET, higher_is_better=True)
 
