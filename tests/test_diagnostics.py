@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgbench import models, tasks
+from vgbench import activations, models, tasks
 from vgbench.models.layers import delta_norm, safe_norm
 from vgbench.spec import RunSpec
 from vgbench.train import init_params
@@ -98,6 +98,50 @@ def test_forward_statistics_dead_units_and_saturation():
     sat = RunSpec(depth=3, width=16, activation="sigmoid", init="gaussian", sigma_w=40.0)
     model, params, _, stats, _ = probe_gradients(sat)
     assert float(stats["saturation"][1]) > 0.8              # huge weights pin sigmoids at 0 or 1
+
+
+def test_flat_units_are_inactive_for_relu_and_tail_saturated_for_sigmoid():
+    # ReLU at He init: a unit is off (derivative 0) on the examples where its pre-activation
+    # is <= 0, about half of them; that is inactivity, not saturation
+    spec = RunSpec(depth=3, width=64, activation="relu", init="he_normal")
+    _, params, _, stats, (x, _, _, _) = probe_gradients(spec, batch=64)
+    pre = np.asarray(x) @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
+    assert float(stats["inactive_fraction"][0]) == pytest.approx(np.mean(pre <= 0), abs=1e-6)
+    assert 0.3 < float(stats["inactive_fraction"][0]) < 0.7
+    assert float(stats["tail_saturation"][0]) == 0.0
+    assert float(stats["saturation"][0]) == float(stats["inactive_fraction"][0])
+    # huge weights pin sigmoids in their flat tails (outputs near 0 or 1): tail saturation
+    sat = RunSpec(depth=3, width=16, activation="sigmoid", init="gaussian", sigma_w=40.0)
+    _, params, _, stats, (x, _, _, _) = probe_gradients(sat)
+    pre = np.asarray(x) @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
+    slope = np.exp(-np.abs(pre)) / (1 + np.exp(-np.abs(pre))) ** 2       # sigmoid'
+    assert float(stats["tail_saturation"][0]) == pytest.approx(np.mean(slope < 0.0025), abs=1e-6)
+    assert float(stats["tail_saturation"][1]) > 0.8
+    assert float(stats["inactive_fraction"][1]) == 0.0
+    assert np.isnan(np.asarray(stats["tail_saturation"][-1]))   # the linear head
+
+
+@pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS.names()))
+def test_each_activation_declares_where_its_flat_units_sit(name):
+    """"tail": flat on both sides or pinned near a nonzero bound; "off": flat on one side
+    only, with the output near 0 far out on it; "none": never flat."""
+    entry = activations.get(name)
+    act = entry.bind(RunSpec(activation=name))
+    x = jnp.linspace(-60.0, 60.0, 2401)
+    theta = act.init_theta(x.shape[0])
+    y = np.asarray(act.apply(x, theta))
+    flat = np.asarray(jnp.abs(act.derivative(x, theta)) < 0.01 * act.derivative_max)
+    sides = {bool(flat[x < 0].any()), bool(flat[x > 0].any())} - {False}
+    if entry.flat_region == "none" or not flat.any():
+        assert entry.flat_region in ("none", "off") and not flat.any()
+    elif entry.flat_region == "tail":
+        both = flat[x < 0].any() and flat[x > 0].any()
+        assert both or np.abs(y[flat]).min() > 0.5, name
+    else:
+        # GELU and SiLU are also flat in a narrow band around their minimum (near x = -1)
+        far = flat & (jnp.abs(x) > 8)
+        assert entry.flat_region == "off" and sides == {True}, name
+        assert np.abs(y[far]).max() < 0.01 and not (flat[x < 0].any() and flat[x > 0].any())
 
 
 def test_batchnorm_and_residual_rescue_a_deep_sigmoid_net():

@@ -34,13 +34,18 @@ def test_record_has_the_contract_fields_and_shapes():
     d = rec["diagnostics"]
     assert d["steps"] == [0, 3, 6] and len(d["layer_names"]) == 4
     for key in ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
-                "saturation", "dead_fraction", "delta_underflow"):
+                "saturation", "tail_saturation", "inactive_fraction", "dead_fraction",
+                "delta_underflow"):
         assert np.array(d[key], dtype=float).shape == (2, 3, 4), key
     assert np.array(d["weight_samples"], dtype=float).shape == (2, 3, 4, 4)
     assert np.array(d["loss"]).shape == (2, 3)
     for key in ("log10_attenuation_init", "log10_attenuation_final", "decay_per_layer", "plateau",
-                "plateau_step", "dead_fraction_final", "saturation_final"):
+                "plateau_step", "dead_fraction_final", "saturation_final",
+                "tail_saturation_final", "inactive_fraction_final"):
         assert len(rec["summary"][key]) == 2, key
+    # tanh's flat units sit in its saturating tails: all of them count as tail saturation
+    assert rec["summary"]["inactive_fraction_final"] == [0.0, 0.0]
+    assert rec["summary"]["tail_saturation_final"] == rec["summary"]["saturation_final"]
     for key in ("final_train_loss", "final_test_loss", "final_test_accuracy", "steps_to_target",
                 "task_baseline"):
         assert len(rec["metrics"][key]) == 2, key

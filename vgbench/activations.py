@@ -1,9 +1,11 @@
 """Activation functions: the registry of nonlinearities and what the diagnostics need of them.
 
 An entry is an :class:`Activation`: an elementwise function ``fn(x, **kw)`` plus the largest
-absolute derivative it attains (the saturation measure counts units whose derivative is below
-1 % of it), the squared gain He initialization should use with it, and, for activations with
-learnable parameters (PReLU), a per-layer parameter initializer.
+absolute derivative it attains (a unit is *flat* on an example when its derivative is below
+1 % of it), what its flat region is (a saturating tail or a switched-off side, which the
+diagnostics count as tail saturation or as inactivity), the squared gain He initialization
+should use with it, and, for activations with learnable parameters (PReLU), a per-layer
+parameter initializer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vgbench.registry import Registry
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
+FLAT_REGIONS = ("tail", "off", "none")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,12 @@ class Activation:
 
     fn: ``fn(x, **kw) -> y``, elementwise. ``kw`` holds ``theta`` (the layer's learnable
       parameters, when ``init_theta`` is given) and whatever ``hyper(spec)`` returns.
-    derivative_max: sup over x of |fn'(x)|; saturation is |fn'| < 1 % of it.
+    derivative_max: sup over x of |fn'(x)|; a unit is flat on an example where |fn'| < 1 % of it.
+    flat_region: where such a flat unit sits. ``"tail"``: a saturating tail, the output
+      pinned near a bound (sigmoid, tanh, ELU's negative side; Glorot & Bengio 2010), counted
+      as *tail saturation*; ``"off"``: the switched-off side of a rectifier (ReLU, GELU, SiLU
+      below zero), counted as *inactive*, which is normal on about half the examples;
+      ``"none"``: no flat region (identity); None: not declared (both counts are NaN).
     he_gain2: the squared gain He initialization uses (2 for ReLU; 2/(1+a^2) for leaky
       slope a); a float or a function of the run spec.
     init_theta: ``init_theta(width, spec) -> pytree`` of learnable per-layer parameters.
@@ -40,6 +48,7 @@ class Activation:
     he_gain2: float | Callable[[Any], float] = 2.0
     init_theta: Callable[[int, Any], Any] | None = None
     hyper: Callable[[Any], dict] | None = None
+    flat_region: str | None = None
 
     def bind(self, spec) -> "BoundActivation":
         kw = dict(self.hyper(spec)) if self.hyper else {}
@@ -52,7 +61,8 @@ class Activation:
         gain2 = self.he_gain2(spec) if callable(self.he_gain2) else self.he_gain2
         init = self.init_theta
         return BoundActivation(apply=apply, derivative_max=float(dmax), he_gain2=float(gain2),
-                               init_theta=(lambda width: init(width, spec)) if init else (lambda width: None))
+                               init_theta=(lambda width: init(width, spec)) if init else (lambda width: None),
+                               flat_region=self.flat_region)
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class BoundActivation:
     derivative_max: float
     he_gain2: float
     init_theta: Callable[[int], Any]
+    flat_region: str | None = None
 
     def derivative(self, x, theta=None):
         """Elementwise derivative fn'(x), by forward-mode differentiation."""
@@ -73,13 +84,16 @@ ACTIVATIONS: Registry[Activation] = Registry("activation")
 
 
 def register_activation(name: str, fn: Callable, *, derivative_max=1.0, he_gain2=2.0,
-                        init_theta=None, hyper=None, doc: str | None = None,
-                        origin: str = "vgbench") -> Activation:
+                        init_theta=None, hyper=None, flat_region: str | None = None,
+                        doc: str | None = None, origin: str = "vgbench") -> Activation:
     """Register an elementwise activation ``fn`` under ``name`` (see :class:`Activation`)."""
     if not callable(fn):
         raise TypeError(f"activation {name!r}: fn must be callable, got {type(fn).__name__}")
+    if flat_region is not None and flat_region not in FLAT_REGIONS:
+        raise ValueError(f"activation {name!r}: flat_region must be one of "
+                         f"{', '.join(FLAT_REGIONS)} or None, got {flat_region!r}")
     entry = Activation(fn=fn, derivative_max=derivative_max, he_gain2=he_gain2,
-                       init_theta=init_theta, hyper=hyper)
+                       init_theta=init_theta, hyper=hyper, flat_region=flat_region)
     ACTIVATIONS.register(name, entry, doc=doc if doc is not None else fn.__doc__, origin=origin)
     return entry
 
@@ -159,19 +173,20 @@ def _prelu_theta(width: int, spec):
 
 
 # sup |gelu'| is attained near x = 1.4: 1.1289; sup |silu'| near x = 2.4: 1.0998.
-register_activation("sigmoid", sigmoid, derivative_max=0.25)
-register_activation("tanh", tanh)
-register_activation("relu", relu)
+register_activation("sigmoid", sigmoid, derivative_max=0.25, flat_region="tail")
+register_activation("tanh", tanh, flat_region="tail")
+register_activation("relu", relu, flat_region="off")
 register_activation("leaky_relu", leaky_relu, he_gain2=_leaky_gain2,
                     derivative_max=lambda s: max(1.0, abs(float(s.leaky_slope))),
-                    hyper=lambda s: {"slope": float(s.leaky_slope)})
-register_activation("prelu", prelu, init_theta=_prelu_theta, he_gain2=2.0 / (1.0 + 0.25 ** 2))
-register_activation("elu", elu)
-register_activation("selu", selu, derivative_max=SELU_SCALE * SELU_ALPHA)
-register_activation("gelu", gelu, derivative_max=1.1289)
-register_activation("silu", silu, derivative_max=1.0998)
-register_activation("softsign", softsign)
-register_activation("hard_tanh", hard_tanh)
-register_activation("identity", identity)
+                    hyper=lambda s: {"slope": float(s.leaky_slope)}, flat_region="off")
+register_activation("prelu", prelu, init_theta=_prelu_theta, he_gain2=2.0 / (1.0 + 0.25 ** 2),
+                    flat_region="off")
+register_activation("elu", elu, flat_region="tail")
+register_activation("selu", selu, derivative_max=SELU_SCALE * SELU_ALPHA, flat_region="tail")
+register_activation("gelu", gelu, derivative_max=1.1289, flat_region="off")
+register_activation("silu", silu, derivative_max=1.0998, flat_region="off")
+register_activation("softsign", softsign, flat_region="tail")
+register_activation("hard_tanh", hard_tanh, flat_region="tail")
+register_activation("identity", identity, flat_region="none")
 
 assert math.isclose(SELU_SCALE * SELU_ALPHA, 1.7581, rel_tol=1e-4)

@@ -9,7 +9,7 @@ from vgbench import activations, inits, norms
 from vgbench.inits import InitHyper
 
 N_WEIGHT_SAMPLES = 4
-SATURATION_FRACTION = 0.01   # a unit is saturated when |phi'| < 1 % of sup |phi'|
+SATURATION_FRACTION = 0.01   # a unit is flat on an example when |phi'| < 1 % of sup |phi'|
 
 
 class Parts:
@@ -87,17 +87,37 @@ def delta_norm(g):
 
 
 def layer_stats(act: activations.BoundActivation, pre, post, theta, out):
-    """act_rms, saturation and dead_fraction of one layer (arrays with the batch axis first)."""
+    """Forward statistics of one layer (arrays with the batch axis first).
+
+    A unit is *flat* on an example when |phi'(pre)| < 1 % of sup |phi'|. Where the activation's
+    flat region is a saturating tail (sigmoid, tanh, ELU; Glorot & Bengio 2010), flat units
+    are ``tail_saturation``; where it is a rectifier's switched-off side (ReLU, GELU, SiLU),
+    they are ``inactive_fraction``, which is normal on about half the examples; the other
+    count is 0 (NaN for an activation that does not declare its flat region). ``saturation``
+    is the flat fraction whatever the cause (the record's original field, kept as it was).
+    All three are fractions of unit x example pairs. ``dead_fraction``: units that output 0
+    on every example of the batch (a dead ReLU).
+    """
     deriv = act.derivative(pre, theta)
-    saturated = jnp.abs(deriv) < SATURATION_FRACTION * act.derivative_max
+    flat = jnp.mean((jnp.abs(deriv) < SATURATION_FRACTION * act.derivative_max).astype(jnp.float32))
     unit_axes = tuple(range(0, post.ndim - 1))  # batch (and spatial) axes: a unit is a channel
     dead = jnp.all(post == 0, axis=unit_axes)
+    kind = act.flat_region
     return {"act_rms": safe_norm(out) / jnp.sqrt(jnp.float32(out.size)),
-            "saturation": jnp.mean(saturated.astype(jnp.float32)),
+            "saturation": flat,
+            "tail_saturation": _flat_share(flat, kind, "tail"),
+            "inactive_fraction": _flat_share(flat, kind, "off"),
             "dead_fraction": jnp.mean(dead.astype(jnp.float32))}
 
 
-NAN_STATS = {"act_rms": jnp.nan, "saturation": jnp.nan, "dead_fraction": jnp.nan}
+def _flat_share(flat, kind: str | None, counted: str):
+    if kind is None:
+        return jnp.float32(jnp.nan)
+    return flat if kind == counted else jnp.zeros_like(flat)
+
+
+NAN_STATS = {"act_rms": jnp.nan, "saturation": jnp.nan, "tail_saturation": jnp.nan,
+             "inactive_fraction": jnp.nan, "dead_fraction": jnp.nan}
 
 
 def pick_samples(w, lead: int | None = None):

@@ -25,8 +25,9 @@ Diagnostics (layers ordered recurrent_1 .. recurrent_depth, output):
 * ``gate_mean``: mean forget gate (LSTM) / update gate (GRU) of the first layer; NaN for cells
   without one. ``spectral_radius``: ρ of the first layer's recurrent matrix (for gated cells,
   of the candidate block W_hg / W_hn that carries the state's content).
-* ``act_rms``: of the hidden states h; ``saturation`` and ``dead_fraction``: of the cell's
-  candidate nonlinearity (the activation for Elman cells, tanh for gated ones).
+* ``act_rms``: of the hidden states h; ``saturation``, ``tail_saturation``,
+  ``inactive_fraction`` and ``dead_fraction``: of the cell's candidate nonlinearity (the
+  activation for Elman cells, tanh for gated ones; the gates' sigmoids are not counted).
 
 Training speed (benchmarks/perf_rnn.py): the backward pass is a hand-written scan
 (:func:`fused_recurrence`) that carries only ∂L/∂s_t and leaves ∂L/∂W_h to one large matmul
