@@ -30,6 +30,7 @@ _EXPORTS = {
     "register_activation": "vgbench.activations",
     "register_initializer": "vgbench.inits",
     "register_model": "vgbench.models",
+    "register_flax_model": "vgbench.models.flax_adapter",
     "register_cell": "vgbench.models.rnn",
     "register_norm": "vgbench.norms",
     "register_skip": "vgbench.norms",

@@ -1,0 +1,207 @@
+"""The flax.linen adapter: a registered flax MLP is the built-in MLP, probes are dL/dh."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vgbench
+from vgbench import activations, models, tasks, train
+from vgbench.models.flax_adapter import adapt_module
+from vgbench.spec import RunSpec
+
+
+class FlaxMLP(nn.Module):
+    """The built-in MLP's network written in flax: depth Dense+activation layers, a linear head."""
+
+    depth: int
+    width: int
+    out: int
+    act: object
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.depth):
+            x = self.act(nn.Dense(self.width, name=f"dense_{i + 1}")(x))
+        return nn.Dense(self.out, name="output")(x)
+
+
+class BatchNormMLP(nn.Module):
+    out: int = 3
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.Dense(6)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(self.out)(nn.tanh(x))
+
+
+def make_flax_mlp(spec, task):
+    """Flax MLP of the config's depth, width and activation (test entry)."""
+    act = activations.get(spec.activation).bind(spec)
+    return FlaxMLP(spec.depth, spec.width, task.output_dim, lambda z: act.apply(z))
+
+
+@pytest.fixture
+def flax_mlp():
+    vgbench.register_flax_model("test_flax_mlp", make_flax_mlp)
+    yield "test_flax_mlp"
+    models.MODELS.unregister("test_flax_mlp")
+
+
+def builtin_to_flax(params, depth):
+    """The built-in MLP's (seed-stacked) parameters in FlaxMLP's layout."""
+    layers = [params["stem"]] + [jax.tree_util.tree_map(lambda a: a[:, i], params["hidden"])
+                                 for i in range(depth - 1)] + [params["out"]]
+    names = [f"dense_{i + 1}" for i in range(depth)] + ["output"]
+    return {n: {"kernel": p["w"], "bias": p["b"]} for n, p in zip(names, layers)}
+
+
+@pytest.mark.parametrize("activation,init", [("tanh", "xavier_normal"), ("sigmoid", "naive")])
+def test_flax_mlp_matches_builtin_mlp(flax_mlp, activation, init):
+    base = RunSpec(task="digits", model="mlp", depth=5, width=16, activation=activation,
+                   init=init, steps=6, log_every=2, batch_size=16, lr=0.5)
+    seeds = [0, 1]
+    prog_b = train.build_program(base)
+    params, state, keys = train.init_params(base, seeds, task=prog_b.task)
+    lrs = jnp.full((2,), base.lr)
+    out_b = jax.tree_util.tree_map(np.asarray, prog_b.run(params, state, keys, lrs))
+
+    spec_f = base.replace(model=flax_mlp)
+    prog_f = train.build_program(spec_f)
+    assert prog_f.model.layer_names == prog_b.model.layer_names
+    out_f = jax.tree_util.tree_map(
+        np.asarray, prog_f.run(builtin_to_flax(params, 5), {}, keys, lrs))
+    for key in ("loss", "test_loss", "delta_norm", "grad_norm", "weight_norm", "update_ratio",
+                "weight_samples"):
+        np.testing.assert_allclose(out_f["logs"][key], out_b["logs"][key], rtol=2e-5, atol=0,
+                                   err_msg=key)
+    for split in ("train", "test"):
+        for key, value in out_b["final"][split].items():
+            np.testing.assert_allclose(out_f["final"][split][key], value, rtol=2e-5, err_msg=key)
+    # the signal really moves: a sigmoid stack attenuates it by orders of magnitude at init
+    delta0 = out_f["logs"]["delta_norm"][:, 0]
+    if activation == "sigmoid":
+        assert np.all(delta0[:, 0] < 1e-2 * delta0[:, -2])
+
+
+def test_layer_order_and_names_follow_the_call_order():
+    class Marked(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Dense(4, name="b_first")(x)            # called first despite its name
+            h = self.perturb("mid", nn.relu(h))
+            h = nn.LayerNorm()(h)
+            shared = nn.Dense(4, name="a_shared")
+            return nn.Dense(2, name="head")(shared(shared(h)))
+
+    model = adapt_module(Marked(), (3,))
+    assert model.layer_names == ("b_first", "mid", "a_shared", "a_shared@2", "head")
+    params, _ = model.init(jax.random.PRNGKey(0))
+    norms = np.asarray(model.per_layer(params))
+    # LayerNorm (scale 1, bias 0 -> norm 2) joins b_first's layer; the marked output owns none
+    w = params["b_first"]["kernel"]
+    np.testing.assert_allclose(norms[0], np.sqrt(np.sum(np.square(w)) + 4.0), rtol=1e-6)
+    assert norms[1] == 0.0 and norms[3] == 0.0
+    np.testing.assert_allclose(norms[2], np.linalg.norm(params["a_shared"]["kernel"]), rtol=1e-6)
+
+
+def test_probes_match_finite_differences():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.tanh(nn.Dense(5)(x))
+            h = self.perturb("after_tanh", h)
+            h = nn.tanh(nn.Conv(3, (2,))(h[..., None]).mean(-1))
+            return nn.Dense(2)(h)
+
+    model = adapt_module(Net(), (4,))
+    params, state = model.init(jax.random.PRNGKey(1))
+    x = jax.random.normal(jax.random.PRNGKey(2), (3, 4))
+    y = jax.random.normal(jax.random.PRNGKey(3), (3, 2))
+
+    def loss(probes):
+        out, _, _ = model.apply(params, state, x, train=True, probes=probes)
+        return jnp.mean(jnp.square(out - y))
+
+    zero = model.probes(3)
+    grads = jax.grad(loss)(zero)
+    eps = 1e-2
+    for k, key in enumerate(model.layer_names):
+        direction = jax.random.normal(jax.random.PRNGKey(10 + k), zero[key].shape)
+        plus = {**zero, key: eps * direction}
+        minus = {**zero, key: -eps * direction}
+        numeric = (loss(plus) - loss(minus)) / (2 * eps)
+        np.testing.assert_allclose(jnp.vdot(grads[key], direction), numeric, rtol=2e-3, atol=1e-6,
+                                   err_msg=key)
+    stats = model.probe_stats(grads)["delta_norm"]
+    np.testing.assert_allclose(stats[0], np.sqrt(3) * np.linalg.norm(grads["Dense_0"]), rtol=1e-6)
+
+
+def test_batch_norm_statistics_are_threaded():
+    model = adapt_module(BatchNormMLP(), (4,))
+    params, state = model.init(jax.random.PRNGKey(0))
+    assert set(state) == {"batch_stats"}
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 4)) + 3.0
+    _, new_state, _ = model.apply(params, state, x, train=True)
+    z = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    # flax's BatchNorm: running = momentum * running + (1 - momentum) * batch statistic
+    np.testing.assert_allclose(new_state["batch_stats"]["BatchNorm_0"]["mean"],
+                               0.1 * z.mean(0), rtol=1e-5)
+    out_eval_old, _, _ = model.apply(params, state, x, train=False)
+    out_eval_new, same, _ = model.apply(params, new_state, x, train=False)
+    assert same is new_state   # evaluation reads the statistics, never updates them
+    assert not np.allclose(out_eval_old, out_eval_new)
+
+
+def test_batch_norm_model_runs_in_the_training_program():
+    vgbench.register_flax_model("test_flax_bn", lambda spec, task: BatchNormMLP(task.output_dim),
+                                doc="Flax MLP with batch norm (test entry).")
+    try:
+        spec = RunSpec(task="teacher", model="test_flax_bn", steps=4, log_every=2, batch_size=8)
+        program, raw = train.train(spec, [0, 1])
+        assert program.model.layer_names == ("Dense_0", "Dense_1")
+        assert np.all(np.isfinite(raw.outputs["logs"]["delta_norm"]))
+        assert np.all(raw.outputs["logs"]["delta_norm"] > 0)
+        assert np.all(np.isfinite(raw.outputs["logs"]["loss"]))
+    finally:
+        models.MODELS.unregister("test_flax_bn")
+
+
+def test_module_without_dense_layer_is_one_clear_error():
+    class NoDense(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))
+
+    vgbench.register_flax_model("test_flax_nodense", lambda spec, task: NoDense(),
+                                doc="No dense layer (test entry).")
+    try:
+        spec = RunSpec(model="test_flax_nodense")
+        with pytest.raises(ValueError, match="test_flax_nodense.*no Dense.*perturb"):
+            models.make(spec, tasks.make(spec))
+    finally:
+        models.MODELS.unregister("test_flax_nodense")
+
+
+def test_output_of_the_wrong_size_is_one_clear_error():
+    vgbench.register_flax_model("test_flax_out3", lambda spec, task: BatchNormMLP(3),
+                                doc="Three outputs (test entry).")
+    try:
+        spec = RunSpec(task="digits", model="test_flax_out3")
+        with pytest.raises(ValueError, match=r"test_flax_out3.*\(batch, 10\).*\(2, 3\)"):
+            models.make(spec, tasks.make(spec))
+    finally:
+        models.MODELS.unregister("test_flax_out3")
+
+
+def test_factory_must_return_a_linen_module():
+    vgbench.register_flax_model("test_flax_bad", lambda spec, task: object(),
+                                doc="Not a module (test entry).")
+    try:
+        spec = RunSpec(model="test_flax_bad")
+        with pytest.raises(TypeError, match="test_flax_bad.*flax.linen.Module.*object"):
+            models.make(spec, tasks.make(spec))
+    finally:
+        models.MODELS.unregister("test_flax_bad")
