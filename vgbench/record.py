@@ -259,6 +259,10 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     metrics["task_baseline"] = [task.baseline] * len(seeds)
     if "time_delta_norm" in logs:
         add_recurrent_summary(diagnostics, summary, logs)
+    else:   # the verdict's thresholds are calibrated over layers, not time steps
+        from vgbench import verdict
+
+        verdict.add_verdicts(summary, logs, layer_names)
     diagnostics.update(extra_diagnostics or {})
     summary.update(extra_summary or {})
 

@@ -21,8 +21,9 @@ training and evaluation. The adapter turns it into a :class:`vgbench.models.Mode
   updated in training, read in evaluation, threaded through the program as a pytree.
 
 Forward statistics: ``act_rms`` is the RMS of each probed output (a pre-activation); the
-adapter cannot know which nonlinearity follows a layer, so ``saturation`` and
-``dead_fraction`` are NaN (recorded as null). Modules must be deterministic (no dropout RNG).
+adapter cannot know which nonlinearity follows a layer, so the unit statistics
+(``saturation``, ``tail_saturation``, ``inactive_fraction``, ``dead_fraction``) are NaN
+(recorded as null). Modules must be deterministic (no dropout RNG).
 The module's own initializers apply; ``make_module`` may read ``spec.init`` and other fields.
 """
 
@@ -37,7 +38,8 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from vgbench.models import Model, register_model
-from vgbench.models.layers import N_WEIGHT_SAMPLES, delta_norm, pick_samples, safe_norm, tree_norm
+from vgbench.models.layers import (N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples,
+                                   safe_norm, tree_norm)
 
 PROBE_PARAMS = "params"
 PERTURBATIONS = "perturbations"
@@ -228,11 +230,11 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
         stats = {}
         if probes is not None:
             nan = jnp.full((), jnp.nan, jnp.float32)
-            stats = {"act_rms": jnp.stack([
-                         safe_norm(outputs[s.key]) / jnp.sqrt(jnp.float32(outputs[s.key].size))
-                         if s.key in outputs else nan for s in sites]),
-                     "saturation": jnp.full((n_layers,), jnp.nan, jnp.float32),
-                     "dead_fraction": jnp.full((n_layers,), jnp.nan, jnp.float32)}
+            # the unit statistics need the nonlinearity that follows a layer, unknown here
+            stats = {k: jnp.full((n_layers,), v, jnp.float32) for k, v in NAN_STATS.items()}
+            stats["act_rms"] = jnp.stack([
+                safe_norm(outputs[s.key]) / jnp.sqrt(jnp.float32(outputs[s.key].size))
+                if s.key in outputs else nan for s in sites])
         return out, new_state, stats
 
     if marked_sites:
