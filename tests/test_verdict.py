@@ -90,3 +90,22 @@ def test_verdict_of_real_runs(activation, init, depth, expected):
         assert s["verdict"][0].startswith("at init: healthy; at the end: healthy")
     # the record's verdicts are what the record's own diagnostics give
     assert [v["verdict_init"] for v in verdict.record_verdicts(rec)] == s["verdict_init"]
+    # the leaderboard's verdict column: the most common init -> end pair and its share
+    from vgbench.report import frames
+    from vgbench.report.leaderboard import leaderboard
+
+    runs = frames.build_frames([rec]).runs
+    assert list(runs["verdict_init"]) == [expected, expected]
+    board = leaderboard(runs)
+    assert board["verdict"].tolist() == [f"{expected} -> {expected} (2/2)"]
+
+
+def test_verdict_summary_counts_the_most_common_pair():
+    import pandas as pd
+
+    from vgbench.report.leaderboard import verdict_summary
+
+    rows = pd.DataFrame({"verdict_init": ["vanishing", "vanishing", "healthy", None],
+                         "verdict_final": ["healthy", "healthy", "healthy", None]})
+    assert verdict_summary(rows) == "vanishing -> healthy (2/4)"
+    assert verdict_summary(pd.DataFrame({"seed": [0]})) == ""

@@ -229,6 +229,9 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
         }
         row.update({k: _number(_seed_value(v, i)) for k, v in metrics.items()})
         row.update({k: _number(_seed_value(v, i)) for k, v in summary.items()})
+        for key in ("verdict_init", "verdict_final"):   # words (vgbench.verdict), not numbers
+            if key in summary:
+                row[key] = _seed_value(summary[key], i)
         for key, point in (("log10_attenuation_init", 0), ("log10_attenuation_final", -1)):
             # a signal that underflowed to zero at the input end vanished completely
             if ok and math.isnan(row.get(key, math.nan)) and underflow_first is not None \

@@ -61,7 +61,21 @@ def group_summary(rows: pd.DataFrame) -> dict:
         "saturation": mean_ok("saturation_final"),
         "plateau_rate": mean_ok("plateau"),
         "effective_horizon": mean_ok("effective_horizon"),
+        "verdict": verdict_summary(rows),
     }
+
+
+def verdict_summary(rows: pd.DataFrame) -> str:
+    """The most common per-seed verdict, at init -> at the end, with its share of the seeds:
+    ``"vanishing -> healthy (3/3)"``; empty where the records have none (recurrent runs)."""
+    if "verdict_init" not in rows or "verdict_final" not in rows:
+        return ""
+    pairs = [f"{a} -> {b}" for a, b in zip(rows["verdict_init"], rows["verdict_final"])
+             if isinstance(a, str) and isinstance(b, str)]
+    if not pairs:
+        return ""
+    top = max(sorted(set(pairs)), key=pairs.count)
+    return f"{top} ({pairs.count(top)}/{len(rows)})"
 
 
 def _recurrent(rows: pd.DataFrame) -> bool:
