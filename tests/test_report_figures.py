@@ -4,10 +4,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, QuadMesh
 
 from fixtures_records import SMALL, record, recurrent_study, toy_study
-from vgbench.report.synthetic import make_record
+from vgbench.report.synthetic import figure_gallery, make_record
 from vgbench.report import build_frames, with_runs
 from vgbench.report import figures as fg
 from vgbench.report.figure_files import study_figures
@@ -96,15 +99,32 @@ def test_grad_over_steps_draws_one_line_per_layer(toy):
 def test_weight_trajectories_show_change_from_initialisation(toy):
     _, grad = toy
     run = grad[(grad["entry"] == "relu") & (grad["frontier_value"] == 4)]
-    ax = fg.plot_weight_trajectories(run, colorbar=False)
+    ax = fg.plot_weight_trajectories(run, relative=False, colorbar=False)
     segments = next(c for c in ax.collections if isinstance(c, LineCollection)).get_segments()
     assert len(segments) == 4 * 4                     # layers x sample weights
     assert all(s[0, 1] == 0 for s in segments)
     ax2 = plt.figure().gca()
     deep = record(study="deep", depth=12, activation="relu")
     deep_grad = build_frames([deep]).grad_stats
-    fg.plot_weight_trajectories(deep_grad, ax=ax2, max_layers=5, colorbar=False)
+    fg.plot_weight_trajectories(deep_grad, ax=ax2, relative=False, max_layers=5, colorbar=False)
     assert len(next(c for c in ax2.collections if isinstance(c, LineCollection)).get_segments()) == 20
+
+
+def test_weight_trajectories_show_the_relative_change_of_each_layer(toy):
+    _, grad = toy
+    run = grad[(grad["entry"] == "relu") & (grad["frontier_value"] == 4)]
+    ax = fg.plot_weight_trajectories(run, colorbar=False)
+    segments = next(c for c in ax.collections if isinstance(c, LineCollection)).get_segments()
+    assert len(segments) == 4 and ax.get_yscale() == "log"       # a line per layer
+    columns = [f"weight_sample_{k}" for k in range(4)]
+    layer2 = run[run["layer"] == 2].sort_values("step")
+    expected = {}
+    for seed, rows in layer2.groupby("seed"):
+        w = rows[columns].to_numpy(float)
+        change = np.sqrt(((w - w[0]) ** 2).mean(axis=1)) / np.sqrt((w[0] ** 2).mean())
+        expected[seed] = change[1:]                   # the initial step (0) is left out
+    assert np.allclose(segments[2][:, 0], np.sort(layer2["step"].unique())[1:])
+    assert np.allclose(segments[2][:, 1], np.nanmedian(np.array(list(expected.values())), axis=0))
 
 
 def test_time_grad_draws_one_line_per_cell(memory):
@@ -160,7 +180,8 @@ def test_study_figures_writes_every_applicable_figure(toy, memory, tmp_path):
     written = study_figures(frames.runs, frames.grad_stats, frames.time_stats, frames.curves,
                             tmp_path / "toy", ("png",))
     names = [name for name, _, _ in written]
-    assert names == ["grad_vs_layer", "grad_heatmap", "loss_curves", "grad_over_steps",
+    # two depths: grad_vs_layer shows them; a heatmap of two stripes would not
+    assert names == ["grad_vs_layer", "loss_curves", "grad_over_steps",
                      "weight_trajectories", "frontier", "dead_saturation"]
     assert all(paths[0].stat().st_size > 5000 for _, _, paths in written)
     rec = memory[0]
@@ -211,3 +232,222 @@ def test_entries_of_several_axes_are_coloured_by_a_group_of_axes_when_no_single_
     labels = [label for _, label in styles.legend]
     assert labels[0] == "architecture / activation:" and "norm / skip:" in labels
     assert len(labels) == 9 + 4 + 2
+
+
+# ---------------------------------------------------------------------------- readability
+# Every figure kind, drawn from records shaped like the cases that once made figures
+# unreadable (vgbench.report.synthetic.figure_gallery): long entry labels, one entry whose
+# weights move 1000x more than the others', an exploding entry, an entry whose seeds all
+# diverged, a heatmap over two depths, a log axis over less than one decade.
+
+@pytest.fixture(scope="module")
+def gallery():
+    from vgbench.report import figure_files
+
+    frames = build_frames(figure_gallery())
+    drawn = {}
+
+    def keep(fig, stem, formats=("png",)):
+        drawn[f"{stem.parent.name}/{stem.name}"] = fig
+        return []
+
+    original = figure_files.save
+    figure_files.save = keep
+    try:
+        for study in ("gallery_mlp", "gallery_rnn"):
+            runs = frames.runs[frames.runs["study"] == study]
+            parts = [f[f["study"] == study] for f in (frames.grad_stats, frames.time_stats,
+                                                       frames.curves)]
+            study_figures(runs, *parts, Path("/nonexistent") / study, ("png",))
+    finally:
+        figure_files.save = original
+    for fig in drawn.values():
+        FigureCanvasAgg(fig).draw()
+    return frames, drawn
+
+
+def panels(fig):
+    return [ax for ax in fig.axes if ax.get_visible() and getattr(ax, "_colorbar", None) is None]
+
+
+def drawn_ticks(axis):
+    """The tick labels drawn on ``axis``: visible, non-empty and inside the view."""
+    return [label for t in axis._update_ticks() for label in (t.label1, t.label2)
+            if label.get_visible() and label.get_text().strip()]
+
+
+def texts(fig):
+    found = list(fig.texts)
+    for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+        found += list(legend.get_texts()) + [legend.get_title()]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        found += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        found += list(ax.texts) + drawn_ticks(ax.xaxis) + drawn_ticks(ax.yaxis)
+    return [t for t in found if t.get_visible() and t.get_text().strip()]
+
+
+def finite_points(ax) -> np.ndarray:
+    """The data points drawn in data coordinates (lines, line collections, meshes)."""
+    points = [np.column_stack(line.get_data()).astype(float) for line in ax.get_lines()
+              if line.get_transform() == ax.transData]
+    for c in ax.collections:
+        if isinstance(c, LineCollection):
+            segments = [np.reshape(s, (-1, 2)) for s in c.get_segments()]
+            points += [s for s in segments if np.isfinite(s).all(axis=1).sum() >= 2]
+        elif isinstance(c, QuadMesh):
+            values = np.ma.masked_invalid(c.get_array())
+            points += [np.ones((int(values.count()), 2))]
+    points = [p[np.isfinite(p).all(axis=1)] for p in points if len(p)]
+    return np.concatenate(points) if points else np.zeros((0, 2))
+
+
+def figure_names(gallery):
+    return sorted(gallery[1])
+
+
+GALLERY_NAMES = ["gallery_mlp/grad_vs_layer", "gallery_mlp/loss_curves",
+                 "gallery_mlp/grad_over_steps", "gallery_mlp/weight_trajectories",
+                 "gallery_mlp/frontier", "gallery_mlp/dead_saturation",
+                 "gallery_rnn/loss_curves", "gallery_rnn/time_grad",
+                 "gallery_rnn/loss_vs_baseline", "gallery_rnn/dead_saturation",
+                 "gallery_rnn/weight_trajectories"]
+
+
+def test_the_gallery_draws_every_figure_kind(gallery):
+    _, drawn = gallery
+    assert set(GALLERY_NAMES) <= set(drawn)
+    assert "gallery_mlp/grad_heatmap" not in drawn     # two depths: stripes, not a heatmap
+    kinds = {name.split("/")[1] for name in drawn}
+    assert kinds >= {"grad_vs_layer", "loss_curves", "grad_over_steps", "weight_trajectories",
+                     "time_grad", "loss_vs_baseline", "frontier", "dead_saturation"}
+
+
+@pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_no_two_texts_overlap(gallery, name):
+    fig = gallery[1][name]
+    renderer = fig.canvas.get_renderer()
+    found = texts(fig)
+    boxes = np.array([t.get_window_extent(renderer).extents for t in found])
+    boxes += [1, 1, -1, -1]          # texts that only touch do not overlap
+    for i in range(len(boxes)):
+        hit = ((boxes[i, 0] < boxes[i + 1:, 2]) & (boxes[i + 1:, 0] < boxes[i, 2])
+               & (boxes[i, 1] < boxes[i + 1:, 3]) & (boxes[i + 1:, 1] < boxes[i, 3]))
+        clash = [found[i + 1 + j].get_text() for j in np.flatnonzero(hit)]
+        assert not clash, f"{name}: {found[i].get_text()!r} overlaps {clash}"
+
+
+@pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_every_panel_has_data_or_says_why_not(gallery, name):
+    for ax in panels(gallery[1][name]):
+        notes = [t.get_text() for t in ax.texts if t.get_text().strip()]
+        assert len(finite_points(ax)) or notes, f"{name}: panel {ax.get_title()!r} is empty"
+
+
+@pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_every_numeric_axis_shows_two_tick_labels(gallery, name):
+    for ax in gallery[1][name].axes:
+        if not ax.get_visible() or (ax in panels(gallery[1][name]) and not len(finite_points(ax))):
+            continue
+        colorbar = getattr(ax, "_colorbar", None)
+        axes = [colorbar.long_axis] if colorbar is not None else [ax.xaxis, ax.yaxis]
+        for axis in axes:
+            shown = drawn_ticks(axis)
+            siblings = (ax.get_shared_y_axes() if axis is ax.yaxis else ax.get_shared_x_axes())
+            if not shown and len(siblings.get_siblings(ax)) > 1:
+                continue                 # labelled on a neighbouring panel of the same scale
+            assert len(shown) >= 2, (f"{name}: panel {ax.get_title()!r} shows "
+                                     f"{[t.get_text() for t in shown]} on its {axis.axis_name} axis")
+
+
+@pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_panels_of_very_different_size_do_not_share_a_linear_y_axis(gallery, name):
+    seen = set()
+    for ax in panels(gallery[1][name]):
+        group = [a for a in ax.get_shared_y_axes().get_siblings(ax) if a.get_visible()]
+        if len(group) < 2 or ax.get_yscale() != "linear" or id(ax) in seen:
+            continue
+        seen |= {id(a) for a in group}
+        sizes = [np.abs(finite_points(a)[:, 1]).max() for a in group if len(finite_points(a))]
+        sizes = [s for s in sizes if s > 0]
+        assert not sizes or max(sizes) <= 10 * min(sizes), f"{name}: shared y over {sizes}"
+
+
+def test_one_exploding_entry_does_not_set_the_heatmap_colour_scale():
+    # four depths, so a heatmap; relu / residual explodes by 12 decades at the input end
+    records = [make_record(study="heat", grid_axes={"depth": d, "activation": a, "skip": k},
+                           depth=d, activation=a, skip=k, seeds=(0, 1),
+                           signal_boost=12.0 if (a, k) == ("relu", "residual") else 0.0, **SMALL)
+               for d in (4, 8, 16, 32) for a in ("relu", "tanh", "sigmoid")
+               for k in ("none", "residual")]
+    frames = build_frames(records)
+    grad = with_runs(frames.grad_stats, frames.runs)
+    from vgbench.report.figure_files import grad_heatmap_figure
+
+    fig = grad_heatmap_figure(grad)
+    meshes = {ax.get_title().replace("\n", " "): next(c for c in ax.collections
+                                                       if isinstance(c, QuadMesh))
+              for ax in fig.axes if ax.get_title()}
+    low, high = next(iter(meshes.values())).norm.vmin, next(iter(meshes.values())).norm.vmax
+    at_init = grad[grad["log_point"] == 0]
+    logs = np.log10(at_init.groupby(["entry", "frontier_value", "layer"])["delta_norm"].median())
+    # sigmoid / none loses 14 decades over 32 layers, relu / residual gains 12: the scale
+    # spans the other four entries and marks those two as beyond it
+    calm = logs.drop(["relu / residual", "sigmoid / none"], level="entry")
+    assert logs.max() > 10 and logs.min() < -10 and 0 < high - low < 5
+    assert high >= calm.max() - 1e-9 and low <= calm.min() + 1e-9
+    assert (meshes["relu / residual"].get_array().compressed() > high).any()
+    assert (meshes["sigmoid / none"].get_array().compressed() < low).any()
+    cmap = meshes["relu / residual"].get_cmap()          # clipped cells in their own colours
+    assert tuple(cmap.get_over()) != tuple(cmap(1.0)) and tuple(cmap.get_under()) != tuple(cmap(0.0))
+    colorbar = next(ax for ax in fig.axes if getattr(ax, "_colorbar", None))._colorbar
+    assert colorbar.extend == "both"
+
+
+def test_robust_limits_ignore_one_outlying_group():
+    calm = [np.linspace(-1, 1, 20) + 0.1 * i for i in range(11)]
+    low, high = fg.robust_limits(calm + [np.linspace(0, 12, 20)])
+    assert low == pytest.approx(-1.0) and 2.0 <= high < 3.0      # the 12 is beyond the fence
+    assert fg.robust_limits(calm) == pytest.approx((-1.0, 2.0))   # nothing to clip: the range
+    assert fg.robust_limits([np.array([0.5, 0.6])]) == pytest.approx((0.05, 1.05))  # >= 1 decade
+
+
+def test_a_log_axis_over_less_than_a_decade_gets_round_ticks():
+    ticks = fg._LogTicks().tick_values(0.6, 1.6)
+    shown = [t for t in ticks if 0.6 <= t <= 1.6]
+    assert len(shown) >= 2 and all(t > 0 for t in ticks)
+    assert [fg._decade(t) for t in shown][:2] in (["0.6", "0.8"], ["0.75", "1"], ["1", "1.5"],
+                                                   ["0.8", "1"])
+    assert list(fg._LogTicks().tick_values(1e-6, 1e2)) == [1e-8, 1e-6, 1e-4, 1e-2, 1, 1e2, 1e4]
+
+
+def test_an_entry_whose_seeds_all_diverged_says_so(gallery):
+    ax = next(a for a in gallery[1]["gallery_mlp/weight_trajectories"].axes
+              if a.get_title().replace("\n", " ") == "none / residual / sigmoid / xavier_normal")
+    assert " ".join(t.get_text() for t in ax.texts).replace("\n", " ") == (
+        "all 3 seeds diverged at step 10, nothing logged after")
+
+
+def test_unit_fractions_are_dead_inactive_and_tail_saturated(gallery):
+    frames, drawn = gallery
+    fig = drawn["gallery_mlp/dead_saturation"]
+    titles = [ax.get_title().replace("\n", " ") for ax in panels(fig)]
+    assert titles == ["dead: output 0 on every example", "inactive: rectifier off",
+                      "tail-saturated: sigmoid/tanh flat"]
+    inactive = lines_by_label(panels(fig)[1])
+    runs = frames.runs[frames.runs["study"] == "gallery_mlp"]
+    relu = runs[runs["ok"] & (runs["entry"] == "none / none / relu / he_normal")]
+    assert np.allclose(inactive["none / none / relu / he_normal"].get_ydata(),
+                       relu.groupby("frontier_value")["inactive_fraction_final"].median())
+    assert 0.4 < relu["inactive_fraction_final"].min() and relu["tail_saturation_final"].max() == 0
+    # records older than the split hold only the mixed flat fraction: that is what is drawn
+    old = runs.drop(columns=["inactive_fraction_final", "tail_saturation_final"])
+    fig = figure_files_module().dead_saturation_figure(old, entry_styles(old))
+    assert [ax.get_title() for ax in panels(fig)][1] == "flat: φ′ < 1 % of its max"
+
+
+def figure_files_module():
+    from vgbench.report import figure_files
+
+    return figure_files

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from vgbench.report import figures as fg
 from vgbench.report.build import safe_name
+from vgbench.report.captions import CAPTIONS
 from vgbench.report.frames import with_runs
 from vgbench.report.leaderboard import headline_value
 from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
@@ -28,30 +29,23 @@ MAX_COLUMNS = 4
 MARGINS = {"left": 0.6, "right": 0.12, "bottom": 0.45, "top": 0.3, "wspace": 0.15,
            "hspace": 0.5}  # inches; fixed margins draw much faster than a layout engine
 LEGEND_FONT = 7.0
+TITLE_LINE = 0.15       # inches per extra line of a wrapped panel title
 COLORBAR = 0.75         # inches for a colour bar and its label
 MAX_ENTRY_PANELS = 12
+MIN_HEATMAP_ROWS = 4    # fewer depths: grad_vs_layer's lines show them better than stripes
 PER_ENTRY = ("grad_over_steps", "weight_trajectories")
-
-CAPTIONS = {
-    "grad_vs_layer": "‖∂L/∂h_l‖ against layer at initialisation, one line per entry, one panel per {axis}",
-    "grad_heatmap": "log10 ‖∂L/∂h_l‖ over depth × layer at initialisation, one panel per entry",
-    "loss_curves": "training loss with seed range; × marks a detected plateau, dashed: trivial predictor",
-    "grad_over_steps": "per-layer gradient norm ‖∂L/∂W_l‖ over training{where}",
-    "weight_trajectories": "sample weights minus their initial value over training{where}",
-    "time_grad": "‖∂L/∂h_t‖ against time step t at initialisation (top) and end (bottom), per {axis}",
-    "loss_vs_baseline": "final test loss over the trivial predictor's loss against {axis}",
-    "frontier": "share of seeds reaching the target against {axis} (dotted: 2/3, the frontier)",
-    "dead_saturation": "dead and saturated unit fractions at the end of training against {axis}",
-}
 
 
 def facets(n: int, *, ncols: int = MAX_COLUMNS, panel=PANEL, sharey=True, legend: float = 0.0,
-           colorbar: bool = False):
+           colorbar: bool = False, title_lines: int = 1):
     """A figure with ``n`` panels in rows of at most ``ncols``, and room on the right for a
-    legend ``legend`` inches wide and/or a colour bar. Returns ``(fig, axes)``."""
+    legend ``legend`` inches wide and/or a colour bar, and above each panel for a title of
+    ``title_lines`` lines. Returns ``(fig, axes)``."""
     ncols = max(1, min(n, ncols))
     nrows = max(1, math.ceil(n / ncols))
-    m = dict(MARGINS, wspace=MARGINS["wspace"] if sharey else 0.75)
+    extra_title = TITLE_LINE * (max(title_lines, 1) - 1)
+    m = dict(MARGINS, wspace=MARGINS["wspace"] if sharey else 0.75,
+             top=MARGINS["top"] + extra_title, hspace=MARGINS["hspace"] + extra_title)
     extra = legend + (COLORBAR if colorbar else 0.0)
     width = m["left"] + ncols * panel[0] + (ncols - 1) * m["wspace"] + m["right"] + extra
     height = m["bottom"] + nrows * panel[1] + (nrows - 1) * m["hspace"] + m["top"]
@@ -63,6 +57,23 @@ def facets(n: int, *, ncols: int = MAX_COLUMNS, panel=PANEL, sharey=True, legend
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
+
+
+def wrap_label(text: str, width_in: float, fontsize: float | None = None) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches, at its `` / `` separators
+    (an entry label) or else at spaces; a part longer than a line stays whole."""
+    size = fontsize or fg.title_points()
+    room = max(8, int(width_in * 72 / (size * 0.6)))
+    sep = " / " if " / " in text else " "
+    lines, line = [], ""
+    for part in text.split(sep):
+        joined = f"{line}{sep}{part}" if line else part
+        if line and len(joined) > room:
+            lines.append(line + sep.rstrip())
+            line = part
+        else:
+            line = joined
+    return "\n".join(lines + [line])
 
 
 def legend_width(labels) -> float:
@@ -136,6 +147,8 @@ def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(),
     for ax, (title, rows) in zip(axes, panels):
         plot(rows, ax=ax, colors=styles.colors, dashes=styles.dashes, **kwargs)
         ax.set_title(title)
+        if not fg.has_data(ax):
+            fg.note_empty(ax, "no seed logged here")
     outer_labels(axes)
     figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
     return fig
@@ -153,27 +166,44 @@ def time_grad_figure(time: pd.DataFrame, styles: EntryStyles) -> Figure:
             fg.plot_time_grad(rows, ax=ax, colors=styles.colors, dashes=styles.dashes,
                               log_point=point)
             ax.set_title(f"{title}, {name}")
+            if not fg.has_data(ax):
+                fg.note_empty(ax, "no seed logged here")
     outer_labels(axes)
     figure_legend(fig, axes, styles, time["entry_axes"].iloc[0])
     return fig
 
 
 def grad_heatmap_figure(grad: pd.DataFrame) -> Figure:
+    """log10 ‖∂L/∂h_l‖ over depth × layer, a panel per entry, on one colour scale whose limits
+    one outlying entry cannot set (:func:`~vgbench.report.figures.robust_limits`); values
+    beyond them are drawn in the colour map's under and over colours."""
     data = fg._at_log_point(grad, 0)
     medians = data.groupby(["entry", "frontier_value", "layer"], observed=True)["delta_norm"].median()
     with np.errstate(divide="ignore"):
         logs = np.log10(medians)
-    finite = logs[np.isfinite(logs)]
-    vmin, vmax = (finite.min(), finite.max()) if len(finite) else (-1, 0)
+    vmin, vmax = fg.robust_limits([g.to_numpy() for _, g in logs.groupby(level="entry",
+                                                                          observed=True)])
     entries = data.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
-    fig, axes = facets(len(entries), ncols=4, panel=(1.6, 1.2), sharey=False, colorbar=True)
-    for ax, entry in zip(axes, entries):
+    width = 1.6
+    titles = [wrap_label(str(e), width) for e in entries]
+    fig, axes = facets(len(entries), ncols=4, panel=(width, 1.2), sharey=False, colorbar=True,
+                       title_lines=max(t.count("\n") + 1 for t in titles))
+    for ax, entry, title in zip(axes, entries, titles):
         fg.plot_grad_heatmap(data[data["entry"] == entry], ax=ax, vmin=vmin, vmax=vmax, cbar=False)
-        ax.set_title(entry)
+        ax.set_title(title)
     outer_labels(axes)
-    mappable = mpl.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=SEQUENTIAL)
-    fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label="log10 " + fg.GRAD_LABEL)
+    mappable = mpl.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=fg.HEATMAP_CMAP)
+    fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label="log10 " + fg.GRAD_LABEL,
+                 extend=_extend(logs, vmin, vmax))
     return fig
+
+
+def _extend(values: pd.Series, vmin: float, vmax: float) -> str:
+    """The colour bar's ``extend``: which ends have clipped values beyond them."""
+    below = bool((values < vmin).any())       # -inf (underflow) included
+    above = bool((values > vmax).any())
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (below, above), "neither")
 
 
 def shown_entries(df: pd.DataFrame, most: int = MAX_ENTRY_PANELS) -> list:
@@ -185,18 +215,67 @@ def shown_entries(df: pd.DataFrame, most: int = MAX_ENTRY_PANELS) -> list:
     return [entries[i] for i in np.unique(np.linspace(0, len(entries) - 1, most).round().astype(int))]
 
 
-def per_entry_figure(grad: pd.DataFrame, plot, label: str) -> Figure:
-    """One panel per entry of ``plot(rows, ax=..., colorbar=False)`` and one layer colour bar."""
-    entries = shown_entries(grad)
-    fig, axes = facets(len(entries), ncols=4, panel=(1.6, 1.2), colorbar=True)
-    for ax, entry in zip(axes, entries):
+def why_empty(runs: pd.DataFrame, entry, where: str = "") -> str:
+    """Why an entry has nothing to draw, from its rows of ``runs`` (status, diverged_at_step,
+    error): "all 3 seeds diverged (steps 5-9)", "2 seeds failed", "not run at depth 56"."""
+    rows = runs[runs["entry"] == entry] if len(runs) else runs
+    if not len(rows):
+        return f"not run{where}"
+    counts = rows["status"].value_counts()
+    parts = []
+    if counts.get("diverged", 0):
+        steps = rows.loc[rows["status"] == "diverged", "diverged_at_step"].dropna()
+        span = ""
+        if len(steps):
+            low, high = int(steps.min()), int(steps.max())
+            span = f" at step {low}" if low == high else f" at steps {low}–{high}"
+        n = int(counts["diverged"])
+        parts.append(f"{'all ' if n == len(rows) and n > 1 else ''}{n} seed{'s' * (n > 1)} "
+                     f"diverged{span}")
+    if counts.get("failed", 0):
+        n = int(counts["failed"])
+        parts.append(f"{n} seed{'s' * (n > 1)} failed")
+    return ";\n".join(parts) + ",\nnothing logged after" if parts else "nothing logged"
+
+
+def per_entry_figure(grad: pd.DataFrame, plot, label: str, runs: pd.DataFrame | None = None,
+                     where: str = "") -> Figure:
+    """One panel per entry of ``plot(rows, ax=..., colorbar=False)`` and one layer colour bar.
+
+    Titles are the entry labels, wrapped to the panel's width; a panel with nothing to draw
+    says why (from ``runs``: diverged, failed, not run ``where``)."""
+    entries = shown_entries(runs if runs is not None and len(runs) else grad)
+    width = 1.6
+    titles = [wrap_label(str(e), width) for e in entries]
+    fig, axes = facets(len(entries), ncols=4, panel=(width, 1.2), colorbar=True,
+                       title_lines=max([t.count("\n") + 1 for t in titles] + [1]))
+    for ax, entry, title in zip(axes, entries, titles):
         plot(grad[grad["entry"] == entry], ax=ax, colorbar=False)
-        ax.set_title(entry)
+        ax.set_title(title)
+        if not fg.has_data(ax):
+            fg.note_empty(ax, why_empty(runs if runs is not None else grad.iloc[:0], entry, where))
     outer_labels(axes)
+    label_rows(axes)
     n_layer = int(grad["layer"].max()) + 1 if len(grad) else 1
     mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label=label)
     return fig
+
+
+def label_rows(axes):
+    """In a grid of panels that share y, the first panel of a row that shows data carries
+    the row's y tick labels (when the first column's panel is empty)."""
+    rows: dict[int, list] = {}
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        if spec is not None:
+            rows.setdefault(spec.rowspan.start, []).append(ax)
+    for row in rows.values():
+        row.sort(key=lambda a: a.get_subplotspec().colspan.start)
+        shown = [a for a in row if fg.has_data(a)]
+        if shown and shown[0] is not row[0]:
+            shown[0].tick_params(labelleft=True)
+            shown[0].set_ylabel(row[0].get_ylabel() or axes[0].get_ylabel())
 
 
 def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) -> Figure:
@@ -206,11 +285,34 @@ def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) 
     return fig
 
 
+def unit_fractions(runs: pd.DataFrame) -> list[str]:
+    """The unit fractions a study's records hold: dead, inactive and tail-saturated units;
+    for records older than the last two, the flat fraction that mixes them."""
+    split = [v for v in ("inactive_fraction_final", "tail_saturation_final")
+             if v in runs and runs[v].notna().any()]
+    return ["dead_fraction_final"] + (split or ["saturation_final"])
+
+
+UNIT_TITLES = {"dead_fraction_final": "dead: output 0 on every example",
+               "inactive_fraction_final": "inactive: rectifier off",
+               "tail_saturation_final": "tail-saturated: sigmoid/tanh flat",
+               "saturation_final": "flat: φ′ < 1 % of its max"}
+
+
 def dead_saturation_figure(runs: pd.DataFrame, styles: EntryStyles) -> Figure:
-    fig, axes = facets(2, panel=(1.9, 1.6), sharey=False, legend=_legend_room(styles, runs))
-    for ax, value in zip(axes, ("dead_fraction_final", "saturation_final")):
+    values = unit_fractions(runs)
+    width = 1.9
+    titles = [wrap_label(UNIT_TITLES[v], width, LEGEND_FONT + 0.5) for v in values]
+    fig, axes = facets(len(values), panel=(width, 1.6), sharey=False,
+                       legend=_legend_room(styles, runs),
+                       title_lines=max(t.count("\n") + 1 for t in titles))
+    for ax, value, title in zip(axes, values, titles):
         fg.plot_dead_saturation(runs, ax=ax, value=value, colors=styles.colors,
                                 dashes=styles.dashes)
+        ax.set_title(title)
+        ax.set_ylabel("fraction of units" if ax is axes[0] else "")
+        if not fg.has_data(ax):
+            fg.note_empty(ax, "not in these records" if value not in runs else "no seed finished")
     figure_legend(fig, axes, styles, runs["entry_axes"].iloc[0])
     return fig
 
@@ -281,17 +383,18 @@ def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves:
     plans = []
     if len(grad) and not recurrent:
         plans.append(("grad_vs_layer", lambda: faceted_figure(grad, styles, fg.plot_grad_vs_layer)))
-        if axis == "depth" and grad["frontier_value"].nunique() > 1:
+        if axis == "depth" and grad["frontier_value"].nunique() >= MIN_HEATMAP_ROWS:
             plans.append(("grad_heatmap", lambda: grad_heatmap_figure(grad)))
     if len(curves):
         plans.append(("loss_curves", lambda: faceted_figure(
             curves, styles, fg.plot_loss_curves, ("trivial predictor", "plateau"))))
+    where = f" at {axis} {fg._number_text(at)}" if axis and not math.isnan(at) else ""
     if len(grad):
         plans.append(("grad_over_steps", lambda: per_entry_figure(
-            at_rows(grad), fg.plot_grad_over_steps, "layer l")))
+            at_rows(grad), fg.plot_grad_over_steps, "layer l", at_rows(runs), where)))
         if grad["weight_sample_0"].notna().any():
             plans.append(("weight_trajectories", lambda: per_entry_figure(
-                at_rows(grad), fg.plot_weight_trajectories, "layer l")))
+                at_rows(grad), fg.plot_weight_trajectories, "layer l", at_rows(runs), where)))
     if recurrent:
         plans.append(("time_grad", lambda: time_grad_figure(time, styles)))
         if axis:
@@ -307,9 +410,9 @@ def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves:
     with style():
         for name, build in plans:
             paths = save(build(), outdir / f"{name}{suffix}", formats)
-            where = f", at {axis} {fg._number_text(at)}" if axis and not math.isnan(at) else ""
+            shown = "," + where if where else ""
             if name in PER_ENTRY and n_entries > MAX_ENTRY_PANELS:
-                where += f" ({MAX_ENTRY_PANELS} of {n_entries} entries, evenly spaced)"
-            caption = CAPTIONS[name].format(axis=axis or "run", where=where)
+                shown += f" ({MAX_ENTRY_PANELS} of {n_entries} entries, evenly spaced)"
+            caption = CAPTIONS[name].format(axis=axis or "run", where=shown)
             written.append((name, caption, paths))
     return written

@@ -12,6 +12,8 @@ the frames of :mod:`vgbench.report.frames`, joined with the run columns they nee
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
@@ -22,8 +24,12 @@ from matplotlib.colors import Normalize
 from vgbench.report.style import SEQUENTIAL, palette
 
 GRAD_LABEL = r"$\Vert\partial L/\partial h_l\Vert$"
+WEIGHT_CHANGE_LABEL = "‖w − w₀‖ / ‖w₀‖"
+WEIGHT_GRAD_LABEL = r"$\Vert\partial L/\partial W_l\Vert$"
 TIME_GRAD_LABEL = r"$\Vert\partial L/\partial h_t\Vert$"
 FRONTIER_SHARE = 2 / 3
+# the heatmap's colour map: grey below its scale (vanished further), red above (exploding)
+HEATMAP_CMAP = mpl.colormaps[SEQUENTIAL].with_extremes(under="#b0b0b0", over="#d7301f")
 
 
 def plot_grad_vs_layer(df: pd.DataFrame, *, ax=None, value: str = "delta_norm", hue: str = "entry",
@@ -69,8 +75,10 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
                       log_point: int | str = 0, vmin=None, vmax=None, cbar: bool = True):
     """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), median over seeds; one entry.
 
-    Cells beyond a network's depth are blank; a signal that underflowed to zero is shown at
-    the bottom of the colour scale.
+    Cells beyond a network's depth are blank. Cells below ``vmin`` (a signal that underflowed
+    to zero among them) are drawn in the colour map's ``under`` colour, cells above ``vmax``
+    in its ``over`` colour (:data:`HEATMAP_CMAP`: grey and red), so a clipped value is never
+    mistaken for one at the end of the scale.
     """
     ax = ax if ax is not None else plt.gca()
     data = _at_log_point(df, log_point)
@@ -80,11 +88,11 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     values = matrix.to_numpy(float)
     finite = values[np.isfinite(values)]
     low = vmin if vmin is not None else (finite.min() if finite.size else -1.0)
-    values = np.where(np.isneginf(values), low, values)
+    values = np.where(np.isneginf(values), low - 1.0, values)   # underflow: below the scale
     layers = matrix.columns.to_numpy(float) + 1
     mesh = ax.pcolormesh(np.append(layers, layers[-1] + 1) - 0.5 if len(layers) else [0, 1],
                          np.arange(len(matrix) + 1), np.ma.masked_invalid(values),
-                         cmap=SEQUENTIAL, vmin=low, vmax=vmax, shading="flat",
+                         cmap=HEATMAP_CMAP, vmin=low, vmax=vmax, shading="flat",
                          rasterized=True)  # thousands of cells: an image even in a PDF
     ax.set_yticks(np.arange(len(matrix)) + 0.5, [_number_text(v) for v in matrix.index])
     ax.invert_yaxis()
@@ -92,8 +100,30 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     ax.set(xlabel="layer l", ylabel=str(df["frontier_axis"].iloc[0]) if "frontier_axis" in df
            and len(df) else "depth")
     if cbar:
-        ax.figure.colorbar(mesh, ax=ax, label="log10 " + GRAD_LABEL)
+        ax.figure.colorbar(mesh, ax=ax, label="log10 " + GRAD_LABEL, extend="both")
     return ax
+
+
+def robust_limits(groups, *, min_span: float = 1.0) -> tuple[float, float]:
+    """Colour limits that one outlying group cannot set: Tukey's fences (quartile ∓ 1.5
+    interquartile ranges) over the groups' minima and maxima, kept inside the data's range.
+
+    ``groups``: arrays of values (one per entry). With a dozen entries whose values lie in
+    [-1, 1] and one at +12, the limits stay near [-1, 1] and the +12 is drawn as clipped.
+    """
+    extremes = [(np.min(g), np.max(g)) for g in (np.asarray(g, float) for g in groups)
+                for g in [g[np.isfinite(g)]] if g.size]
+    if not extremes:
+        return -1.0, 0.0
+    lows, highs = np.array(extremes).T
+    q1, q3 = np.percentile(lows, [25, 75])
+    low = max(lows.min(), q1 - 1.5 * (q3 - q1))
+    q1, q3 = np.percentile(highs, [25, 75])
+    high = min(highs.max(), q3 + 1.5 * (q3 - q1))
+    if high - low < min_span:
+        middle = (high + low) / 2
+        low, high = middle - min_span / 2, middle + min_span / 2
+    return float(low), float(high)
 
 
 def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str = "entry",
@@ -141,42 +171,72 @@ def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
     _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar)
     _log_y(ax)
     _few_ticks(ax)
-    ax.set(xlabel="step", ylabel=value.replace("_", " "))
+    ax.set(xlabel="step", ylabel=WEIGHT_GRAD_LABEL if value == "grad_norm" else value.replace("_", " "))
     return ax
 
 
-def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, seed=None, max_layers: int = 8,
-                             change: bool = True, colorbar: bool = True):
-    """Step against the fixed sample weights of each layer: are the weights changing?
+def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, relative: bool = True,
+                             max_layers: int = 16, seed=None, colorbar: bool = True):
+    """Are the weights changing? Step against the fixed sample weights of each layer.
 
-    One run and one seed (the one that logged longest, unless ``seed`` is given); for deep
-    networks ``max_layers`` layers evenly spaced from input to output. ``change`` plots
-    ``w_t - w_0`` (flat lines at zero: a layer that does not learn) instead of ``w_t``.
-    Drawn as one line collection, a line per sample weight.
+    ``relative`` (default): per layer, the relative change ‖w_t − w₀‖ / ‖w₀‖ of its sample
+    weights (the four fixed entries of the record), median over seeds, on a log scale: the
+    layers of every entry on one comparable scale, and a layer that does not learn is a line
+    near the bottom (10⁻⁴ of its size or less). The initial step, where it is 0, is left out.
+    Otherwise ``w_t − w₀`` of each sample weight of one seed (the one that logged longest,
+    unless ``seed`` is given). For deep networks ``max_layers`` layers evenly spaced from
+    input to output; a line collection coloured by layer.
     """
     ax = ax if ax is not None else plt.gca()
-    if seed is None:
-        logged = df.dropna(subset=["weight_sample_0"]).groupby("seed")["step"].max()
-        seed = logged.idxmax() if len(logged) else df["seed"].iloc[0]
-    data = df[df["seed"] == seed].sort_values(["layer", "step"])
-    layers = np.unique(data["layer"])
+    columns = [c for c in df.columns if c.startswith("weight_sample_")]
+    if not relative:
+        if seed is None:
+            logged = df.dropna(subset=["weight_sample_0"]).groupby("seed")["step"].max()
+            seed = logged.idxmax() if len(logged) else df["seed"].iloc[0]
+        df = df[df["seed"] == seed]
+    layers = np.unique(df["layer"])
     if len(layers) > max_layers:
         layers = layers[np.unique(np.linspace(0, len(layers) - 1, max_layers).round().astype(int))]
-    columns = [c for c in data.columns if c.startswith("weight_sample_")]
+    data = df[df["layer"].isin(layers)].sort_values(["layer", "step"])
     segments, owners = [], []
-    for layer in layers:
-        rows = data[data["layer"] == layer]
-        steps = rows["step"].to_numpy(float)
-        for column in columns:
-            weights = rows[column].to_numpy(float)
-            if change and len(weights):
-                weights = weights - weights[0]
-            segments.append(np.column_stack([steps, weights]))
+    if relative and len(data):
+        table = data.set_index(["seed", "layer", "step"])[columns]
+        first = table.groupby(level=["seed", "layer"]).transform("first")
+        change = np.sqrt(((table - first) ** 2).mean(axis=1))
+        size = np.sqrt((first ** 2).mean(axis=1))
+        ratio = change / size.where(size > 0)
+        later = ratio.index.get_level_values("step") > first_step(ratio)
+        median = ratio[later].groupby(level=["layer", "step"]).median().unstack("step")
+        steps = median.columns.to_numpy(float)
+        frozen = 0
+        for layer, row in zip(median.index, median.to_numpy(float)):
+            segments.append(np.column_stack([steps, np.where(row > 0, row, np.nan)]))
             owners.append(layer)
+            logged = row[np.isfinite(row)]
+            frozen += bool(logged.size and np.all(logged == 0))
+        if frozen:  # not one sample weight moved, in float32: no line on a log scale, so say it
+            ax.text(0.03, 0.03, f"{frozen} of {len(median)} layers: no change at all",
+                    transform=ax.transAxes, ha="left", va="bottom", fontsize=6, color="0.25")
+    else:
+        for layer in layers:
+            rows = data[data["layer"] == layer]
+            steps = rows["step"].to_numpy(float)
+            for column in columns:
+                weights = rows[column].to_numpy(float)
+                segments.append(np.column_stack([steps, weights - weights[0]]))
+                owners.append(layer)
     _layer_lines(ax, segments, np.asarray(owners), _n_layer(df), colorbar)
-    _few_ticks(ax, y=True)
-    ax.set(xlabel="step", ylabel="w − w₀" if change else "weight w")
+    _few_ticks(ax, y=not relative)
+    if relative:
+        _log_y(ax)
+    ax.set(xlabel="step", ylabel=WEIGHT_CHANGE_LABEL if relative else "w − w₀")
     return ax
+
+
+def first_step(series: pd.Series):
+    """Per row of a (seed, layer, step) series, the first step its seed and layer logged."""
+    steps = pd.Series(series.index.get_level_values("step"), index=series.index)
+    return steps.groupby(level=["seed", "layer"]).transform("min").to_numpy()
 
 
 def plot_frontier(df: pd.DataFrame, *, ax=None, hue: str = "entry", colors: dict | None = None,
@@ -199,17 +259,33 @@ def plot_frontier(df: pd.DataFrame, *, ax=None, hue: str = "entry", colors: dict
     return ax
 
 
+UNIT_FRACTIONS = {   # summary field: what it counts, in a few words
+    "dead_fraction_final": "dead units",
+    "inactive_fraction_final": "inactive units",
+    "tail_saturation_final": "tail-saturated units",
+    "saturation_final": "flat units (tail or inactive)",
+}
+
+
 def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fraction_final",
                          hue: str = "entry", colors: dict | None = None,
                          dashes: dict | None = None):
-    """A unit fraction at the end of training (``dead_fraction_final`` or ``saturation_final``)
-    against the frontier axis, median and range over the seeds that finished."""
+    """A unit fraction of the hidden layers at the end of training against the frontier
+    axis, median and range over the seeds that finished: ``dead_fraction_final`` (units that
+    output 0 on every example), ``inactive_fraction_final`` (unit x example pairs on a
+    rectifier's off side), ``tail_saturation_final`` (pairs in a bounded activation's flat
+    tail) or ``saturation_final`` (flat for either reason; the only one older records have).
+    A record without the field draws nothing."""
     ax = ax if ax is not None else plt.gca()
     data = df[df["ok"]] if "ok" in df else df
-    _median_lines(ax, data, x="frontier_value", value=value, hue=hue, dashes=dashes,
-                  colors=colors or palette(df, hue), marker="o")
-    label = {"dead_fraction_final": "dead units", "saturation_final": "saturated units"}
-    ax.set(ylabel=f"fraction of {label.get(value, value)}", xlabel=_axis_name(df))
+    if value in data:
+        _median_lines(ax, data.dropna(subset=[value]), x="frontier_value", value=value, hue=hue,
+                      dashes=dashes, colors=colors or palette(df, hue), marker="o")
+        # a fraction is read from 0: the axis starts there and ends a little above the data
+        top = min(1.02, max(0.05, 1.08 * float(data[value].max()) if data[value].notna().any()
+                            else 0.05))
+        ax.set_ylim(-0.02 * top, top)
+    ax.set(ylabel=f"fraction of {UNIT_FRACTIONS.get(value, value)}", xlabel=_axis_name(df))
     _frontier_scale(ax, df["frontier_value"])
     return ax
 
@@ -329,17 +405,26 @@ def _decade(value, pos=None) -> str:
 
 
 class _LogTicks(mpl.ticker.LogLocator):
-    """A few decades; 1-2-5 steps where fewer than two decades are in view."""
+    """A few decades; 1-2-5 steps where fewer than two decades are in view; where even those
+    give fewer than two ticks (a range such as 0.6 to 1.6), evenly spaced round numbers."""
 
     def __init__(self):
         super().__init__(numticks=5)
 
     def tick_values(self, vmin, vmax):
-        ticks = super().tick_values(vmin, vmax)
         low, high = sorted((vmin, vmax))
-        if sum(low <= t <= high for t in ticks) >= 2:
+
+        def shown(ticks):
+            return sum(low <= t <= high for t in ticks)
+
+        ticks = super().tick_values(vmin, vmax)
+        if shown(ticks) >= 2:
             return ticks
-        return mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12).tick_values(vmin, vmax)
+        ticks = mpl.ticker.LogLocator(subs=(1.0, 2.0, 5.0), numticks=12).tick_values(vmin, vmax)
+        if shown(ticks) >= 2:
+            return ticks
+        ticks = mpl.ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+        return np.asarray([t for t in ticks if t > 0])
 
 
 def _log_y(ax):
@@ -348,6 +433,43 @@ def _log_y(ax):
     ax.yaxis.set_major_locator(_LogTicks())
     ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(_decade))
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())  # minor ticks cost half the drawing
+
+
+def has_data(ax) -> bool:
+    """Whether ``ax`` shows any data: a line, a line collection or a mesh with a finite value
+    (reference lines such as the trivial predictor's do not count)."""
+    for line in ax.get_lines():
+        if line.get_transform() == ax.transData and np.isfinite(
+                np.column_stack(line.get_data()).astype(float)).all(axis=1).any():
+            return True
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            if any(np.isfinite(np.reshape(s, (-1, 2))).all(axis=1).sum() >= 2
+                   for s in collection.get_segments()):
+                return True
+        elif isinstance(collection, mpl.collections.QuadMesh):
+            if np.ma.masked_invalid(collection.get_array()).count():
+                return True
+    return False
+
+
+def title_points() -> float:
+    """The panel-title font size in points ("large" and the like resolved)."""
+    return mpl.font_manager.FontProperties(size=mpl.rcParams["axes.titlesize"]).get_size_in_points()
+
+
+def note_empty(ax, reason: str):
+    """Say in the panel why it has no data (``reason``: "all 3 seeds diverged", "not run"),
+    and drop its empty axes: an axis over nothing has meaningless numbers."""
+    size = title_points()
+    room = max(10, int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (size * 0.6)))
+    text = "\n".join(textwrap.fill(line, room) for line in reason.split("\n"))
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=size,
+            color="0.35")
+    ax.tick_params(left=False, labelleft=False, bottom=False, labelbottom=False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set(xlabel="", ylabel="")
 
 
 def _few_ticks(ax, y: bool = False):

@@ -39,6 +39,9 @@ _ACTIVATION_GAIN = {"sigmoid": 0.25, "tanh": 0.8, "relu": 0.71, "leaky_relu": 0.
 _INIT_GAIN = {"naive": 1.0, "small_normal": 0.3, "xavier_normal": 1.0, "xavier_uniform": 1.0,
               "he_normal": 1.41, "he_uniform": 1.41, "lecun_normal": 1.0, "orthogonal": 1.05}
 _CELL_GAIN = {"rnn": 0.85, "gru": 0.97, "lstm": 0.99}
+# where an activation's flat units sit (vgbench.activations declares it for the real entries)
+_TAIL = ("sigmoid", "tanh", "elu", "selu", "softsign", "hard_tanh")
+_OFF = ("relu", "leaky_relu", "prelu", "gelu", "silu")
 _TASKS = {  # trivial predictor's loss, target metric, target, higher is better, start metric
     "digits": (2.303, "test_accuracy", 0.9, True, 0.1),
     "adding": (0.167, "test_loss", 0.05, False, 0.167),
@@ -85,8 +88,14 @@ def _per_step_gain(config: dict) -> float:
 def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0, 1, 2),
                 diverge: dict[int, int] | None = None, fail: dict[int, str] | None = None,
                 grid_hash: str | None = "5eed0f00", created: str = "2025-01-15T12:00:00Z",
+                weight_scale: float = 1.0, signal_boost: float = 0.0, legacy: bool = False,
                 **config_changes) -> dict:
-    """A realistic record for one config; ``diverge`` maps seed -> step, ``fail`` seed -> error."""
+    """A realistic record for one config; ``diverge`` maps seed -> step, ``fail`` seed -> error.
+
+    ``weight_scale`` multiplies how far the weights move; ``signal_boost`` adds that many
+    decades to the backpropagated signal at the input end (an exploding entry); ``legacy``
+    leaves out the fields that older records lack (``tail_saturation``, ``inactive_fraction``).
+    """
     config = {**CONFIG_DEFAULTS, **config_changes}
     diverge, fail, seeds = diverge or {}, fail or {}, list(seeds)
     recurrent = config["model"] == "rnn"
@@ -107,7 +116,7 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
     learns = attenuation < 3.0 + 0.3 * rng.standard_normal(n_seed)
     # training that learns also halves the attenuation (the layers near the input wake up)
     healing = 1 - 0.5 * learns[:, None, None] * np.linspace(0, 1, n_point)[None, :, None]
-    log_delta = (-1.0 + log_gain * span * healing
+    log_delta = (-1.0 + log_gain * span * healing + signal_boost * span / max(horizon - 1, 1)
                  + 0.05 * rng.standard_normal((n_seed, n_point, horizon)))
     delta = 10.0 ** log_delta
     underflow = log_delta < -38
@@ -133,13 +142,17 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
     mobility = np.clip(layer_delta.mean(axis=1, keepdims=True) * 10, 0, 1)[..., None]
     walk = np.cumsum(rng.standard_normal((n_seed, n_point, n_layer, 4)), axis=1) * 0.02
     walk[:, 0] = 0.0
-    weight_samples = weight0 + mobility * walk
+    weight_samples = weight0 + weight_scale * mobility * walk
 
-    relu_like = config["activation"] in ("relu", "leaky_relu")
-    saturating = config["activation"] in ("sigmoid", "tanh")
-    dead = np.clip(0.004 * n_layer * relu_like + 0.01 * rng.random((n_seed, n_point, n_layer)), 0, 1)
-    saturation = np.clip(0.3 * saturating * (config["init"] == "naive")
-                         + 0.02 * rng.random((n_seed, n_point, n_layer)), 0, 1)
+    # a rectifier is off on about half the examples (more in deep naive nets, as units die);
+    # a bounded activation sits in its flat tails when its inputs are large
+    off, tail = config["activation"] in _OFF, config["activation"] in _TAIL
+    noise = rng.random((n_seed, n_point, n_layer))
+    dead = np.clip(0.004 * n_layer * (config["activation"] in ("relu", "leaky_relu"))
+                   + 0.01 * noise, 0, 1)
+    inactive = np.clip(off * (0.5 + 0.2 * dead + 0.05 * noise), 0, 1)
+    tail_saturation = np.clip(tail * (0.3 * (config["init"] == "naive") + 0.02 * noise), 0, 1)
+    saturation = inactive + tail_saturation
     grad_norm = layer_delta * math.sqrt(config["width"]) * (0.5 + rng.random((n_seed, n_point, n_layer)))
 
     status = ["failed" if s in fail else "diverged" if s in diverge else "ok" for s in seeds]
@@ -172,6 +185,8 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         "plateau_step": [int(steps[min(2, n_point - 1)]) if not learn else None for learn in learns],
         "dead_fraction_final": np.where(ok, dead[:, -1].mean(axis=1), np.nan),
         "saturation_final": np.where(ok, saturation[:, -1].mean(axis=1), np.nan),
+        "tail_saturation_final": np.where(ok, tail_saturation[:, -1].mean(axis=1), np.nan),
+        "inactive_fraction_final": np.where(ok, inactive[:, -1].mean(axis=1), np.nan),
     }
     metrics = {
         "final_train_loss": per_seed(loss)[:, -1],
@@ -190,7 +205,8 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         "weight_norm": per_seed(np.full_like(grad_norm, 1.0) + 0.01 * np.arange(n_point)[:, None]),
         "update_ratio": per_seed(grad_norm * config["lr"] / 10),
         "act_rms": per_seed(np.full_like(grad_norm, 0.8)),
-        "saturation": per_seed(saturation), "dead_fraction": per_seed(dead),
+        "saturation": per_seed(saturation), "tail_saturation": per_seed(tail_saturation),
+        "inactive_fraction": per_seed(inactive), "dead_fraction": per_seed(dead),
         "delta_underflow": layer_underflow.tolist(),
         "weight_samples": per_seed(weight_samples),
     }
@@ -203,6 +219,9 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         horizon_steps = np.minimum(horizon, 3.0 / np.maximum(-log_gain[:, 0, 0], 1e-6))
         summary["effective_horizon"] = np.where(ok, horizon_steps, np.nan)
         summary["temporal_decay"] = summary["decay_per_layer"]
+    if legacy:
+        for name in ("tail_saturation", "inactive_fraction"):
+            del diagnostics[name], summary[f"{name}_final"]
     record = {
         "schema": SCHEMA, "run_id": run_id(config), "study": study, "grid_hash": grid_hash,
         "grid_axes": grid_axes or {}, "vgbench_version": "0.1.0", "created": created,
@@ -238,3 +257,53 @@ def write_records(results_dir: str | Path, records: list[dict]) -> list[Path]:
         path.write_text(json.dumps(record, separators=(",", ":"), allow_nan=False))
         paths.append(path)
     return paths
+
+
+GALLERY_SMALL = {"steps": 100, "log_every": 25, "width": 8}
+
+
+def figure_gallery() -> list[dict]:
+    """Records that draw every figure kind at its hardest: the cases a figure must survive.
+
+    ``gallery_mlp`` (digits, depths 16 and 56, 12 entries of norm / skip / activation / init:
+    long labels): at depth 56 one entry's weights move by about ±12 while the others move by 0.01,
+    one entry's signal explodes by 12 decades at the input end, and one entry's seeds all
+    diverge before the first log point after initialisation (no trajectory to draw).
+    ``gallery_rnn`` (adding, T = 50, 100, 200, four cells): final losses between 0.6 and 1.6
+    times the trivial predictor's, a log axis over less than one decade. Both have a legacy
+    record without the tail-saturation and inactive-unit fields.
+    """
+    records = []
+    axes = {"norm": ["none", "batchnorm"], "skip": ["none", "residual"],
+            "activation": ["relu", "tanh", "sigmoid"]}
+    grid_hash = hashlib.sha256(b"gallery_mlp").hexdigest()[:12]
+    for depth in (16, 56):
+        for norm in axes["norm"]:
+            for skip in axes["skip"]:
+                for activation in axes["activation"]:
+                    point = {"depth": depth, "norm": norm, "skip": skip, "activation": activation,
+                             "init": "he_normal" if activation == "relu" else "xavier_normal"}
+                    deep = depth == 56
+                    records.append(make_record(
+                        study="gallery_mlp", grid_axes=point, grid_hash=grid_hash,
+                        weight_scale=600.0 if deep and (norm, skip, activation) == (
+                            "batchnorm", "none", "relu") else 1.0,
+                        signal_boost=12.0 if (skip, norm, activation) == (
+                            "residual", "none", "relu") else 0.0,
+                        diverge={0: 10, 1: 10, 2: 10} if deep and (norm, skip, activation) == (
+                            "none", "residual", "sigmoid") else None,
+                        legacy=depth == 16 and activation == "tanh" and norm == "none"
+                        and skip == "none",
+                        **GALLERY_SMALL, **point))
+    grid_hash = hashlib.sha256(b"gallery_rnn").hexdigest()[:12]
+    ratios = np.random.default_rng(16).uniform(0.6, 1.6, (3, 4, 3))
+    for i, seq_len in enumerate((50, 100, 200)):
+        for j, cell in enumerate(("rnn", "irnn", "lstm", "gru")):
+            point = {"seq_len": seq_len, "cell": cell}
+            rec = make_record(study="gallery_rnn", grid_axes=point, grid_hash=grid_hash,
+                              model="rnn", task="adding", legacy=(i, j) == (0, 0),
+                              **GALLERY_SMALL, **point)
+            baseline = rec["metrics"]["task_baseline"][0]
+            rec["metrics"]["final_test_loss"] = _clean(baseline * ratios[i, j])
+            records.append(rec)
+    return records
