@@ -9,6 +9,8 @@ import pytest
 from fixtures_records import record, recurrent_study, toy_study, write_results
 from vgbench.report.synthetic import write_records
 from vgbench.report import build_report
+from vgbench.report.captions import LOOK_AT, figure_kind
+from vgbench.report.index import Output, index_text
 
 
 def test_build_report_writes_frames_leaderboards_tables_figures_and_index(tmp_path):
@@ -32,8 +34,27 @@ def test_build_report_writes_frames_leaderboards_tables_figures_and_index(tmp_pa
     figures = [p for p in paths if p.suffix == ".png"]
     for path in figures + [results / "tables" / "toy.tex", results / "leaderboards" / "toy.csv"]:
         assert f"({path.relative_to(results).as_posix()})" in index
-    assert index.count("- figure ") == len(figures)
+    # every figure inline, with its caption and what to look at in it
+    assert index.count("![") == len(figures)
+    for path in figures:
+        at = index.index(f"![{path.stem}]({path.relative_to(results).as_posix()})")
+        kind = figure_kind(path.stem)
+        assert LOOK_AT[kind] in index[at:at + 1500], path.stem
     assert "runs/broken.json" in index and "vgbench.run/0" in index
+
+
+def test_the_index_links_the_guide_when_it_sits_beside_the_results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    figure = Output("figure", "toy", "time_grad_copy", "‖∂L/∂h_t‖ against t (copy task)",
+                    (results / "figures" / "toy" / "time_grad_copy.png",))
+    text = index_text([figure], [], results, 1)
+    assert "vanishing-gradients.md" not in text
+    assert f"‖∂L/∂h_t‖ against t (copy task). {LOOK_AT['time_grad']}" in text
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "vanishing-gradients.md").write_text("# guide")
+    text = index_text([figure], [], results, 1)
+    assert "(../docs/vanishing-gradients.md)" in text
 
 
 def test_parallel_build_writes_the_same_files(tmp_path):

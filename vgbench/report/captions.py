@@ -52,7 +52,7 @@ LOOK_AT = {
                 "deepest network (or longest sequence) that still trains.",
     "dead_saturation": "ReLU-like units are inactive on about half the examples, which is "
                        "normal; dead units (never active) and tail-saturated sigmoid or tanh "
-                       "units pass no gradient at all.",
+                       "units pass almost no gradient back.",
 }
 
 

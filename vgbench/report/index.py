@@ -1,12 +1,16 @@
-"""``results/README.md``: one line per table, leaderboard and figure the report wrote, and the
-records it had to skip."""
+"""``results/README.md``: one line per frame, table and leaderboard the report wrote, every
+figure shown inline with its caption and a sentence on what to look at, and the records it
+had to skip. It reads as a report on any Git host."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgbench.report.captions import LOOK_AT, figure_kind
 from vgbench.report.records import Problem
+
+GUIDE = Path("docs") / "vanishing-gradients.md"   # beside the results folder, in the repository
 
 
 @dataclass(frozen=True)
@@ -26,15 +30,22 @@ def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path
              f"Built by `vgbench report` from {n_records} run record"
              f"{'s' * (n_records != 1)} in `runs/`; rebuild with `vgbench report --results DIR` "
              "(DIR: this folder). Every file below is generated: do not edit it by hand.", ""]
+    guide = results_dir.parent / GUIDE
+    if guide.exists():
+        lines += [f"New to the problem? [What vanishing gradients look like]"
+                  f"({_relative(guide, results_dir, up=True)}) walks through these figures.", ""]
     frames = [o for o in outputs if o.kind == "frame"]
     if frames:
         lines += ["## Tidy frames", ""] + [_line(o, results_dir) for o in frames] + [""]
     studies = sorted({o.study for o in outputs if o.study is not None})
     for study in studies:
         lines += [f"## Study `{study}`", ""]
-        for kind in ("leaderboard", "table", "figure"):
+        for kind in ("leaderboard", "table"):
             lines += [_line(o, results_dir) for o in outputs if o.study == study and o.kind == kind]
         lines.append("")
+        for output in outputs:
+            if output.study == study and output.kind == "figure":
+                lines += _figure(output, results_dir)
     if problems:
         lines += ["## Skipped records", "",
                   f"{len(problems)} file{'s' * (len(problems) != 1)} could not be used:", ""]
@@ -55,8 +66,26 @@ def _line(output: Output, results_dir: Path) -> str:
     return f"- {output.kind} **{output.name}**: {output.caption} ({links})"
 
 
-def _relative(path: Path, root: Path) -> str:
+def _figure(output: Output, results_dir: Path) -> list[str]:
+    """A figure inline (its PNG), then its caption, what to look at, and its files."""
+    links = ", ".join(f"[{p.suffix.lstrip('.')}]({_relative(p, results_dir)})" for p in output.paths)
+    image = next((p for p in output.paths if p.suffix == ".png"), None)
+    look = LOOK_AT.get(figure_kind(output.name) or "", "")
+    caption = output.caption[:1].upper() + output.caption[1:]
+    lines = [f"### {output.name}", ""]
+    if image is not None:
+        lines += [f"![{output.name}]({_relative(image, results_dir)})", ""]
+    return lines + [f"{caption}." + (f" {look}" if look else "") + f" ({links})", ""]
+
+
+def _relative(path: Path, root: Path, up: bool = False) -> str:
+    """``path`` relative to ``root``; with ``up``, also when it lies beside ``root``."""
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
+        if up:
+            try:
+                return "../" + path.resolve().relative_to(root.resolve().parent).as_posix()
+            except ValueError:
+                pass
         return path.as_posix()
