@@ -104,12 +104,14 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     return ax
 
 
-def robust_limits(groups, *, min_span: float = 1.0) -> tuple[float, float]:
+def robust_limits(groups, *, slack: float = 1.0, min_span: float = 1.0) -> tuple[float, float]:
     """Colour limits that one outlying group cannot set: Tukey's fences (quartile ∓ 1.5
-    interquartile ranges) over the groups' minima and maxima, kept inside the data's range.
+    interquartile ranges, and at least ``slack`` beyond the quartile: a decade, for log10
+    values) over the groups' minima and maxima, kept inside the data's range.
 
     ``groups``: arrays of values (one per entry). With a dozen entries whose values lie in
-    [-1, 1] and one at +12, the limits stay near [-1, 1] and the +12 is drawn as clipped.
+    [-1, 1] and one at +12, the limits stay near [-1, 2] and the +12 is drawn as clipped; an
+    entry half a decade above the others is not.
     """
     extremes = [(np.min(g), np.max(g)) for g in (np.asarray(g, float) for g in groups)
                 for g in [g[np.isfinite(g)]] if g.size]
@@ -117,9 +119,9 @@ def robust_limits(groups, *, min_span: float = 1.0) -> tuple[float, float]:
         return -1.0, 0.0
     lows, highs = np.array(extremes).T
     q1, q3 = np.percentile(lows, [25, 75])
-    low = max(lows.min(), q1 - 1.5 * (q3 - q1))
+    low = max(lows.min(), q1 - max(1.5 * (q3 - q1), slack))
     q1, q3 = np.percentile(highs, [25, 75])
-    high = min(highs.max(), q3 + 1.5 * (q3 - q1))
+    high = min(highs.max(), q3 + max(1.5 * (q3 - q1), slack))
     if high - low < min_span:
         middle = (high + low) / 2
         low, high = middle - min_span / 2, middle + min_span / 2
@@ -216,7 +218,8 @@ def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, relative: bool = True
             frozen += bool(logged.size and np.all(logged == 0))
         if frozen:  # not one sample weight moved, in float32: no line on a log scale, so say it
             ax.text(0.03, 0.03, f"{frozen} of {len(median)} layers: no change at all",
-                    transform=ax.transAxes, ha="left", va="bottom", fontsize=6, color="0.25")
+                    transform=ax.transAxes, ha="left", va="bottom", fontsize=6, color="0.2",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
     else:
         for layer in layers:
             rows = data[data["layer"] == layer]
