@@ -414,5 +414,7 @@ def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves:
             if name in PER_ENTRY and n_entries > MAX_ENTRY_PANELS:
                 shown += f" ({MAX_ENTRY_PANELS} of {n_entries} entries, evenly spaced)"
             caption = CAPTIONS[name].format(axis=axis or "run", where=shown)
+            if name in PER_ENTRY or name == "grad_heatmap":   # the panel titles' order
+                caption += f"; panels: {runs['entry_axes'].iloc[0]}"
             written.append((name, caption, paths))
     return written
