@@ -277,6 +277,8 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
         "timing": {"compile_s": compile_s, "run_s": run_s}, "env": env_info(),
     }
+    if getattr(task, "info", None):
+        record["task_info"] = task.info   # how the task's data were made (e.g. a generator's arguments)
     return clean(record)
 
 

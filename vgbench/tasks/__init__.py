@@ -40,6 +40,8 @@ class Task(NamedTuple):
     target_metric: str             # key of ``metrics`` the success target refers to
     target: float
     higher_is_better: bool
+    info: dict | None = None       # how the data were made (generator, version, arguments):
+                                   # the run record stores it as ``task_info``
 
 
 TASKS: Registry[Callable] = Registry("task")
@@ -85,3 +87,4 @@ def mse(pred, target):
 # the built-in tasks register themselves on import
 from vgbench.tasks import classification as _classification  # noqa: E402,F401
 from vgbench.tasks import sequence as _sequence  # noqa: E402,F401
+from vgbench.tasks import mnist1d as _mnist1d  # noqa: E402,F401
