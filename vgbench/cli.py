@@ -178,6 +178,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vgbench.report import compare
+
+    table = compare.compare_results(args.dir_a, args.dir_b)
+    print(compare.summary_text(table, args.dir_a, args.dir_b))
+    return 0 if table["agree"].all() else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vgbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="leaderboards, tables and figures from a results directory")
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="do two results directories agree within their seed "
+                       "spread? (exit status 1 if any setting does not)")
+    p.add_argument("dir_a", help="a results directory (with runs/)")
+    p.add_argument("dir_b", help="another results directory")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

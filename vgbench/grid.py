@@ -28,6 +28,13 @@ A grid file has these parts (all optional except at least one run)::
     depth = 64
     activation_init = {activation = "relu", init = "he_normal"}
 
+    [tune]                       # every run at each of these values; the reporter keeps, per
+    lr = [0.01, 0.03, 0.1, 0.3]  # entry and setting, the best on the validation split
+
+A ``[tune]`` field (``lr``, ``sigma_w`` or ``sigma_b``: fields that do not change the compiled
+program, so all of an entry's values share one compilation) is not an entry axis: each entry
+is reported at its own chosen value (see :mod:`vgbench.report.tuning` for the rule).
+
 A suite file lists study files instead: ``[suite] studies = ["a.toml", "b.toml"]``.
 
 Every mistake (a missing file, bad TOML, an unknown key, axis or value, a wrong type, an
@@ -51,7 +58,7 @@ from vgbench import spec as spec_mod
 from vgbench.spec import RunSpec
 
 STUDY_KEYS = ("name", "description", "seeds", "baseline", "plugins")
-SECTIONS = ("study", "fixed", "axes", "exclude", "include")
+SECTIONS = ("study", "fixed", "axes", "exclude", "include", "tune")
 LABEL = "label"   # in a zipped axis entry: the value the axis itself takes in grid_axes
 
 
@@ -85,10 +92,12 @@ class Grid:
     plugins: tuple[str, ...]          # resolved: absolute file paths or module names
     axes: tuple[str, ...]             # the keys that vary across the study's runs
     runs: tuple[Run, ...]
+    tuning: dict[str, list] = field(default_factory=dict)   # [tune]: field -> values tried
 
     def meta(self) -> dict[str, Any]:
         """Fields every record of this study carries besides the run's own."""
-        return {"study": self.name, "grid_hash": self.grid_hash, "study_baseline": self.baseline}
+        return {"study": self.name, "grid_hash": self.grid_hash, "study_baseline": self.baseline,
+                "tuning": dict(self.tuning)}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -207,6 +216,7 @@ def load(path: str | Path) -> Grid:
 
     axes_table = content.get("axes", {})
     axes, zipped = _axes(axes_table, fixed, sources, check)
+    tuning = _tune(content.get("tune"), fixed, sources, axes, check)
     if axes:
         combos = [_combine(parts) for parts in itertools.product(*axes.values())]
     else:   # without axes the fixed fields are one run, unless [[include]] lists the runs
@@ -217,6 +227,8 @@ def load(path: str | Path) -> Grid:
     combos += _include(content.get("include", []), zipped, check)
     if not combos:
         raise GridError(f"{where}: the grid has no runs")
+    for key, values in tuning.items():   # every run at every tuned value, value innermost
+        combos = [{**combo, key: v} for combo in combos for v in values]
 
     expanded = _expand(combos, fixed, where)
     varying = _varying_keys(expanded)
@@ -225,7 +237,7 @@ def load(path: str | Path) -> Grid:
     return Grid(path=where, name=name, description=description,
                 grid_hash=canonical_hash(content), seeds=seeds,
                 baseline=_baseline(study.get("baseline"), check, where),
-                plugins=resolved, axes=varying, runs=runs)
+                plugins=resolved, axes=varying, runs=runs, tuning=tuning)
 
 
 def _study_and_fixed(content: dict, check: _Checker) -> tuple[dict, dict, dict]:
@@ -318,6 +330,45 @@ def _axes(table: Any, fixed: dict, sources: dict,
             owner[k] = axis
         axes[axis] = entries
     return axes, zipped
+
+
+def _tune(table: Any, fixed: dict, sources: dict, axes: dict, check: _Checker) -> dict[str, list]:
+    """The [tune] section: field -> the distinct values every run is tried at."""
+    from vgbench.spec import TUNABLE
+
+    where = check.where
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not table:
+        raise GridError(f"{where}: tune must be a table such as  [tune] lr = [0.01, 0.03, 0.1]; "
+                        f"got {table!r}")
+    set_by_axes = {k: axis for axis, entries in axes.items() for e in entries for k in e}
+    tuning = {}
+    for key, values in table.items():
+        ctx = f"tune.{key}"
+        if key not in TUNABLE:
+            why = ("it changes the compiled program, so its values could not share one "
+                   "compilation; make it an axis" if key in check.fields else "unknown key")
+            raise GridError(f"{where}: {ctx}: cannot tune {key!r} ({why}); tunable fields: "
+                            f"{', '.join(TUNABLE)}{_near(key, TUNABLE)}")
+        if key in fixed:
+            raise GridError(f"{where}: {ctx}: {key!r} is also fixed ({sources[key]}); a tuned "
+                            "field takes only the [tune] values")
+        if key in set_by_axes:
+            raise GridError(f"{where}: {ctx}: {key!r} is also set by axes.{set_by_axes[key]}; "
+                            "tune it or make it an axis, not both")
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{where}: {ctx}: expected a non-empty list of values, got {values!r}")
+        checked = []
+        for i, v in enumerate(values):
+            v = check.value(key, v, f"{ctx}[{i}]")
+            if key == "lr" and not v > 0:
+                raise GridError(f"{where}: {ctx}[{i}]: a learning rate must be > 0, got {v!r}")
+            if v in checked:
+                raise GridError(f"{where}: {ctx}: {v!r} is listed twice")
+            checked.append(v)
+        tuning[key] = sorted(checked)
+    return tuning
 
 
 def _combine(parts) -> dict:

@@ -107,7 +107,8 @@ def manifest(g: grid_mod.Grid) -> dict:
     """The study file: what the study is and which runs belong to it."""
     return {"schema": "vgbench.study/1", "name": g.name, "description": g.description,
             "grid_file": g.path, "grid_hash": g.grid_hash, "seeds": list(g.seeds),
-            "axes": list(g.axes), "baseline": g.baseline, "plugins": list(g.plugins),
+            "axes": list(g.axes), "baseline": g.baseline, "tuning": dict(g.tuning),
+            "plugins": list(g.plugins),
             "runs": [{"run_id": r.run_id, "grid_axes": r.grid_axes} for r in g.runs]}
 
 

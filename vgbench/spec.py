@@ -17,6 +17,12 @@ from typing import Any
 
 SCHEMA = "vgbench.run/1"
 
+# Fields whose value does not change the compiled training program (the initializer and its
+# scales set the initial parameters, lr is an input of the program): runs that differ only in
+# these share one compilation, and a grid may tune them (its [tune] section).
+PROGRAM_INDEPENDENT = {"init": "naive", "sigma_w": 1.0, "sigma_b": 0.0, "lr": 1.0, "target": None}
+TUNABLE = ("lr", "sigma_w", "sigma_b")
+
 
 @dataclass(frozen=True)
 class RunSpec:

@@ -24,9 +24,7 @@ import optax
 
 from vgbench import models, optimizers, tasks
 from vgbench.models.layers import tree_norm
-from vgbench.spec import RunSpec
-
-PROGRAM_INDEPENDENT = {"init": "naive", "sigma_w": 1.0, "sigma_b": 0.0, "lr": 1.0, "target": None}
+from vgbench.spec import PROGRAM_INDEPENDENT, RunSpec
 
 
 def program_key(spec: RunSpec) -> RunSpec:

@@ -12,6 +12,7 @@ from vgbench.report.frames import load_frames
 from vgbench.report.index import Output, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
 from vgbench.report.parallel import default_workers, run_tasks
+from vgbench.report import sensitivity, tuning
 from vgbench.report.tables import latex_table, markdown_table
 
 FRAME_FILES = {
@@ -97,13 +98,31 @@ def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: 
     from vgbench.report.figure_files import study_figures  # matplotlib only when drawing
 
     frames = shared["frames"]
-    runs = frames.runs[frames.runs["study"] == study]
+    every_run = frames.runs[frames.runs["study"] == study]
+    # a tuned study is reported at each entry's chosen value; every candidate goes to its own table
+    runs, candidates = tuning.choose(every_run)
     board, settings = _study_boards(runs, baseline)
     outputs = _write_tables(study, safe_name(study), runs, board, settings, results_dir)
-    parts = [f[f["study"] == study] for f in (frames.grad_stats, frames.time_stats, frames.curves)]
-    written = study_figures(runs, *parts, results_dir / "figures" / safe_name(study), formats)
+    figure_dir = results_dir / "figures" / safe_name(study)
+    if not candidates.empty:
+        outputs += _write_tuning(study, safe_name(study), candidates, results_dir)
+        outputs += [Output("figure", study, name, caption, tuple(paths)) for name, caption, paths
+                    in sensitivity.sensitivity_figures(every_run, figure_dir, formats)]
+    chosen = set(runs["run_id"])
+    parts = [f[(f["study"] == study) & f["run_id"].isin(chosen)]
+             for f in (frames.grad_stats, frames.time_stats, frames.curves)]
+    written = study_figures(runs, *parts, figure_dir, formats)
     return outputs + [Output("figure", study, name, caption, tuple(paths))
                       for name, caption, paths in written]
+
+
+def _write_tuning(study, name, candidates: pd.DataFrame, results_dir: Path) -> list[Output]:
+    path = results_dir / "leaderboards" / f"{name}_tuning.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidates.drop(columns=["entry_order"]).to_csv(path, index=False, float_format=CSV_FLOAT)
+    return [Output("leaderboard", study, f"{name}_tuning",
+                   "every candidate value of the tuned fields per entry and setting, with its "
+                   f"validation statistics; rule: {tuning.RULE}", (path,))]
 
 
 def _csv_tasks(attribute: str, n_rows: int, path: Path) -> list:

@@ -52,14 +52,26 @@ class StudyDesign:
     frontier_axis: str | None
 
 
+def tuned_axes(records: list[dict]) -> tuple[str, ...]:
+    """The fields a study tunes (its grid's [tune] section), in the records' order."""
+    tuned: list[str] = []
+    for record in records:
+        tuned += [a for a in record.get("tuning") or {} if a not in tuned]
+    return tuple(tuned)
+
+
 def study_design(records: list[dict]) -> StudyDesign:
-    """Entry axes and frontier axis of one study's records (see the module docstring)."""
+    """Entry axes and frontier axis of one study's records (see the module docstring).
+
+    A tuned field (``[tune]``) is never an entry axis: each entry is reported at its chosen value.
+    """
+    tuned = tuned_axes(records)
     axes: list[str] = []
     for record in records:
-        axes += [a for a in record.get("grid_axes") or {} if a not in axes]
+        axes += [a for a in record.get("grid_axes") or {} if a not in axes and a not in tuned]
     if not axes:  # ad-hoc runs: the config fields that differ between them
         configs = [r["config"] for r in records]
-        axes = [k for k in configs[0] if k not in _NOT_AXES
+        axes = [k for k in configs[0] if k not in _NOT_AXES and k not in tuned
                 and len({_hashable(c.get(k)) for c in configs}) > 1]
     frontier = next((a for a in FRONTIER_AXES if a in axes), None)
     implied = _implied_by_labels(axes, records)
@@ -205,6 +217,8 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
     metrics, summary = record["metrics"], record["summary"]
     target = record.get("target") or targets.get(config.get("task")) or {}
     metric_name, metric = _final_metric(record, target)
+    val_metric = metrics.get("final_val_" + metric_name.removeprefix("test_"))
+    tuning = record.get("tuning") or {}
     higher = target.get("higher_is_better", metric_name.endswith("accuracy"))
     env, timing = record.get("env") or {}, record.get("timing") or {}
     axes = {a: axis_value(record, a) for a in record.get("grid_axes") or {}}
@@ -225,6 +239,10 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
             "error": _seed_value(record.get("error"), i),
             "target_metric": metric_name, "target_value": _number(target.get("value")),
             "higher_is_better": bool(higher), "metric": _number(metric[i]),
+            "val_metric": _number(_seed_value(val_metric, i)),
+            "tuned_axes": " / ".join(tuning),
+            "tuned_values": "; ".join(f"{k} in {{{', '.join(_text(v) for v in vals)}}}"
+                                     for k, vals in tuning.items()),
             "reached": bool(ok and steps_to_target is not None),
         }
         row.update({k: _number(_seed_value(v, i)) for k, v in metrics.items()})

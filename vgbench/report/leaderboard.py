@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from vgbench.report.stats import censored_median, describe, paired_comparison
+from vgbench.report.tuning import tuned_fields
 
 
 def group_summary(rows: pd.DataFrame) -> dict:
@@ -85,12 +86,18 @@ def _recurrent(rows: pd.DataFrame) -> bool:
 
 
 def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per task x entry x frontier value of one study's ``runs`` rows."""
+    """One row per task x entry x frontier value of one study's ``runs`` rows.
+
+    In a tuned study (``runs`` as :func:`vgbench.report.tuning.choose` leaves them) each row
+    also names the chosen value of every tuned field and the grid it was chosen from.
+    """
     keys = ["task", "entry", "entry_order", "frontier_value"]
+    tuned = [c for f in tuned_fields(runs) for c in (f, f"{f}_grid") if c in runs]
     rows = []
     for key, group in runs.groupby(keys, dropna=False, sort=True):
         first = group.iloc[0]
         rows.append({**dict(zip(keys, key)), "study": first["study"],
+                     **{c: first[c] for c in tuned},
                      "entry_axes": first["entry_axes"], "frontier_axis": first["frontier_axis"],
                      "metric": first["target_metric"],
                      "higher_is_better": bool(first["higher_is_better"]),
@@ -98,8 +105,8 @@ def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    head = ["study", "task", "entry", "entry_order", "frontier_axis", "frontier_value", "metric",
-            "higher_is_better", "target"]
+    head = ["study", "task", "entry", "entry_order", "frontier_axis", "frontier_value", *tuned,
+            "metric", "higher_is_better", "target"]
     return frame[head + [c for c in frame.columns if c not in head]]
 
 

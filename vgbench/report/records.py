@@ -117,7 +117,8 @@ def study_memberships(results_dir: str | Path) -> dict[str, list[dict]]:
                 members.setdefault(run["run_id"], []).append({
                     "study": name, "grid_axes": run.get("grid_axes") or {},
                     "grid_hash": manifest.get("grid_hash"),
-                    "study_baseline": manifest.get("baseline")})
+                    "study_baseline": manifest.get("baseline"),
+                    "tuning": manifest.get("tuning") or {}})
     return members
 
 

@@ -137,7 +137,12 @@ def provenance(runs: pd.DataFrame) -> dict[str, str]:
 
 def provenance_text(runs: pd.DataFrame, dialect: Dialect) -> str:
     p = provenance(runs)
-    return (f"vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}; "
+    protocol = ""
+    if "tuning_rule" in runs and runs["tuning_rule"].notna().any():
+        grids = [f"{c[:-5]} {runs[c].iloc[0]}" for c in runs.columns if c.endswith("_grid")]
+        protocol = (f"tuned on validation ({dialect.escape('; '.join(grids))}, per entry and "
+                    f"setting); ")
+    return (f"{protocol}vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}; "
             f"grid {dialect.code(p['grid'])}; {p['runs']} run{'s' * (p['runs'] != '1')}, seeds "
             f"{seed_text(p['seeds'], dialect)} ({p['seeds_per_run']} per run); run "
             f"{dialect.escape(p['date'])}; {dialect.escape(p['device'])}; "
@@ -178,12 +183,40 @@ def _rule_text(board: pd.DataFrame, dialect: Dialect) -> str:
             f"({dialect.dagger})")
 
 
-def _metric_cell(setting, best: float | None, dialect: Dialect) -> str:
+def tuned(row) -> list[tuple[str, float, str]]:
+    """``(field, chosen value, grid text)`` of each tuned field of a leaderboard or setting row."""
+    keys = row.index if hasattr(row, "index") else row.keys()
+    return [(k[:-5], row[k[:-5]], row[k]) for k in keys
+            if k.endswith("_grid") and k[:-5] in keys and isinstance(row[k], str)]
+
+
+def _chosen_text(row, dialect: Dialect) -> str:
+    return ", ".join(f"{dialect.escape(f)} {_value_text(v)}" for f, v, _ in tuned(row))
+
+
+def _tuning_caption(board: pd.DataFrame, dialect: Dialect) -> str:
+    """The protocol, for the captions of a tuned study ('' for an untuned one)."""
+    first = board.iloc[0]
+    fields = tuned(first)
+    if not fields:
+        return ""
+    grids = "; ".join(f"{dialect.escape(f)} from {dialect.escape(g)}" for f, _, g in fields)
+    axis = first["frontier_axis"] if isinstance(first["frontier_axis"], str) else None
+    per = f" and {dialect.escape(axis)}" if axis else ""
+    return (f" Each entry at its own tuned value ({grids}), chosen per entry{per} on the "
+            f"validation split: fewest diverged or failed seeds, then best mean final validation "
+            f"metric, ties to the smaller value; test numbers are never used to choose.")
+
+
+def _metric_cell(setting, best: float | None, dialect: Dialect, chosen: bool = False) -> str:
     text = mean_std(setting["mean"], setting["std"], dialect)
     if best is not None and setting["mean"] == best:
         text = dialect.bold(text)
     lost = int(setting["n_diverged"] + setting["n_failed"])
-    return text + (f" ({lost} failed)" if lost else "")
+    text += f" ({lost} failed)" if lost else ""
+    if chosen and tuned(setting):
+        text += " " + dialect.small(f"({_chosen_text(setting, dialect)})")
+    return text
 
 
 def _best(means, higher: bool) -> float | None:
@@ -207,7 +240,8 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect)
         cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
         for part, best in zip(columns, bests):
             here = part[part["entry"] == row["entry"]]
-            cells.append(_metric_cell(here.iloc[0], best, dialect) if len(here) else dialect.missing)
+            cells.append(_metric_cell(here.iloc[0], best, dialect, chosen=True)
+                         if len(here) else dialect.missing)
         f = row["frontier"]
         cells.append(dialect.missing if np.isnan(f) else
                      (dialect.geq if row["frontier_censored"] else "") + _int_text(f))
@@ -217,7 +251,9 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect)
                f"({info['direction']} is better{info['target']}), mean {dialect.pm} std over the "
                f"seeds that finished; best per column in bold; {dialect.dagger} baseline entry; "
                f"(k failed): seeds that diverged or failed. Frontier: the largest {axis} at which "
-               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried).")
+               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried)."
+               f"{' In brackets: the chosen value.' if tuned(board.iloc[0]) else ''}"
+               f"{_tuning_caption(board, dialect)}")
     header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"]
     span = (dialect.escape(f"{info['metric']} at {info['axis']}"), 2, 1 + len(values))
     return Table(caption, header, rows, info["label"] + "-scaling", [span])
@@ -228,10 +264,12 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
     info = _info(board, dialect)
     best = _best(board["mean"], info["higher"])
     with_success = board["success"].astype(bool).any()
+    fields = [f for f, _, _ in tuned(board.iloc[0])]
     rows = []
     for _, row in board.iterrows():
-        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else ""),
-                 _metric_cell(row, best, dialect)]
+        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
+        cells += [_value_text(v) for _, v, _ in tuned(row)]
+        cells.append(_metric_cell(row, best, dialect))
         cells += [str(row["success"])] if with_success else []
         cells.append(f"{number(row['abs_log10_attenuation_init'], dialect, 1)} {dialect.arrow} "
                      f"{number(row['abs_log10_attenuation_final'], dialect, 1)}")
@@ -254,8 +292,10 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
                f"output and the input end, at initialisation {dialect.arrow} end of training. "
                f"{dialect.delta}: paired difference from the baseline{info['rule']} on shared "
                f"seeds, with its 95{dialect.percent} bootstrap interval; P(better): share of those seeds on which the entry "
-               f"beats the baseline (ties count half, failures lose).")
-    header = [info["entry"], dialect.escape(info["metric"])] + (["success"] if with_success else [])
+               f"beats the baseline (ties count half, failures lose)."
+               f"{_tuning_caption(board, dialect)}")
+    header = [info["entry"], *(dialect.escape(f) for f in fields), dialect.escape(info["metric"])]
+    header += ["success"] if with_success else []
     header += [dialect.log_a, f"{dialect.delta} vs. baseline [95{dialect.percent} CI]", "P(better)"]
     return Table(caption, header, rows, info["label"], [])
 
@@ -315,6 +355,13 @@ def _short_commit(commit: str) -> str:
     """``"6b3b9728d87d...+dirty"`` -> ``"6b3b9728d87d+dirty"``: 12 hex digits, flags kept."""
     head, plus, flags = commit.partition("+")
     return head[:12] + plus + flags
+
+
+def _value_text(x) -> str:
+    try:
+        return f"{float(x):g}"
+    except (TypeError, ValueError):
+        return str(x)
 
 
 def _int_text(x) -> str:

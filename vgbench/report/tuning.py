@@ -1,0 +1,104 @@
+"""The tuning protocol: every entry at its own value of the study's tuned fields, chosen on validation.
+
+A grid's ``[tune]`` section (e.g. ``lr = [0.01, 0.03, 0.1, 0.3]``) runs every entry at every
+listed value. For each task, entry and setting of the swept axis (each depth, each T), the
+reporter chooses one value:
+
+1. the value at which the fewest seeds diverged or failed: a lost seed counts as the worst
+   possible validation result (-inf for an accuracy, +inf for a loss), so a value at which a
+   seed was lost is chosen only when every value lost one;
+2. among those, the best mean final **validation** metric over the finished seeds;
+3. ties go to the smaller value.
+
+Nothing here reads a test metric: the test numbers of the chosen runs are what the
+leaderboards, tables and figures then report. :func:`choose` returns the runs at the chosen
+values (the rest of the report sees only those) and the table of every candidate value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+RULE = ("each entry and setting at its own value, chosen on the validation split: fewest "
+        "diverged or failed seeds, then best mean final validation metric, ties to the smaller value")
+GROUP = ["task", "entry", "frontier_value"]
+
+
+def tuned_fields(runs: pd.DataFrame) -> list[str]:
+    """The fields a study's runs were tuned over (empty if the study has no [tune] section)."""
+    if "tuned_axes" not in runs or runs.empty:
+        return []
+    names = {name for text in runs["tuned_axes"].dropna().unique() for name in str(text).split(" / ")}
+    return [name for name in sorted(names) if name and name in runs]
+
+
+def candidates(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per task x entry x setting x candidate value, with its validation statistics,
+    its place in the choice (``choice_rank`` 1 is chosen) and ``chosen``."""
+    fields = tuned_fields(runs)
+    if not fields:
+        return pd.DataFrame()
+    rows = []
+    for key, group in runs.groupby(GROUP + fields, dropna=False, sort=True):
+        ok = group["ok"].to_numpy(bool)
+        values = group["val_metric"].to_numpy(float)[ok]
+        values = values[~np.isnan(values)]
+        first = group.iloc[0]
+        rows.append({**dict(zip(GROUP + fields, key)), "study": first["study"],
+                     "frontier_axis": first["frontier_axis"], "entry_order": first["entry_order"],
+                     "val_metric_name": "val_" + str(first["target_metric"]).removeprefix("test_"),
+                     "higher_is_better": bool(first["higher_is_better"]),
+                     "n_seeds": len(group), "n_ok": int(ok.sum()),
+                     "n_lost": int(len(group) - ok.sum()),
+                     "val_mean": float(values.mean()) if len(values) else np.nan,
+                     "val_std": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
+                     "val_min": float(values.min()) if len(values) else np.nan,
+                     "val_max": float(values.max()) if len(values) else np.nan})
+    table = pd.DataFrame(rows)
+    ranked = []
+    for _, group in table.groupby(GROUP, dropna=False, sort=False):
+        ranked.append(_rank(group, fields))
+    table = pd.concat(ranked)
+    table["chosen"] = table["choice_rank"] == 1
+    head = ["study", "task", "entry", "frontier_axis", "frontier_value", *fields, "chosen",
+            "choice_rank"]
+    return table[head + [c for c in table.columns if c not in head]].sort_values(
+        ["task", "entry_order", "frontier_value", *fields], ignore_index=True)
+
+
+def _rank(group: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
+    """The rule of the module docstring as a sort: lost seeds, then validation, then value."""
+    higher = bool(group["higher_is_better"].iloc[0])
+    score = group["val_mean"].to_numpy(float)
+    score = np.where(np.isnan(score), np.inf, -score if higher else score)   # smaller is better
+    order = np.lexsort([group[f].to_numpy(float) for f in reversed(fields)]
+                       + [score, group["n_lost"].to_numpy(float)])
+    ranks = np.empty(len(group), int)
+    ranks[order] = np.arange(1, len(group) + 1)
+    return group.assign(choice_rank=ranks)
+
+
+def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows of ``runs`` at each setting's chosen value, :func:`candidates` of ``runs``).
+
+    Without tuned fields, ``runs`` comes back whole with an empty candidate table.
+    """
+    table = candidates(runs)
+    if table.empty:
+        return runs, table
+    fields = tuned_fields(runs)
+    chosen = table.loc[table["chosen"], GROUP + fields]
+    keep = runs.merge(chosen, on=GROUP + fields, how="inner")
+    grid = {f: sorted(runs[f].dropna().unique()) for f in fields}
+    keep = keep.assign(tuning_rule=RULE, **{f"{f}_grid": _grid_text(v) for f, v in grid.items()})
+    return keep, table
+
+
+def _grid_text(values) -> str:
+    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
+
+
+def chosen_run_ids(chosen_runs: pd.DataFrame) -> set:
+    """The run ids of the chosen runs, to filter the per-layer and per-step frames."""
+    return set(chosen_runs["run_id"].unique()) if "run_id" in chosen_runs else set()
