@@ -1,6 +1,7 @@
 """Command line: thin wrappers that parse, build specs and call the library.
 
     vgbench train [--FIELD VALUE ...] [--seeds N|a,b,c] [--out FILE]
+    vgbench diagnose --model NAME [--plugin FILE] [--task T | --data-dir X.npz] [--out FILE]
     vgbench list [AXIS]
     vgbench run GRID... [--results DIR] [...]        (vgbench.runner)
     vgbench report [--results DIR]                  (vgbench.report)
@@ -122,7 +123,46 @@ def format_summary(rec: dict) -> str:
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
     reached = sum(x is not None for x in m["steps_to_target"])
     lines.append(f"target reached by {reached} of {len(rec['seeds'])} seeds")
+    for seed, text in zip(rec["seeds"], s.get("verdict") or []):   # vgbench.verdict
+        lines.append(f"seed {seed}: {text}")
     return "\n".join(lines)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """A model at initialization on one batch: per-layer table, verdict, record and figure."""
+    from vgbench import diagnose, plugins, record, train, verdict
+
+    plugins.load(args.plugin or [], where="--plugin")
+    if args.task is None and args.data_dir and args.data_dir.endswith(".npz"):
+        args.task = "npz"
+    if args.model is None:
+        raise UsageError("--model is required: a built-in model or one a --plugin registers "
+                         "(see `vgbench list model`)")
+    spec = spec_from_args(args)
+    if spec.task == "npz" and args.batch_size is None:
+        import numpy as np
+
+        with np.load(spec.data_dir) as arrays:
+            spec = spec.replace(batch_size=len(arrays["x"]))
+    spec = spec.replace(steps=0)
+    program, raw = train.train(spec, args.seeds)
+    rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
+                              layer_names=program.model.layer_names, compile_s=raw.compile_s,
+                              run_s=raw.run_s, study="diagnose")
+    table = diagnose.record_table(rec, 0)
+    print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
+          f"(seed {args.seeds[0]})")
+    print(diagnose.format_table(table))
+    d = rec["diagnostics"]
+    for i, seed in enumerate(args.seeds):
+        v, span, prof = verdict.classify(d["delta_norm"][i][0])
+        print(f"seed {seed}: " + verdict.phrase("at init", v, span, prof, d["layer_names"]))
+    out = Path(args.out)
+    record.write_json_atomic(out, rec)
+    figures = diagnose.plot_profile(table, out.with_suffix(".png"),
+                                    title=f"{spec.model} on {spec.task}: ||dL/dh_l|| at init")
+    print(f"record written to {out}; figure {', '.join(str(f) for f in figures)}")
+    return 0
 
 
 AXES = {
@@ -196,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the run record (JSON) here")
     p.add_argument("--plugin", action="append", help="a plugin file or module to import first")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("diagnose", help="per-layer ||dL/dh|| and a verdict for one model at "
+                       "initialization, on a task's batch or your own arrays (--data-dir X.npz)")
+    add_spec_arguments(p)
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="count or list (default 1)")
+    p.add_argument("--out", default="diagnose.json",
+                   help="the run record (JSON); the figure goes beside it as .png and .pdf")
+    p.add_argument("--plugin", action="append", help="a plugin file or module to import first")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("list", help="list the registered entries of one axis or all")
     p.add_argument("axis", nargs="?", default=None)

@@ -121,7 +121,8 @@ def symptoms(*, plateau: bool | None = None, plateau_step=None, frozen: float | 
     return found
 
 
-def _phrase(when: str, verdict: str | None, span: str | None, prof: dict, names) -> str:
+def phrase(when: str, verdict: str | None, span: str | None, prof: dict, names) -> str:
+    """One verdict in words, e.g. "at init: vanishing, ||dL/dh|| is 10^6.1 times smaller ..."."""
     if verdict is None:
         return f"{when}: no signal measured"
     if verdict == "healthy":
@@ -143,8 +144,8 @@ def seed_verdict(delta_init, delta_final, *, update_ratio=None, plateau=None, pl
     found = symptoms(plateau=plateau, plateau_step=plateau_step,
                      frozen=frozen_decades(update_ratio) if update_ratio is not None else None,
                      dead=dead, tail_saturation=tail_saturation)
-    text = "; ".join([_phrase("at init", v_init, span_init, prof_init, layer_names),
-                      _phrase("at the end", v_final, span_final, prof_final, layer_names)])
+    text = "; ".join([phrase("at init", v_init, span_init, prof_init, layer_names),
+                      phrase("at the end", v_final, span_final, prof_final, layer_names)])
     text += "; symptoms: " + (", ".join(found) if found else "none")
     return {"verdict_init": v_init, "verdict_final": v_final, "verdict_layers_init": span_init,
             "verdict_layers_final": span_final, "signal_fall_init": prof_init["fall"],

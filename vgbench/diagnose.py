@@ -1,0 +1,161 @@
+"""Diagnosis of one model on one batch: the per-layer table of ||dL/dh_l||, the verdict, a figure.
+
+Two ways in:
+
+* ``vgbench diagnose --model NAME [--plugin FILE] [--task T | --data-dir FILE.npz]`` builds the
+  model a run config names, measures it at initialization (a run of 0 steps), prints the
+  table and the verdict, and writes the run record and the ||dL/dh_l||-against-layer figure.
+* :func:`flax_layer_table` (a flax.linen module and its variables) or :func:`layer_table` (any
+  :class:`vgbench.models.Model`) inside a user's own training loop: params, loss and one batch
+  give the same tidy per-layer table, at any point of training.
+
+The task ``npz`` reads one batch of the user's own arrays, ``x`` and ``y``, from the .npz file
+named by ``data_dir``: integer ``y`` is classification (softmax cross-entropy), float ``y`` is
+regression (mean squared error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TABLE_COLUMNS = ("layer", "layer_name", "delta_norm", "grad_norm", "weight_norm", "act_rms")
+
+
+def layer_table(model, params, state, x, y, loss) -> pd.DataFrame:
+    """One row per layer (input -> output): ||dL/dh_l|| (RMS over the batch), ||dL/dW_l||,
+    ||W_l|| and the forward RMS, for ``loss(outputs, y) -> scalar`` on the batch ``(x, y)``."""
+    import jax
+
+    def objective(p, probes):
+        out, _, stats = model.apply(p, state, x, train=True, probes=probes)
+        return loss(out, y), stats
+
+    (_, stats), (grads, probe_grads) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        params, model.probes(len(x)))
+    columns = {"delta_norm": model.probe_stats(probe_grads)["delta_norm"],
+               "grad_norm": model.per_layer(grads), "weight_norm": model.per_layer(params),
+               "act_rms": stats.get("act_rms")}
+    table = pd.DataFrame({k: np.asarray(v, np.float64) for k, v in columns.items()})
+    table.insert(0, "layer_name", list(model.layer_names))
+    table.insert(0, "layer", np.arange(1, len(table) + 1))
+    return table
+
+
+def flax_layer_table(module, variables, x, y, loss) -> pd.DataFrame:
+    """:func:`layer_table` of a flax.linen ``module`` with ``variables`` (``params`` plus any
+    state such as ``batch_stats``) on one batch, for use inside one's own training loop."""
+    from vgbench.models.flax_adapter import adapt_module
+
+    model = adapt_module(module, tuple(np.shape(x)[1:]))
+    state = {k: v for k, v in variables.items() if k != "params"}
+    return layer_table(model, variables["params"], state, x, y, loss)
+
+
+def verdict_text(table: pd.DataFrame) -> str:
+    """The verdict of a layer table's ||dL/dh_l|| profile, in one line."""
+    from vgbench import verdict
+
+    v, span, prof = verdict.classify(table["delta_norm"].tolist())
+    return verdict.phrase("verdict", v, span, prof, tuple(table["layer_name"]))
+
+
+def format_table(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for col in TABLE_COLUMNS[2:]:
+        shown[col] = [f"{v:.3e}" if np.isfinite(v) else "-" for v in shown[col]]
+    return shown.to_string(index=False)
+
+
+def plot_profile(table: pd.DataFrame, path: str | Path, *, title: str = "") -> list[Path]:
+    """Figure of ||dL/dh_l|| against layer (log scale), saved as PNG and PDF next to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(table) + 2), 3.2))
+    values = table["delta_norm"].where(table["delta_norm"] > 0)
+    ax.semilogy(table["layer"], values, marker="o")
+    ax.set_xlabel("layer (input -> output)")
+    ax.set_ylabel("||dL/dh_l||")
+    ax.set_title(title, fontsize=9)
+    if len(table) <= 40:
+        ax.set_xticks(table["layer"], table["layer_name"], rotation=90, fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    return out
+
+
+def record_table(rec: dict, seed_index: int = 0) -> pd.DataFrame:
+    """The per-layer table of a run record's first log point (initialization), one seed."""
+    d = rec["diagnostics"]
+    table = pd.DataFrame({"layer": np.arange(1, len(d["layer_names"]) + 1),
+                          "layer_name": d["layer_names"]})
+    for col in TABLE_COLUMNS[2:]:
+        row = d[col][seed_index][0] if col in d else [None] * len(table)
+        table[col] = np.asarray([np.nan if v is None else v for v in row], np.float64)
+    return table
+
+
+# ---------------------------------------------------------------------------- the npz task
+
+def npz_task(spec):
+    """One batch of your own arrays: x and y from the .npz file named by data_dir (vgbench diagnose)."""
+    import jax.numpy as jnp
+
+    from vgbench import tasks
+
+    if not spec.data_dir:
+        raise ValueError("task 'npz' reads x and y from an .npz file: give it as data_dir "
+                         "(--data-dir FILE.npz)")
+    path = Path(spec.data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"task 'npz': no file {str(path)!r}")
+    with np.load(path) as arrays:
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if missing:
+            raise ValueError(f"task 'npz': {path} has arrays {sorted(arrays)}; it needs 'x' and 'y'")
+        x, y = np.asarray(arrays["x"], np.float32), np.asarray(arrays["y"])
+    if len(x) != len(y):
+        raise ValueError(f"task 'npz': x has {len(x)} examples and y {len(y)}")
+    classify = np.issubdtype(y.dtype, np.integer)
+    if classify:
+        y = y.astype(np.int32)
+        classes = int(y.max()) + 1
+        p = np.bincount(y, minlength=classes) / len(y)
+        baseline = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+        loss, metrics, out_dim = tasks.softmax_xent, tasks.classification_metrics, classes
+    else:
+        y = y.astype(np.float32).reshape(len(y), -1)
+        baseline = float(np.mean(np.square(y - y.mean(0))))
+        out_dim = y.shape[1]
+        loss, metrics = tasks.mse, (lambda out, t: {"loss": tasks.mse(out, t)})
+    x_j, y_j = jnp.asarray(x), jnp.asarray(y)
+
+    def sample(key, batch_size):
+        return x_j[:batch_size], y_j[:batch_size]
+
+    fields = dict(name="npz", input_shape=tuple(x.shape[1:]), output_dim=out_dim, sample=sample,
+                  loss=loss, metrics=metrics, eval_train=(x, y), eval_val=(x, y),
+                  eval_test=(x, y), baseline=baseline,
+                  target_metric="accuracy" if classify else "loss",
+                  target=1.0 if classify else 0.0, higher_is_better=classify)
+    return tasks.Task(**{k: v for k, v in fields.items() if k in tasks.Task._fields})
+
+
+def _register() -> None:
+    from vgbench import tasks
+
+    if "npz" not in tasks.TASKS:
+        tasks.register_task("npz", npz_task)
+
+
+_register()
