@@ -4,7 +4,9 @@ In one process: the f32 matmul GFLOP/s of this machine (the roofline), then the 
 GFLOP/s of the compiled training step for MLPs of depth 5/20/50 and width 128/512 at batch 128,
 with and without diagnostics; 1/8/32 vmapped seeds; compile time at depth 8/32/128; and a
 plain hand-written JAX SGD step (one model, and vmapped over the same seed counts) for
-comparison. Writes a CSV and prints a table.
+comparison; and the flax adapter's step (the same ReLU MLP as a flax.linen module,
+``vgbench.register_flax_model``) against the built-in MLP's at depth 20, width 128/512
+(``cost_vs_builtin``; ``--flax-only`` runs just these rows). Writes a CSV and prints a table.
 
 Time per step is differential: the same config is run for n and 2n steps and the difference
 is divided by n, so compilation, the final evaluation and dispatch cancel out. The programs
@@ -149,10 +151,50 @@ def steps_for(flops: float, roof: float, seconds: float = 0.3) -> int:
     return max(LOG_EVERY, min(1000, (n // LOG_EVERY) * LOG_EVERY))
 
 
+def flax_mlp(spec, task):
+    """The built-in MLP's network (ReLU) written in flax.linen (perf rows of the flax adapter)."""
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for i in range(spec.depth):
+                x = jax.nn.relu(nn.Dense(spec.width, name=f"dense_{i + 1}")(x))
+            return nn.Dense(task.output_dim, name="output")(x)
+
+    return MLP()
+
+
+def flax_rows(add, start_gflops: float, rounds: int, widths=(128, 512), depth: int = 20) -> None:
+    """The flax adapter's training step against the built-in MLP's, same network, same rounds."""
+    from vgbench.models import MODELS
+
+    if "perf_flax_mlp" not in MODELS:
+        vgbench.register_flax_model("perf_flax_mlp", flax_mlp)
+    for width in widths:
+        spec = RunSpec(depth=depth, width=width, batch_size=BATCH, activation="relu",
+                       init="he_normal", optimizer="sgd", lr=0.01)
+        flax_spec = spec.replace(model="perf_flax_mlp")
+        flops = mlp_flops(spec)
+        builders = {(kind, diag): program_runner(s, 1, diag, {})
+                    for kind, s in (("builtin", spec), ("flax", flax_spec)) for diag in (True, False)}
+        per_step, roof = seconds_per_step(builders, steps_for(flops, start_gflops), rounds)
+        for diag in (True, False):
+            for kind in ("builtin", "flax"):
+                add({"bench": f"{kind}_mlp_step_vs_flax" if kind == "builtin" else "flax_mlp_step",
+                     "config": f"depth={depth} width={width} "
+                     f"diagnostics={'on' if diag else 'off'}", "depth": depth, "width": width,
+                     "seeds": 1, "diagnostics": diag,
+                     "cost_vs_builtin": per_step[(kind, diag)] / per_step[("builtin", diag)]},
+                    flops, per_step[(kind, diag)], roof)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/perf.csv")
     parser.add_argument("--quick", action="store_true", help="fewer configurations")
+    parser.add_argument("--flax-only", action="store_true",
+                        help="only the flax adapter's rows (against the built-in MLP)")
     args = parser.parse_args(argv)
 
     start = Roofline()
@@ -168,6 +210,9 @@ def main(argv=None) -> int:
         print(_fmt(rows[-1]), flush=True)
 
     rounds = 4 if args.quick else 10
+    flax_rows(add, start.gflops, rounds)
+    if args.flax_only:
+        return _write(rows, args.out)
     depths = [5, 20] if args.quick else [5, 20, 50]
     for width in (128, 512):
         for depth in depths:
@@ -234,7 +279,11 @@ def main(argv=None) -> int:
     except ImportError:
         pass
 
-    out = Path(args.out)
+    return _write(rows, args.out)
+
+
+def _write(rows: list, path: str) -> int:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("bench", "config"), k))
     with out.open("w", newline="") as fh:
@@ -249,7 +298,8 @@ def main(argv=None) -> int:
 def _fmt(row: dict) -> str:
     parts = [f"{row['bench']:<24} {row['config']:<40}"]
     for key, unit in (("ms_per_step", "ms/step"), ("gflops", "GFLOP/s"), ("pct_roofline", "% roof"),
-                      ("cost_vs_one_seed", "x one seed"), ("compile_s", "s compile")):
+                      ("cost_vs_one_seed", "x one seed"), ("cost_vs_builtin", "x built-in"),
+                      ("compile_s", "s compile")):
         if key in row:
             parts.append(f"{row[key]:8.2f} {unit}")
     return "  ".join(parts)
