@@ -1,5 +1,7 @@
 """The flax.linen adapter: a registered flax MLP is the built-in MLP, probes are dL/dh."""
 
+import contextlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -155,53 +157,42 @@ def test_batch_norm_statistics_are_threaded():
     assert not np.allclose(out_eval_old, out_eval_new)
 
 
+@contextlib.contextmanager
+def flax_entry(name, make_module):
+    """Model ``name`` registered from ``make_module`` for the length of a test."""
+    vgbench.register_flax_model(name, make_module, doc=f"{name} (test entry).")
+    try:
+        yield name
+    finally:
+        models.MODELS.unregister(name)
+
+
 def test_batch_norm_model_runs_in_the_training_program():
-    vgbench.register_flax_model("test_flax_bn", lambda spec, task: BatchNormMLP(task.output_dim),
-                                doc="Flax MLP with batch norm (test entry).")
-    try:
-        spec = RunSpec(task="teacher", model="test_flax_bn", steps=4, log_every=2, batch_size=8)
+    with flax_entry("test_flax_bn", lambda spec, task: BatchNormMLP(task.output_dim)) as name:
+        spec = RunSpec(task="teacher", model=name, steps=4, log_every=2, batch_size=8)
         program, raw = train.train(spec, [0, 1])
-        assert program.model.layer_names == ("Dense_0", "Dense_1")
-        assert np.all(np.isfinite(raw.outputs["logs"]["delta_norm"]))
-        assert np.all(raw.outputs["logs"]["delta_norm"] > 0)
-        assert np.all(np.isfinite(raw.outputs["logs"]["loss"]))
-    finally:
-        models.MODELS.unregister("test_flax_bn")
+    assert program.model.layer_names == ("Dense_0", "Dense_1")
+    assert np.all(np.isfinite(raw.outputs["logs"]["delta_norm"]))
+    assert np.all(raw.outputs["logs"]["delta_norm"] > 0)
+    assert np.all(np.isfinite(raw.outputs["logs"]["loss"]))
 
 
-def test_module_without_dense_layer_is_one_clear_error():
-    class NoDense(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))
+class NoDense(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))
 
-    vgbench.register_flax_model("test_flax_nodense", lambda spec, task: NoDense(),
-                                doc="No dense layer (test entry).")
-    try:
-        spec = RunSpec(model="test_flax_nodense")
-        with pytest.raises(ValueError, match="test_flax_nodense.*no Dense.*perturb"):
+
+@pytest.mark.parametrize("name,make_module,error,match", [
+    ("test_flax_nodense", lambda spec, task: NoDense(), ValueError,
+     "test_flax_nodense.*no Dense.*perturb"),
+    ("test_flax_out3", lambda spec, task: BatchNormMLP(3), ValueError,
+     r"test_flax_out3.*\(batch, 10\).*\(2, 3\)"),
+    ("test_flax_bad", lambda spec, task: object(), TypeError,
+     "test_flax_bad.*flax.linen.Module.*object"),
+])
+def test_bad_modules_get_one_clear_error(name, make_module, error, match):
+    with flax_entry(name, make_module):
+        spec = RunSpec(task="digits", model=name)
+        with pytest.raises(error, match=match):
             models.make(spec, tasks.make(spec))
-    finally:
-        models.MODELS.unregister("test_flax_nodense")
-
-
-def test_output_of_the_wrong_size_is_one_clear_error():
-    vgbench.register_flax_model("test_flax_out3", lambda spec, task: BatchNormMLP(3),
-                                doc="Three outputs (test entry).")
-    try:
-        spec = RunSpec(task="digits", model="test_flax_out3")
-        with pytest.raises(ValueError, match=r"test_flax_out3.*\(batch, 10\).*\(2, 3\)"):
-            models.make(spec, tasks.make(spec))
-    finally:
-        models.MODELS.unregister("test_flax_out3")
-
-
-def test_factory_must_return_a_linen_module():
-    vgbench.register_flax_model("test_flax_bad", lambda spec, task: object(),
-                                doc="Not a module (test entry).")
-    try:
-        spec = RunSpec(model="test_flax_bad")
-        with pytest.raises(TypeError, match="test_flax_bad.*flax.linen.Module.*object"):
-            models.make(spec, tasks.make(spec))
-    finally:
-        models.MODELS.unregister("test_flax_bad")
