@@ -29,6 +29,7 @@ The module's own initializers apply; ``make_module`` may read ``spec.init`` and 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
@@ -137,14 +138,6 @@ def _in_program_order(apply_probed, variables, x0, sites: list[_Site]) -> list[_
     return sorted(sites, key=lambda s: position[s.key])
 
 
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _unflatten_like(tree, leaves):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
 
@@ -220,7 +213,7 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
             v[PERTURBATIONS] = _unflatten_like(marked, [probes[s.key] for s in marked_sites])
         mutable = list(state_cols) if (train and state_cols) else False
         outputs: dict = {}
-        ctx = _interceptor(probes, outputs=outputs) if probes is not None else _Null()
+        ctx = _interceptor(probes, outputs=outputs) if probes is not None else contextlib.nullcontext()
         with ctx:
             result = module.apply(v, x, **kwargs(train), mutable=mutable)
         if mutable:
