@@ -57,7 +57,11 @@ def synthetic_records(n: int) -> list[dict]:
     records = []
     for i, (study, axes, fixed) in enumerate(STUDIES):
         # a batch size of its own keeps each study's configs (and so run ids) apart
-        records += make_study(study, axes, batch_size=100 + i, **fixed)
+        made = make_study(study, axes, batch_size=100 + i, **fixed)
+        if study == "lr_sweep":   # a tuned study: each entry reported at its chosen lr
+            for record in made:
+                record["tuning"] = {"lr": axes["lr"]}
+        records += made
         if len(records) >= n:
             break
     return records[:n]

@@ -50,7 +50,13 @@ def plot_sensitivity(df: pd.DataFrame, *, field: str = "lr", ax=None, colors=Non
             if count > 1:
                 ax.text(value, 0.07, str(count), color=color, fontsize=5, ha="center",
                         transform=foot)
-    ax.set_xscale("log")
+    values = np.array(sorted(df[field].dropna().unique()), float)
+    if len(values):
+        ax.set_xscale("log")
+        ax.set_xlim(values[0] / 1.5, values[-1] * 1.5)
+    if not np.isfinite(df["val_metric"].to_numpy(float)).any():
+        ax.text(0.5, 0.5, "no validation metric\nin these records", transform=ax.transAxes,
+                ha="center", va="center", fontsize=6, color="0.4")
     ax.set_xlabel(field)
     return ax
 
