@@ -263,6 +263,10 @@ def main(argv=None) -> int:
                      "width": 128, "compile_s": time.perf_counter() - t0})
         print(_fmt(rows[-1]), flush=True)
 
+    from perf_cnn import cnn_rows  # the convolution rows (depth 9 and 33, 1 and 8 seeds)
+
+    cnn_rows(add, start.gflops, rounds // 2)
+
     start.measure(repeats=3)
     rows.insert(0, {"bench": "roofline", "config": "matmul 2048^3 f32", "gflops": start.gflops,
                     "pct_roofline": 100.0})
@@ -299,6 +303,7 @@ def _fmt(row: dict) -> str:
     parts = [f"{row['bench']:<24} {row['config']:<40}"]
     for key, unit in (("ms_per_step", "ms/step"), ("gflops", "GFLOP/s"), ("pct_roofline", "% roof"),
                       ("cost_vs_one_seed", "x one seed"), ("cost_vs_builtin", "x built-in"),
+                      ("cost_vs_patches", "x patches"),
                       ("compile_s", "s compile")):
         if key in row:
             parts.append(f"{row[key]:8.2f} {unit}")
