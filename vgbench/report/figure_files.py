@@ -148,7 +148,7 @@ def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(),
         plot(rows, ax=ax, colors=styles.colors, dashes=styles.dashes, **kwargs)
         ax.set_title(title)
         if not fg.has_data(ax):
-            fg.note_empty(ax, "no seed logged here")
+            fg.note_empty(ax, "no seed logged here", keep_y=ax.get_subplotspec().is_first_col())
     outer_labels(axes)
     figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
     return fig
@@ -167,7 +167,8 @@ def time_grad_figure(time: pd.DataFrame, styles: EntryStyles) -> Figure:
                               log_point=point)
             ax.set_title(f"{title}, {name}")
             if not fg.has_data(ax):
-                fg.note_empty(ax, "no seed logged here")
+                fg.note_empty(ax, "no seed logged here",
+                              keep_y=ax.get_subplotspec().is_first_col())
     outer_labels(axes)
     figure_legend(fig, axes, styles, time["entry_axes"].iloc[0])
     return fig
@@ -252,30 +253,14 @@ def per_entry_figure(grad: pd.DataFrame, plot, label: str, runs: pd.DataFrame | 
     for ax, entry, title in zip(axes, entries, titles):
         plot(grad[grad["entry"] == entry], ax=ax, colorbar=False)
         ax.set_title(title)
-        if not fg.has_data(ax):
-            fg.note_empty(ax, why_empty(runs if runs is not None else grad.iloc[:0], entry, where))
+        if not fg.has_data(ax):   # the first column keeps the y scale its row shares
+            fg.note_empty(ax, why_empty(runs if runs is not None else grad.iloc[:0], entry, where),
+                          keep_y=ax.get_subplotspec().is_first_col())
     outer_labels(axes)
-    label_rows(axes)
     n_layer = int(grad["layer"].max()) + 1 if len(grad) else 1
     mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label=label)
     return fig
-
-
-def label_rows(axes):
-    """In a grid of panels that share y, the first panel of a row that shows data carries
-    the row's y tick labels (when the first column's panel is empty)."""
-    rows: dict[int, list] = {}
-    for ax in axes:
-        spec = ax.get_subplotspec()
-        if spec is not None:
-            rows.setdefault(spec.rowspan.start, []).append(ax)
-    for row in rows.values():
-        row.sort(key=lambda a: a.get_subplotspec().colspan.start)
-        shown = [a for a in row if fg.has_data(a)]
-        if shown and shown[0] is not row[0]:
-            shown[0].tick_params(labelleft=True)
-            shown[0].set_ylabel(row[0].get_ylabel() or axes[0].get_ylabel())
 
 
 def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) -> Figure:

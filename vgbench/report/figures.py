@@ -461,18 +461,22 @@ def title_points() -> float:
     return mpl.font_manager.FontProperties(size=mpl.rcParams["axes.titlesize"]).get_size_in_points()
 
 
-def note_empty(ax, reason: str):
+def note_empty(ax, reason: str, keep_y: bool = False):
     """Say in the panel why it has no data (``reason``: "all 3 seeds diverged", "not run"),
-    and drop its empty axes: an axis over nothing has meaningless numbers."""
+    and drop its empty axes: an axis over nothing has meaningless numbers. ``keep_y`` keeps
+    the y axis of a panel that carries the scale its row shares."""
     size = title_points()
     room = max(10, int(ax.get_position().width * ax.figure.get_figwidth() * 72 / (size * 0.6)))
     text = "\n".join(textwrap.fill(line, room) for line in reason.split("\n"))
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=size,
             color="0.35")
-    ax.tick_params(left=False, labelleft=False, bottom=False, labelbottom=False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set(xlabel="", ylabel="")
+    ax.tick_params(bottom=False, labelbottom=False)
+    ax.spines["bottom"].set_visible(False)
+    ax.set(xlabel="")
+    if not keep_y:
+        ax.tick_params(left=False, labelleft=False)
+        ax.spines["left"].set_visible(False)
+        ax.set(ylabel="")
 
 
 def _few_ticks(ax, y: bool = False):
