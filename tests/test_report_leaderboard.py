@@ -51,6 +51,24 @@ def test_summary_columns_are_means_over_finished_seeds(runs):
     assert relu4["saturation"] == pytest.approx(rows["saturation_final"].mean())
 
 
+def test_unit_fraction_columns_are_means_over_finished_seeds_and_empty_for_older_records():
+    # the tail-saturated and inactive shares of each seed (seed 1 diverged: not counted)
+    rec = record(depth=4, activation="tanh", status=["ok", "diverged", "ok"],
+                 summary={"tail_saturation_final": [0.2, None, 0.4],
+                          "inactive_fraction_final": [0.0, None, 0.1],
+                          "saturation_final": [0.2, None, 0.5]})
+    row = by_setting(build_frames([rec]).runs).iloc[0]
+    assert row["tail_saturation"] == pytest.approx(0.3)
+    assert row["inactive_fraction"] == pytest.approx(0.05)
+    assert row["saturation"] == pytest.approx(row["tail_saturation"] + row["inactive_fraction"])
+    old = record(depth=4, activation="tanh")
+    for key in ("tail_saturation_final", "inactive_fraction_final"):
+        del old["summary"][key]            # a record from before the split
+    row = by_setting(build_frames([old]).runs).iloc[0]
+    assert math.isnan(row["tail_saturation"]) and math.isnan(row["inactive_fraction"])
+    assert row["saturation"] == pytest.approx(np.mean(old["summary"]["saturation_final"]))
+
+
 def test_frontier_is_the_largest_depth_where_two_thirds_reach_the_target(runs):
     settings = by_setting(runs)
     relu = settings[settings["entry"] == "relu"]
@@ -73,7 +91,7 @@ def test_leaderboard_ranks_at_the_deepest_common_depth(runs):
     assert relu["frontier"] == 4 and relu["frontier_censored"]
     for column in ("success", "steps_to_target", "abs_log10_attenuation_init",
                    "abs_log10_attenuation_final", "decay_per_layer", "dead_fraction",
-                   "saturation", "diff", "diff_ci_low", "diff_ci_high", "p_improve",
+                   "saturation", "tail_saturation", "inactive_fraction", "diff", "diff_ci_low", "diff_ci_high", "p_improve",
                    "n_paired", "ci_low", "ci_high", "std", "median"):
         assert column in board.columns, column
 

@@ -60,6 +60,10 @@ def group_summary(rows: pd.DataFrame) -> dict:
         "decay_over": "time step" if _recurrent(rows) else "layer",
         "dead_fraction": mean_ok("dead_fraction_final"),
         "saturation": mean_ok("saturation_final"),
+        # its two parts (NaN for records older than the split, or an activation without a
+        # declared flat region): bounded units in a flat tail, rectifiers switched off
+        "tail_saturation": mean_ok("tail_saturation_final"),
+        "inactive_fraction": mean_ok("inactive_fraction_final"),
         "plateau_rate": mean_ok("plateau"),
         "effective_horizon": mean_ok("effective_horizon"),
         "verdict": verdict_summary(rows),
