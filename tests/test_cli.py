@@ -22,7 +22,7 @@ def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--activation", "sigmod"], "did you mean 'sigmoid'"),
-    (["train", "--steps", "10", "--log-every", "3"], "multiple of log_every"),
+    (["train", "--steps", "-1"], "steps must be >= 0"),
     (["train", "--task", "mnist"], "--data-dir"),
     (["list", "activations"], "did you mean 'activation'"),
 ])

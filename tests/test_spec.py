@@ -43,7 +43,7 @@ def test_wrong_types_are_rejected(field, value):
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"depth": 0}, "depth"), ({"steps": 10, "log_every": 3}, "multiple of log_every"),
+    ({"depth": 0}, "depth"), ({"log_every": 0}, "log_every"),
     ({"lr": 0.0}, "lr"), ({"width": 0}, "width"), ({"lr": float("nan")}, "finite"),
     ({"model": "cnn", "depth": 4}, "odd"),
 ])
@@ -67,3 +67,11 @@ def test_from_dict_names_the_place_and_the_unknown_key():
 def test_log_points():
     assert RunSpec(steps=0, log_every=5).log_points == 1
     assert RunSpec(steps=100, log_every=25).log_points == 5
+    assert RunSpec(steps=100, log_every=25).log_steps == [0, 25, 50, 75, 100]
+
+
+@pytest.mark.parametrize("steps,log_every,expected", [
+    (30, 25, [0, 25, 30]), (5, 25, [0, 5]), (7, 3, [0, 3, 6, 7]), (1, 1, [0, 1])])
+def test_any_step_count_trains_and_its_last_log_point_is_the_end(steps, log_every, expected):
+    spec = RunSpec(steps=steps, log_every=log_every)
+    assert spec.log_steps == expected and spec.log_points == len(expected)

@@ -71,6 +71,26 @@ def test_steps_zero_records_initialization_only():
     assert rec["summary"]["log10_attenuation_init"] == rec["summary"]["log10_attenuation_final"]
 
 
+def test_a_step_count_off_the_log_grid_logs_the_end_of_training():
+    # 7 steps logged every 3: log points at 0, 3, 6 and 7, the last a short block of one step.
+    # Every step draws its batch from its own index and a logged step applies the same update
+    # as a plain one, so the run logged at every step passes through the same numbers.
+    base = dict(TINY, steps=7, activation="tanh", init="xavier_normal", lr=0.3)
+    sparse = run_record(RunSpec(**{**base, "log_every": 3}), [0])
+    dense = run_record(RunSpec(**{**base, "log_every": 1}), [0])
+    assert sparse["diagnostics"]["steps"] == [0, 3, 6, 7]
+    assert dense["diagnostics"]["steps"] == list(range(8))
+    for key in ("loss", "delta_norm", "grad_norm", "update_ratio", "weight_samples"):
+        np.testing.assert_allclose(np.asarray(sparse["diagnostics"][key][0], float),
+                                   np.asarray(dense["diagnostics"][key][0], float)[[0, 3, 6, 7]],
+                                   rtol=1e-4, atol=1e-7, err_msg=key)
+    for key in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
+        assert sparse["metrics"][key][0] == pytest.approx(dense["metrics"][key][0], rel=1e-4), key
+    # the record's summaries read the end of training: the last log point, step 7
+    assert sparse["summary"]["log10_attenuation_final"][0] == pytest.approx(
+        dense["summary"]["log10_attenuation_final"][0], abs=1e-4)
+
+
 def test_same_config_and_seed_give_a_bitwise_identical_record():
     spec = RunSpec(**TINY, activation="relu", norm="batchnorm")
     a, b = run_record(spec, [3]), run_record(spec, [3])

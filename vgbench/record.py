@@ -210,7 +210,7 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     """
     seeds = [int(s) for s in seeds]
     logs, final = outputs["logs"], outputs["final"]
-    steps = [p * spec.log_every for p in range(spec.log_points)]
+    steps = spec.log_steps
     errors = errors or [None] * len(seeds)
     diverged_at = [int(d) if d >= 0 else None for d in np.asarray(outputs["diverged_at"])]
     diverged_at = [_first(d, blown_up_at(np.asarray(logs["loss"][i]), final["train"]["loss"][i],

@@ -88,8 +88,18 @@ class RunSpec:
         return dataclasses.replace(self, **changes)
 
     @property
+    def log_steps(self) -> list[int]:
+        """The training step of each log point: 0, log_every, 2 log_every, ..., and ``steps``.
+
+        The last log point is always the end of training; when ``steps`` is not a multiple of
+        ``log_every`` the last interval is the shorter remainder.
+        """
+        steps = list(range(0, self.steps + 1, self.log_every))
+        return steps if steps[-1] == self.steps else [*steps, self.steps]
+
+    @property
     def log_points(self) -> int:
-        return self.steps // self.log_every + 1
+        return len(self.log_steps)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], *, where: str = "config") -> "RunSpec":
@@ -164,8 +174,6 @@ def _check_ranges(s: RunSpec) -> None:
     need(s.steps >= 0, f"steps must be >= 0, got {s.steps}")
     need(s.batch_size >= 1, f"batch_size must be >= 1, got {s.batch_size}")
     need(s.log_every >= 1, f"log_every must be >= 1, got {s.log_every}")
-    need(s.steps % s.log_every == 0,
-         f"steps ({s.steps}) must be a multiple of log_every ({s.log_every})")
     need(s.lr > 0, f"lr must be > 0, got {s.lr}")
     need(s.clip_threshold > 0, f"clip_threshold must be > 0, got {s.clip_threshold}")
     need(s.sigma_w >= 0 and s.sigma_b >= 0, "sigma_w and sigma_b must be >= 0")

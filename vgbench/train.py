@@ -8,8 +8,10 @@ Step ``s`` of the run draws its batch with ``fold_in(data_key, s)``. Log point `
 ``p * log_every``: the diagnostic step computes the loss and gradients at the current
 parameters with zero probes on every pre-activation (one backward pass gives dL/dW and
 dL/dh_l), records the statistics, and applies the same update a plain step would; the
-remaining ``log_every - 1`` steps of the block are plain steps. The last log point (step
-``steps``) measures without updating; its ``update_ratio`` is that of the update it would apply.
+remaining ``log_every - 1`` steps of the block are plain steps. The last log point is always
+step ``steps`` (``RunSpec.log_steps``): when ``steps`` is not a multiple of ``log_every``, the
+last block holds the ``steps % log_every`` remaining steps. The last log point measures without
+updating; its ``update_ratio`` is that of the update it would apply.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     task = tasks.make(spec)
     model = models.make(spec, task)
     batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
+    remainder = spec.steps % every   # steps of a last, shorter block (0: every block is full)
     x_test, y_test = (jnp.asarray(a) for a in task.eval_test)
     x_val, y_val = (jnp.asarray(a) for a in task.eval_val)
     x_train, y_train = (jnp.asarray(a) for a in task.eval_train)
@@ -132,28 +135,35 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             diverged_at = jnp.where((diverged_at < 0) & bad, step, diverged_at)
             return (new_params, new_state, new_opt_state, diverged_at), log
 
-        def block(carry, b):
-            # one diagnostic step, then log_every - 1 plain steps; the extra last block only
-            # measures (step == steps): its update is computed for update_ratio, not applied
-            start = b * every
+        def logged_step(carry, step):
             if diagnostics:
-                new_carry, log = diag_step(carry, start)
-            else:
-                new_carry, loss = plain_step(carry, start)
-                log = {"loss": loss}
+                return diag_step(carry, step)
+            new_carry, loss = plain_step(carry, step)
+            return new_carry, {"loss": loss}
 
-            def advance(c):
-                if every > 1:
-                    # two steps per iteration: scanned one at a time inside the scan over
-                    # blocks, XLA:CPU copies every updated weight into the loop state per step
-                    c, _ = jax.lax.scan(plain_step, c, start + 1 + jnp.arange(every - 1), unroll=2)
-                return c
+        def advance(c, start, length):
+            if length > 0:
+                # two steps per iteration: scanned one at a time inside the scan over
+                # blocks, XLA:CPU copies every updated weight into the loop state per step
+                c, _ = jax.lax.scan(plain_step, c, start + 1 + jnp.arange(length), unroll=2)
+            return c
 
-            carry = jax.lax.cond(b < n_blocks, lambda: advance(new_carry), lambda: carry)
+        def block(carry, b):
+            # one diagnostic step, then log_every - 1 plain steps. Without a remainder the
+            # extra last block only measures (step == steps): its update is computed for
+            # update_ratio, not applied; with one, it is the short block of the remainder
+            start = b * every
+            new_carry, log = logged_step(carry, start)
+            last = ((lambda: advance(new_carry, start, remainder - 1)) if remainder
+                    else (lambda: carry))
+            carry = jax.lax.cond(b < n_blocks, lambda: advance(new_carry, start, every - 1), last)
             return carry, log
 
         carry = (params, state, opt_state, jnp.int32(-1))
         carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks + 1))
+        if remainder:   # the end of training, measured without updating
+            _, last_log = logged_step(carry, jnp.int32(spec.steps))
+            logs = jax.tree_util.tree_map(lambda a, x: jnp.concatenate([a, x[None]]), logs, last_log)
         params, state, _, diverged_at = carry
         final = {"train": evaluate(params, state, x_train, y_train),
                  "val": evaluate(params, state, x_val, y_val),
