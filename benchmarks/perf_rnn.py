@@ -16,7 +16,11 @@ Implementations (``--compare``):
   sigmoid through tanh, the bias inside the projection matmul) under JAX's own scan transpose;
 * ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`).
 
-    python benchmarks/perf_rnn.py [--compare] [--rounds N]
+* ``vgbench at REV`` (``--before REV``): the model of an earlier git revision;
+* ``pytorch eager``: ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a linear head and
+  ``torch.optim.Adam``, when PyTorch is importable (the ``compare`` extra).
+
+    python benchmarks/perf_rnn.py [--compare] [--before REV] [--rounds N]
 
 ``rnn_rows(roofline_gflops)`` is what benchmarks/perf.py calls for its table.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 
 import jax
@@ -90,17 +95,145 @@ def straightforward(name: str):
 
 
 IMPLEMENTATIONS = ("straightforward", "vgbench cells, autodiff scan", "vgbench")
+PYTORCH = "pytorch eager"
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401  (optional: the `compare` extra)
+    except ImportError:
+        return False
+    return True
+
+
+def build_torch_step(name: str, *, seq_len=SEQ_LEN, width=WIDTH, batch=BATCH):
+    """``run()`` does one eager PyTorch training step of the same network (nn.LSTM / nn.GRU,
+    one layer, a linear head on h_T, MSE, Adam 1e-3) on the same adding batch."""
+    import numpy as np
+    import torch
+
+    spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width, seq_len=seq_len,
+                   batch_size=batch)
+    task = tasks.make(spec)
+    torch.manual_seed(0)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](task.input_shape[1], width,
+                                                              batch_first=True)
+    head = torch.nn.Linear(width, task.output_dim)
+    opt = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=1e-3)
+    x, y = (torch.from_numpy(np.array(a, np.float32)) for a in task.sample(jax.random.PRNGKey(1), batch))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        h, _ = layer(x)
+        loss = torch.mean((head(h[:, -1]).squeeze(-1) - y) ** 2)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    run()  # the first call allocates
+    return run
+
+
+def whole_run_rows(cells=CELLS, *, steps: int = 500, seq_len=SEQ_LEN, width=WIDTH,
+                   batch=BATCH) -> list[dict]:
+    """Wall time of a whole training run: ``vgbench train`` (compile, then the program with
+    its diagnostics at the default log_every) against a plain PyTorch loop (eager, data drawn
+    with torch at every step, one test evaluation at the end), one seed each."""
+    from vgbench import train
+
+    rows = []
+    for name in cells:
+        spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width,
+                       seq_len=seq_len, batch_size=batch, optimizer="adam", lr=1e-3, steps=steps)
+        t0 = time.perf_counter()
+        _, raw = train.train(spec, [0])
+        total = time.perf_counter() - t0
+        rows.append({"benchmark": f"rnn_{name}_train_run", "implementation": "vgbench",
+                     "steps": steps, "log_every": spec.log_every, "wall_s": round(total, 2),
+                     "compile_s": round(raw.compile_s, 2), "run_s": round(raw.run_s, 2)})
+        if torch_available():
+            wall = _torch_run(name, steps=steps, seq_len=seq_len, width=width, batch=batch)
+            rows.append({"benchmark": f"rnn_{name}_train_run", "implementation": PYTORCH,
+                         "steps": steps, "wall_s": round(wall, 2)})
+            rows[-2]["speedup_vs_pytorch"] = round(wall / total, 2)
+    return rows
+
+
+def _torch_run(name: str, *, steps: int, seq_len: int, width: int, batch: int) -> float:
+    """Seconds of a plain PyTorch training loop on freshly drawn adding batches."""
+    import torch
+
+    def adding_batch(n, generator):
+        values = torch.rand(n, seq_len, generator=generator)
+        rows_ = torch.arange(n)
+        first = torch.randint(0, seq_len // 2, (n,), generator=generator)
+        second = torch.randint(seq_len // 2, seq_len, (n,), generator=generator)
+        marker = torch.zeros(n, seq_len)
+        marker[rows_, first] = 1.0
+        marker[rows_, second] = 1.0
+        return torch.stack([values, marker], -1), values[rows_, first] + values[rows_, second]
+
+    t0 = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[name](2, width, batch_first=True)
+    head = torch.nn.Linear(width, 1)
+    opt = torch.optim.Adam([*layer.parameters(), *head.parameters()], lr=1e-3)
+
+    def loss_of(x, y):
+        return torch.mean((head(layer(x)[0][:, -1]).squeeze(-1) - y) ** 2)
+
+    for _ in range(steps):
+        x, y = adding_batch(batch, generator)
+        opt.zero_grad(set_to_none=True)
+        loss_of(x, y).backward()
+        opt.step()
+    with torch.no_grad():
+        loss_of(*adding_batch(512, generator)).item()
+    return time.perf_counter() - t0
+
+
+def model_at(revision: str):
+    """The module vgbench/models/rnn.py as it was at git ``revision``, loaded on its own.
+
+    For before/after timings in one process; the old module keeps its own cell registry, and
+    its model is not registered (the current one is).
+    """
+    import importlib.util
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from vgbench import models
+
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{revision}:vgbench/models/rnn.py"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "rnn_before.py"
+    path.write_text(source)
+    module_spec = importlib.util.spec_from_file_location(f"rnn_at_{revision}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses look their module up
+    register, models.register_model = models.register_model, lambda *a, **k: None
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        models.register_model = register
+    return module
 
 
 def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, width=WIDTH,
-               batch=BATCH):
-    """(run, flops): ``run()`` does one compiled training step; flops counts its matmuls."""
+               batch=BATCH, module=rnn):
+    """(run, flops): ``run()`` does one compiled training step; flops counts its matmuls.
+
+    ``module``: the rnn module whose model is timed (:func:`model_at` for an older one).
+    """
     spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width, seq_len=seq_len,
                    batch_size=batch, optimizer="adam", lr=1e-3)
     task = tasks.make(spec)
-    recurrence = functools.partial(rnn.scan_recurrence, unroll=1) if "autodiff" in implementation \
-        else rnn.fused_recurrence
-    model = rnn.make_rnn(spec, task, recurrence=recurrence)
+    recurrence = functools.partial(module.scan_recurrence, unroll=1) \
+        if "autodiff" in implementation else module.fused_recurrence
+    model = module.make_rnn(spec, task, recurrence=recurrence)
     params, state = model.init(jax.random.PRNGKey(0))
     if implementation == "straightforward":
         apply = straightforward(name)
@@ -144,14 +277,23 @@ def best_times(runs: list, rounds: int = 7, inner: int = 3) -> list[tuple[float,
 
 
 def rnn_rows(roofline_gflops: float | None = None, *, cells=CELLS, compare: bool = False,
-             rounds: int = 7, **sizes) -> list[dict]:
+             before: str | None = None, rounds: int = 7, **sizes) -> list[dict]:
     """One row per cell (and per implementation with ``compare``) for benchmarks/perf.py.
 
     The roofline is re-measured in the same interleaved rounds (for its CPU-time figure); the
-    wall-clock fraction uses ``roofline_gflops`` when given.
+    wall-clock fraction uses ``roofline_gflops`` when given. ``before``: a git revision whose
+    model is timed too (implementation ``vgbench at <revision>``). With PyTorch importable,
+    its eager step of the same network is timed in the same rounds.
     """
     chosen = IMPLEMENTATIONS if compare else ("vgbench",)
     cases = [(name, impl, *build_step(name, impl, **sizes)) for name in cells for impl in chosen]
+    if before:
+        old = model_at(before)
+        cases += [(name, f"vgbench at {before}", *build_step(name, module=old, **sizes))
+                  for name in cells]
+    if torch_available():  # timed in the same rounds; FLOPs as vgbench's step of the same cell
+        cases += [(name, PYTORCH, build_torch_step(name, **sizes), case[3])
+                  for name in cells for case in cases if case[:2] == (name, "vgbench")]
     n = 2048
     times = best_times([_matmul(n)] + [case[2] for case in cases], rounds=rounds)
     peak_wall, peak_cpu = (2 * n ** 3 / t / 1e9 for t in times[0])
@@ -166,6 +308,11 @@ def rnn_rows(roofline_gflops: float | None = None, *, cells=CELLS, compare: bool
                      "fraction_of_roofline": round(flops / wall / 1e9 / peak_wall, 3),
                      "cpu_ms_per_step": round(1e3 * cpu, 2),
                      "cpu_fraction_of_roofline": round(flops / cpu / 1e9 / peak_cpu, 3)})
+    torch_ms = {row["benchmark"]: row["ms_per_step"] for row in rows
+                if row["implementation"] == PYTORCH}
+    for row in rows:  # > 1: faster than PyTorch's eager step on the same machine
+        if row["benchmark"] in torch_ms:
+            row["speedup_vs_pytorch"] = round(torch_ms[row["benchmark"]] / row["ms_per_step"], 2)
     return rows
 
 
@@ -174,15 +321,29 @@ def main(argv=None) -> None:
     parser.add_argument("--compare", action="store_true", help="also time the reference versions")
     parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--before", metavar="REV", help="also time the model of this git revision")
+    parser.add_argument("--whole-run", type=int, metavar="STEPS",
+                        help="time whole training runs of STEPS steps instead of single steps")
     args = parser.parse_args(argv)
-    rows = rnn_rows(cells=args.cells.split(","), compare=args.compare, rounds=args.rounds)
+    if args.whole_run:
+        for row in whole_run_rows(args.cells.split(","), steps=args.whole_run):
+            print(f"{row['benchmark']:22s} {row['implementation']:15s} {row['wall_s']:7.2f} s"
+                  + (f" (compile {row['compile_s']:.2f} s, run {row['run_s']:.2f} s)"
+                     if "compile_s" in row else "")
+                  + (f" | {row['speedup_vs_pytorch']:.2f}x PyTorch" if "speedup_vs_pytorch" in row else ""))
+        return
+    rows = rnn_rows(cells=args.cells.split(","), compare=args.compare, before=args.before,
+                    rounds=args.rounds)
     print(f"roofline: {rows[0]['roofline_gflops']:.1f} GFLOP/s (2048^3 float32 matmul, wall "
           f"clock), backend {jax.default_backend()}")
     for row in rows:
         print(f"{row['benchmark']:22s} {row['implementation']:29s} {row['ms_per_step']:7.1f} ms "
               f"{row['gflops']:6.1f} GFLOP/s {100 * row['fraction_of_roofline']:5.1f} % of roofline"
               f" | CPU time {row['cpu_ms_per_step']:7.1f} ms "
-              f"{100 * row['cpu_fraction_of_roofline']:5.1f} %")
+              f"{100 * row['cpu_fraction_of_roofline']:5.1f} %"
+              + (f" | {row['speedup_vs_pytorch']:.2f}x PyTorch" if "speedup_vs_pytorch" in row else ""))
+    if not torch_available():
+        print("(no PyTorch column: install the `compare` extra, see docs/running.md)")
 
 
 if __name__ == "__main__":
