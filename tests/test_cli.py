@@ -20,7 +20,26 @@ def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
     assert rec["study"] == "adhoc"
 
 
+def test_help_gives_each_flag_its_meaning_and_each_registry_field_its_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines
+    assert "--activation STR the nonlinearity of every hidden layer; default: 'relu'" in text
+    assert "one of: sigmoid, tanh, relu, leaky_relu" in text
+    assert "--recurrent-init STR initializer of the recurrent weights" in text
+    assert "--cell STR the recurrent cell (recurrent models only); default: 'rnn'; one of: rnn, irnn, lstm, gru" in text
+    assert "--depth INT number of layers" in text and "(cnn: 5, rnn: 1)" in text
+    assert "--seeds SEEDS a count" in text
+    from vgbench.spec import field_names
+
+    for name in field_names():
+        if name != "plugin_hash":
+            assert f"--{name.replace('_', '-')} " in text, name
+
+
 @pytest.mark.parametrize("argv,message", [
+    (["train", "--activation", "Relu"], "did you mean 'relu'"),
+    (["list", "Init"], "did you mean 'init'"),
     (["train", "--activation", "sigmod"], "did you mean 'sigmoid'"),
     (["train", "--steps", "-1"], "steps must be >= 0"),
     (["train", "--task", "mnist"], "--data-dir"),

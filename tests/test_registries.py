@@ -81,6 +81,32 @@ def test_get_rejects_unknown_names_with_the_valid_list_and_nearest_match():
         activations.get(3)
 
 
+@pytest.mark.parametrize("given,nearest", [("Relu", "relu"), ("RELU", "relu"), ("TanH", "tanh"),
+                                            ("Leaky_ReLU", "leaky_relu"), ("sigmod", "sigmoid")])
+def test_the_nearest_match_ignores_case(given, nearest):
+    with pytest.raises(ValueError, match=rf"unknown activation '{given}'.*did you mean '{nearest}'\?"):
+        activations.get(given)
+
+
+def test_one_table_maps_every_registry_field_to_its_registry():
+    from vgbench import models, norms, optimizers, registry, tasks
+    from vgbench.models import rnn
+
+    table = registry.axes()
+    assert table == {"activation": activations.ACTIVATIONS, "init": inits.INITIALIZERS,
+                     "recurrent_init": inits.INITIALIZERS, "norm": norms.NORMS,
+                     "skip": norms.SKIPS, "optimizer": optimizers.OPTIMIZERS,
+                     "clip": optimizers.CLIPS, "task": tasks.TASKS, "model": models.MODELS,
+                     "cell": rnn.CELLS}
+    assert "thing" not in table and Registry("thing").fields == ()   # not a config field
+
+
+@pytest.mark.parametrize("field,value", [("recurrent_init", "orthgonal"), ("cell", "LSTM")])
+def test_recurrent_fields_are_checked_by_name_like_every_registry_field(field, value):
+    with pytest.raises(ValueError, match=rf"unknown {field} '{value}'; valid choices: .*did you mean"):
+        RunSpec(**{field: value})
+
+
 def test_register_refuses_to_override_and_needs_a_docstring():
     reg = Registry("thing")
     reg.register("a", lambda: None, doc="An entry.")

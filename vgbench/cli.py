@@ -38,15 +38,36 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+SEEDS_HELP = "a count (3: seeds 0, 1, 2) or a comma-separated list (0,5,9); default: seed 0"
+
+
 def _optional_float(text: str):
     return None if text.lower() in ("none", "null") else float(text)
 
 
+def field_help(f: dataclasses.Field, axes: dict) -> str:
+    """A flag's help: the field's meaning, its default, and for a registry field its names."""
+    from vgbench import models
+
+    text = f"{f.metadata['help']}; default: {f.default!r}"
+    by_model = [f"{name}: {models.model_defaults(name)[f.name]!r}" for name in models.MODELS
+                if f.name in models.model_defaults(name)]
+    if by_model:
+        text += f" ({', '.join(by_model)})"
+    if f.name in axes:
+        text += f"; one of: {', '.join(axes[f.name].names())}"
+    return text
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunSpec field, underscores as dashes, typed like the field."""
+    """One flag per RunSpec field, underscores as dashes, typed like the field, with its meaning."""
+    from vgbench import registry
     from vgbench.spec import RunSpec
 
     hints = typing.get_type_hints(RunSpec)
+    axes = registry.axes()
+    group = parser.add_argument_group("config fields (names as in grid files; "
+                                      "`vgbench list AXIS` describes each name)")
     for f in dataclasses.fields(RunSpec):
         if not f.metadata.get("cli", True):
             continue
@@ -55,8 +76,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         kind = {int: int, float: float, str: str}[base]
         if base is float and type(None) in typing.get_args(hint):
             kind = _optional_float
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-                            metavar=base.__name__.upper(), help=f"default: {f.default!r}")
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                           metavar=base.__name__.upper(), help=field_help(f, axes))
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -165,38 +186,30 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-AXES = {
-    "activation": ("vgbench.activations", "ACTIVATIONS"),
-    "init": ("vgbench.inits", "INITIALIZERS"),
-    "norm": ("vgbench.norms", "NORMS"),
-    "skip": ("vgbench.norms", "SKIPS"),
-    "optimizer": ("vgbench.optimizers", "OPTIMIZERS"),
-    "clip": ("vgbench.optimizers", "CLIPS"),
-    "model": ("vgbench.models", "MODELS"),
-    "cell": ("vgbench.models.rnn", "CELLS"),
-    "task": ("vgbench.tasks", "TASKS"),
-}
+def list_axes() -> dict:
+    """Axis name -> registry, one per registry (``recurrent_init`` lists as ``init``)."""
+    from vgbench import registry
+
+    return {reg.axis: reg for reg in registry.axes().values()}
 
 
-def registry(axis: str):
-    import importlib
+def registry_of(axis: str):
+    """The registry an axis or config field names; an unknown one is a UsageError."""
+    from vgbench import registry
 
-    if axis not in AXES:
-        import difflib
-
-        near = difflib.get_close_matches(axis, list(AXES), n=1)
-        raise UsageError(f"unknown axis {axis!r}; valid axes: {', '.join(AXES)}"
-                         + (f"; did you mean {near[0]!r}?" if near else ""))
-    module, name = AXES[axis]
-    return getattr(importlib.import_module(module), name)
+    table = {**registry.axes(), **list_axes()}
+    if axis not in table:
+        raise UsageError(f"unknown axis {axis!r}; valid axes: {', '.join(list_axes())}"
+                         f"{registry.did_you_mean(axis, table)}")
+    return table[axis]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from vgbench import plugins
 
     plugins.load(args.plugin or [], where="--plugin")
-    for axis in ([args.axis] if args.axis else list(AXES)):
-        reg = registry(axis)
+    for axis in ([args.axis] if args.axis else list(list_axes())):
+        reg = registry_of(axis)
         print(f"{axis}:")
         width = max(len(n) for n in reg.names())
         for name in reg.names():
@@ -232,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one config for several seeds and write its record")
     add_spec_arguments(p)
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="count or list (default 1)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help=SEEDS_HELP)
     p.add_argument("--out", default=None, help="write the run record (JSON) here")
     p.add_argument("--plugin", action="append", help="a plugin file or module to import first")
     p.set_defaults(func=cmd_train)
@@ -240,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="per-layer ||dL/dh|| and a verdict for one model at "
                        "initialization, on a task's batch or your own arrays (--data-dir X.npz)")
     add_spec_arguments(p)
-    p.add_argument("--seeds", type=parse_seeds, default=[0], help="count or list (default 1)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help=SEEDS_HELP)
     p.add_argument("--out", default="diagnose.json",
                    help="the run record (JSON); the figure goes beside it as .png and .pdf")
     p.add_argument("--plugin", action="append", help="a plugin file or module to import first")

@@ -45,7 +45,6 @@ before anything runs.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -54,7 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vgbench import registry
 from vgbench import spec as spec_mod
+from vgbench.registry import did_you_mean
 from vgbench.spec import RunSpec
 
 STUDY_KEYS = ("name", "description", "seeds", "baseline", "plugins")
@@ -107,24 +108,10 @@ def grid_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(RunSpec) if f.metadata.get("cli", True)]
 
 
-def _near(name: str, choices) -> str:
-    near = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {near[0]!r}?" if near else ""
-
-
 def canonical_hash(content: Any) -> str:
     """Hash of parsed TOML content (key order, comments and layout do not count)."""
     blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _registries() -> dict[str, Any]:
-    """Config field -> registry of its valid names (the CLI's table of axes)."""
-    import importlib
-
-    from vgbench.cli import AXES
-
-    return {name: getattr(importlib.import_module(mod), attr) for name, (mod, attr) in AXES.items()}
 
 
 class _Checker:
@@ -132,7 +119,7 @@ class _Checker:
 
     def __init__(self, where: str):
         self.where = where
-        self.registries = _registries()
+        self.registries = registry.axes()
         self.fields = grid_fields()
         self.types = spec_mod._field_types()
 
@@ -140,13 +127,13 @@ class _Checker:
         if key not in self.fields and key not in extra:
             valid = ", ".join([*extra, *self.fields])
             raise GridError(f"{self.where}: {ctx}: unknown key {key!r}; valid keys: {valid}"
-                            f"{_near(key, [*extra, *self.fields])}")
+                            f"{did_you_mean(key, [*extra, *self.fields])}")
 
     def value(self, key: str, value: Any, ctx: str) -> Any:
         try:
             value = spec_mod._check_type(key, value, self.types[key])
             if key in self.registries and value is not None:
-                self.registries[key].get(value)
+                self.registries[key].get(value, field=key)
         except (TypeError, ValueError) as err:
             raise GridError(f"{self.where}: {ctx}: {err}") from None
         return value
@@ -261,7 +248,7 @@ def _study_and_fixed(content: dict, check: _Checker) -> tuple[dict, dict, dict]:
             else:
                 valid = [*STUDY_KEYS, *(SECTIONS if ctx == "top level" else ()), *check.fields]
                 raise GridError(f"{where}: {ctx}: unknown key {k!r}; valid keys: {', '.join(valid)}"
-                                f"{_near(k, valid)}")
+                                f"{did_you_mean(k, valid)}")
             if k in target:
                 raise GridError(f"{where}: {k!r} is given twice (at the top level and in [study])")
             target[k] = v
@@ -317,7 +304,7 @@ def _axes(table: Any, fixed: dict, sources: dict,
             zipped.add(axis)
         else:
             raise GridError(
-                f"{where}: {ctx}: unknown axis {axis!r}{_near(axis, check.fields) or '.'} An axis is a "
+                f"{where}: {ctx}: unknown axis {axis!r}{did_you_mean(axis, check.fields) or '.'} An axis is a "
                 f"config field ({', '.join(check.fields)}) or a list of tables of fields that "
                 "vary together")
         set_fields = {k for e in entries for k in e} - ({axis} if axis in zipped else set())
@@ -350,7 +337,7 @@ def _tune(table: Any, fixed: dict, sources: dict, axes: dict, check: _Checker) -
             why = ("it changes the compiled program, so its values could not share one "
                    "compilation; make it an axis" if key in check.fields else "unknown key")
             raise GridError(f"{where}: {ctx}: cannot tune {key!r} ({why}); tunable fields: "
-                            f"{', '.join(TUNABLE)}{_near(key, TUNABLE)}")
+                            f"{', '.join(TUNABLE)}{did_you_mean(key, TUNABLE)}")
         if key in fixed:
             raise GridError(f"{where}: {ctx}: {key!r} is also fixed ({sources[key]}); a tuned "
                             "field takes only the [tune] values")

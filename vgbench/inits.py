@@ -47,7 +47,7 @@ class Initializer:
         return None if self.mean_field is None else self.mean_field(hp, fan_in, fan_out)
 
 
-INITIALIZERS: Registry[Initializer] = Registry("init")
+INITIALIZERS: Registry[Initializer] = Registry("init", fields=("init", "recurrent_init"))
 
 
 def register_initializer(name: str, weight: Callable, *, bias: Callable = zeros_bias,

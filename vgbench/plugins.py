@@ -30,15 +30,6 @@ def _source_of_module(name: str) -> tuple[str, bytes]:
     return name, Path(spec.origin).read_bytes() if Path(spec.origin).exists() else name.encode()
 
 
-def _import_builtins() -> None:
-    import vgbench.activations  # noqa: F401
-    import vgbench.inits  # noqa: F401
-    import vgbench.models  # noqa: F401
-    import vgbench.norms  # noqa: F401
-    import vgbench.optimizers  # noqa: F401
-    import vgbench.tasks  # noqa: F401
-
-
 def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> str:
     """Import one plugin (a .py path, relative to ``base``, or a module name); return its source hash."""
     if not isinstance(ref, str) or not ref:
@@ -64,7 +55,7 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
     if key in _LOADED:
         raise PluginError(f"{where}: plugin {ref!r} changed since it was imported in this process; "
                           "restart to load the new code")
-    _import_builtins()   # built-in entries must register as vgbench's, not as the plugin's
+    registry.import_builtins()   # built-in entries must register as vgbench's, not as the plugin's
     registry._ORIGINS.append(key)
     try:
         if is_path:
@@ -95,25 +86,11 @@ def load(refs, *, base: Path | None = None, where: str = "plugins") -> str | Non
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
-def _named_entries(spec):
-    """(registry, name) for every registry entry a run config names."""
-    from vgbench import activations, inits, models, norms, optimizers, tasks
-
-    pairs = [(activations.ACTIVATIONS, spec.activation), (inits.INITIALIZERS, spec.init),
-             (norms.NORMS, spec.norm), (norms.SKIPS, spec.skip),
-             (optimizers.OPTIMIZERS, spec.optimizer), (optimizers.CLIPS, spec.clip),
-             (tasks.TASKS, spec.task), (models.MODELS, spec.model)]
-    if spec.model == "rnn":
-        from vgbench.models import rnn
-
-        pairs += [(rnn.CELLS, spec.cell), (inits.INITIALIZERS, spec.recurrent_init)]
-    return pairs
-
-
 def hash_for(spec) -> str | None:
     """Hash of the source of the plugins whose entries ``spec`` names; None if it names none."""
     digests = set()
-    for reg, name in _named_entries(spec):
+    for field, reg in registry.axes().items():
+        name = getattr(spec, field)
         if name in reg:
             origin = reg.origin(name)
             if origin in _LOADED:

@@ -3,6 +3,10 @@
 A registry is a plain mapping from a name to a documented entry. ``get`` rejects unknown
 names with the list of valid ones and the nearest match; ``register`` refuses to overwrite an
 existing name so that a plugin can never silently replace a built-in entry.
+
+Each registry names the config fields whose values it holds (``init`` and ``recurrent_init``
+both name initializers): :func:`axes` is that table, config field -> registry, and the run
+config, the command line, grid files and plugins all read it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,43 @@ def current_origin() -> str:
     return _ORIGINS[-1] if _ORIGINS else "vgbench"
 
 
+# config field -> the registry of its valid names, filled as the registries are created
+_AXES: dict[str, "Registry"] = {}
+
+# the modules whose import creates the built-in registries and registers their entries
+BUILTIN_MODULES = ("vgbench.activations", "vgbench.inits", "vgbench.norms", "vgbench.optimizers",
+                   "vgbench.tasks", "vgbench.models")
+
+
+def import_builtins() -> None:
+    """Import the built-in registries (and so every built-in entry)."""
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def axes() -> dict[str, "Registry"]:
+    """Config field -> the registry of its valid names (built-ins first, then plugins' own)."""
+    import_builtins()
+    return dict(_AXES)
+
+
+def nearest(name: Any, choices) -> str | None:
+    """The choice closest to ``name`` with case ignored (``Relu`` -> ``relu``), or None."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(str(choice).lower(), choice)
+    near = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return by_lower[near[0]] if near else None
+
+
+def did_you_mean(name: Any, choices) -> str:
+    """'; did you mean 'x'?' for the nearest choice, or '' when none is near."""
+    near = nearest(name, choices)
+    return f"; did you mean {near!r}?" if near is not None else ""
+
+
 def first_line(doc: str | None) -> str:
     """The first non-empty line of a docstring, or ''."""
     for line in (doc or "").strip().splitlines():
@@ -32,14 +73,25 @@ def first_line(doc: str | None) -> str:
 
 
 class Registry(Mapping[str, Entry], Generic[Entry]):
-    """A name -> entry mapping for one axis, with helpful errors."""
+    """A name -> entry mapping for one axis, with helpful errors.
 
-    def __init__(self, axis: str, flag: str | None = None):
+    ``fields``: the config fields whose values name entries of this registry (default: the
+    axis itself, where it is a config field); they enter the table of :func:`axes`.
+    """
+
+    def __init__(self, axis: str, *, fields: tuple[str, ...] | None = None):
+        from vgbench.spec import field_names
+
         self.axis = axis
-        self.flag = flag or axis
+        self.fields = tuple(fields if fields is not None
+                            else (axis,) if axis in field_names() else ())
         self._entries: dict[str, Entry] = {}
         self._docs: dict[str, str] = {}
         self._origin: dict[str, str] = {}
+        for name in self.fields:
+            if name in _AXES:
+                raise ValueError(f"config field {name!r} already names {_AXES[name].axis} entries")
+            _AXES[name] = self
 
     def register(self, name: str, entry: Entry, *, doc: str | None = None,
                  origin: str | None = None) -> Entry:
@@ -65,20 +117,22 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
         self._docs.pop(name, None)
         self._origin.pop(name, None)
 
-    def get(self, name: str) -> Entry:
-        """The entry called ``name``; unknown names raise ValueError listing the valid ones."""
+    def get(self, name: str, *, field: str | None = None) -> Entry:
+        """The entry called ``name``; unknown names raise ValueError listing the valid ones.
+
+        ``field``: the config field that named it, for the message (default: the axis).
+        """
         if not isinstance(name, str):
-            raise TypeError(f"{self.flag} must be a string naming one of {self.names()}, "
+            raise TypeError(f"{field or self.axis} must be a string naming one of {self.names()}, "
                             f"got {type(name).__name__} {name!r}")
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(self.unknown_message(name)) from None
+            raise ValueError(self.unknown_message(name, field=field)) from None
 
-    def unknown_message(self, name: Any) -> str:
-        near = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.5)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        return f"unknown {self.flag} {name!r}; valid choices: {', '.join(self.names())}{hint}"
+    def unknown_message(self, name: Any, *, field: str | None = None) -> str:
+        return (f"unknown {field or self.axis} {name!r}; valid choices: {', '.join(self.names())}"
+                f"{did_you_mean(name, self.names())}")
 
     def names(self) -> list[str]:
         return list(self._entries)

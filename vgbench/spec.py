@@ -24,36 +24,46 @@ PROGRAM_INDEPENDENT = {"init": "naive", "sigma_w": 1.0, "sigma_b": 0.0, "lr": 1.
 TUNABLE = ("lr", "sigma_w", "sigma_b")
 
 
+def _field(default: Any, help: str) -> Any:
+    """A config field with its one-line meaning (shown by ``vgbench train --help``)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Every knob of one training run. Field names are the CLI flags and grid keys."""
 
-    task: str = "digits"
-    model: str = "mlp"
-    depth: int = 4
-    width: int = 64
-    activation: str = "relu"
-    init: str = "he_normal"
-    sigma_w: float = 1.0
-    sigma_b: float = 0.0
-    leaky_slope: float = 0.01
-    norm: str = "none"
-    skip: str = "none"
-    cell: str = "rnn"
-    recurrent_init: str = "orthogonal"
-    forget_bias: float = 1.0
-    seq_len: int = 100
-    input_dim: int = 64
-    input_scale: float = 1.0
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    clip: str = "none"
-    clip_threshold: float = 1.0
-    steps: int = 500
-    batch_size: int = 128
-    log_every: int = 25
-    target: float | None = None
-    data_dir: str | None = None
+    task: str = _field("digits", "the task: its data, loss and success target")
+    model: str = _field("mlp", "the network")
+    depth: int = _field(4, "number of layers (recurrent: stacked layers; cnn: odd, a stem "
+                           "plus two convolutions per block)")
+    width: int = _field(64, "units per hidden layer (cnn: channels; rnn: hidden state size)")
+    activation: str = _field("relu", "the nonlinearity of every hidden layer")
+    init: str = _field("he_normal", "the weight initializer")
+    sigma_w: float = _field(1.0, "weight scale of the gain-aware initializers (gaussian, "
+                                 "orthogonal, identity, ...)")
+    sigma_b: float = _field(0.0, "bias standard deviation of the gaussian initializer")
+    leaky_slope: float = _field(0.01, "negative slope of leaky_relu")
+    norm: str = _field("none", "normalization layer after each hidden layer")
+    skip: str = _field("none", "skip connection around each block")
+    cell: str = _field("rnn", "the recurrent cell (recurrent models only)")
+    recurrent_init: str = _field("orthogonal", "initializer of the recurrent weights "
+                                               "(recurrent models only)")
+    forget_bias: float = _field(1.0, "initial forget-gate bias of the LSTM")
+    seq_len: int = _field(100, "sequence length T of the sequence tasks")
+    input_dim: int = _field(64, "input size of the teacher task")
+    input_scale: float = _field(1.0, "factor applied to the task's standardized inputs")
+    optimizer: str = _field("sgd", "the optimizer")
+    lr: float = _field(0.1, "learning rate")
+    clip: str = _field("none", "gradient clipping rule")
+    clip_threshold: float = _field(1.0, "threshold of the clipping rule")
+    steps: int = _field(500, "training steps (0: diagnostics at initialization only)")
+    batch_size: int = _field(128, "examples per training step")
+    log_every: int = _field(25, "steps between log points; the last log point is always the "
+                                "last step")
+    target: float | None = _field(None, "success target of the task's metric (none: the task's own)")
+    data_dir: str | None = _field(None, "folder of IDX files for mnist / fashion_mnist (diagnose: "
+                                        "an .npz file of arrays x, y)")
     plugin_hash: str | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self):
@@ -120,11 +130,10 @@ def field_names() -> list[str]:
 
 
 def unknown_field_message(name: str) -> str:
-    import difflib
+    from vgbench.registry import did_you_mean
 
-    near = difflib.get_close_matches(name, field_names(), n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    return f"unknown config field {name!r}; valid fields: {', '.join(field_names())}{hint}"
+    return (f"unknown config field {name!r}; valid fields: {', '.join(field_names())}"
+            f"{did_you_mean(name, field_names())}")
 
 
 _TYPES: dict[str, Any] | None = None
@@ -183,14 +192,8 @@ def _check_ranges(s: RunSpec) -> None:
 
 
 def _check_names(s: RunSpec) -> None:
-    from vgbench import activations, inits, models, norms, optimizers, tasks
+    from vgbench import models, registry
 
-    activations.ACTIVATIONS.get(s.activation)
-    inits.INITIALIZERS.get(s.init)
-    norms.NORMS.get(s.norm)
-    norms.SKIPS.get(s.skip)
-    optimizers.OPTIMIZERS.get(s.optimizer)
-    optimizers.CLIPS.get(s.clip)
-    tasks.TASKS.get(s.task)
-    models.MODELS.get(s.model)
+    for name, reg in registry.axes().items():
+        reg.get(getattr(s, name), field=name)
     models.check_compatible(s)
