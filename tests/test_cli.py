@@ -104,3 +104,36 @@ def test_a_registered_model_checks_its_defaults():
     assert "odd" not in models.MODELS.names()
     with pytest.raises(ValueError, match="did you mean 'rnn'"):
         models.model_defaults("rnx")
+
+
+def test_models_own_their_facts(monkeypatch):
+    from vgbench import models, tasks
+    from vgbench.executors import Batch
+    from vgbench.grid import Run
+    from vgbench.spec import RunSpec
+
+    with pytest.raises(ValueError, match="input_layout must be one of flat, channels"):
+        models.register_model("odd", lambda spec, task: None, input_layout="image")
+    with pytest.raises(ValueError, match="'dpeth' is not a config field"):
+        models.register_model("odd", lambda spec, task: None, defaults={"dpeth": 3})
+    assert "odd" not in models.MODELS.names()
+    # the model's input layout decides how a task lays out its examples
+    assert tasks.make(RunSpec(model="cnn")).input_shape == (8, 8, 1)
+    assert tasks.make(RunSpec(model="mlp")).input_shape == (64,)
+    models.register_model("test_channels", models.MODELS.get("cnn"), input_layout="channels",
+                          defaults={"depth": 3}, describe=("width", "norm"),
+                          cost=lambda spec: 0.5, doc="A CNN under another name (a test entry).")
+    try:
+        spec = RunSpec(model="test_channels", width=4, steps=10)
+        assert spec.depth == 3 and tasks.make(spec).input_shape == (8, 8, 1)
+        assert models.describe(spec) == "width=4 norm=none"
+        batch = Batch(index=0, study="s", meta={}, runs=(Run(spec=spec, seeds=(0, 1), grid_axes={}),))
+        assert batch.cost == pytest.approx(4.0 + 2 * 10 * 0.5)
+        assert "width=4 norm=none [1 runs x 2 seeds]" in batch.describe()
+    finally:
+        models.MODELS.unregister("test_channels")
+    # the built-ins: an rnn summary names its cell and length; its cost grows with T
+    rnn = RunSpec(model="rnn", cell="gru", seq_len=50)
+    assert models.describe(rnn) == "cell=gru seq_len=50"
+    assert models.step_cost(rnn.replace(seq_len=100)) == pytest.approx(2 * models.step_cost(rnn))
+    assert models.describe(RunSpec()) == ""

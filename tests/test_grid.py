@@ -146,7 +146,7 @@ def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_the_specs_using
     ('colour = "red"\n', ["top level", "unknown key 'colour'", "valid keys"]),
     ('[axes]\ndepth = [2]\n[[exclude]]\ndepth = 2\n', ["exclude", "every run"]),
     ('[axes]\ndepth = [2, 3]\n[[exclude]]\ndepth = 5\n', ["exclude[0]", "matches no run"]),
-    ('[axes]\nmodel = ["cnn"]\n', ["run with model='cnn'", "odd"]),
+    ('[fixed]\ndepth = 4\n[axes]\nmodel = ["cnn"]\n', ["run with model='cnn'", "odd"]),
     ('[fixed]\ndepth = 3\n[axes]\ndepth = [2, 3]\n', ["axes.depth", "also fixed"]),
     ('[axes]\nmix = [{activation = "tanh", colour = 1}]\n', ["axes.mix[0]", "unknown key 'colour'"]),
     ('[axes]\ndepth = [2, 3\n', ["not valid TOML"]),
@@ -211,3 +211,32 @@ def test_shipped_grids_load_and_expand():
     assert len(ids) == len(set(ids))
     smoke = grid.load(BENCHMARKS / "smoke.toml")
     assert len(smoke.runs) <= 16
+
+
+def test_a_model_default_applies_alike_in_grids_python_and_the_command_line(tmp_path):
+    # model "rnn" needs sequences and "cnn" an odd depth: rows that leave those fields out take
+    # the model's defaults (RunSpec applies them), so the grid check passes and the run is the
+    # one `vgbench train --model rnn` and RunSpec(model="rnn") make
+    from vgbench import cli
+    from vgbench.spec import RunSpec
+
+    g = grid.load(write(tmp_path, """
+        steps = 0
+        [axes]
+        model = ["rnn", "cnn", "mlp"]
+        """))
+    rnn, cnn, mlp = (r.spec for r in g.runs)
+    assert (rnn.task, rnn.depth, rnn.activation, rnn.init) == ("adding", 1, "tanh", "xavier_normal")
+    assert (cnn.task, cnn.depth) == ("digits", 5) and (mlp.task, mlp.depth) == ("digits", 4)
+    assert rnn.run_id == RunSpec(model="rnn", steps=0).run_id
+    args = cli.build_parser().parse_args(["train", "--model", "rnn", "--steps", "0"])
+    assert cli.spec_from_args(args).run_id == rnn.run_id
+    # an exclude rule sees the fields a model's defaults set: task "adding" for the rnn row
+    g = grid.load(write(tmp_path, """
+        [axes]
+        model = ["rnn", "mlp"]
+        [[exclude]]
+        model = "rnn"
+        task = "adding"
+        """, name="other.toml"))
+    assert [r.spec.model for r in g.runs] == ["mlp"]

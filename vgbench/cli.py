@@ -84,12 +84,7 @@ def spec_from_args(args: argparse.Namespace):
     from vgbench.spec import RunSpec, field_names
 
     given = {k: getattr(args, k) for k in field_names() if getattr(args, k, None) is not None}
-    if "model" in given:   # fields the model needs where the flags leave them out (rnn: a sequence task)
-        from vgbench import models
-
-        for key, value in models.model_defaults(given["model"]).items():
-            given.setdefault(key, value)
-    return RunSpec(**given)
+    return RunSpec(**given)   # fields the flags leave out: the model's defaults, then RunSpec's
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,6 +109,13 @@ def _fmt(value, spec=".4g"):
     return "-" if value is None else format(value, spec) if isinstance(value, float) else str(value)
 
 
+def _describe(config: dict) -> str:
+    from vgbench import models
+
+    names = models.facts(config["model"]).describe if config["model"] in models.MODELS else ()
+    return " ".join(f"{key}={config[key]}" for key in names)
+
+
 def format_summary(rec: dict) -> str:
     """A short per-seed table: status, final metrics, log10 attenuation at init and end."""
     cfg, m, s = rec["config"], rec["metrics"], rec["summary"]
@@ -121,7 +123,7 @@ def format_summary(rec: dict) -> str:
     head = (f"run {rec['run_id']}  task={cfg['task']} model={cfg['model']} depth={cfg['depth']} "
             f"width={cfg['width']} activation={cfg['activation']} init={cfg['init']} "
             f"norm={cfg['norm']} skip={cfg['skip']}"
-            + (f" cell={cfg['cell']} seq_len={cfg['seq_len']}" if cfg["model"] == "rnn" else "")
+            + (f" {described}" if (described := _describe(cfg)) else "")
             + f"\n{cfg['steps']} steps, {cfg['optimizer']} lr={cfg['lr']}, clip={cfg['clip']}; "
             f"compile {rec['timing']['compile_s']:.1f}s, run {rec['timing']['run_s']:.1f}s; "
             f"baseline loss {m['task_baseline'][0]:.4g}; target {target['metric']} "

@@ -30,7 +30,6 @@ from vgbench.store import Store
 
 RUN_STATES = ("missing", "corrupt", "other_seeds")   # store states that need a run
 COMPILE_COST = 4.0                                     # seconds, roughly, per batch
-COST_PER_LAYER_STEP = {"mlp": 4e-5, "rnn": 6e-5, "cnn": 1.2e-3}
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,19 @@ class Batch:
     def cost(self) -> float:
         """Rough expected seconds on one CPU core, to balance shards and workers.
 
-        A compile (a few seconds) plus entries x steps x sequential layers at a per-model
-        rate measured on a laptop CPU (an 8x8 convolution layer costs ~30 MLP layers).
+        A compile (a few seconds) plus entries x steps x the model's cost of one step
+        (:func:`vgbench.models.step_cost`, measured on a laptop CPU).
         """
+        from vgbench import models
+
         s = self.runs[0].spec
-        length = s.depth * (s.seq_len if s.model == "rnn" else 1)
-        rate = COST_PER_LAYER_STEP.get(s.model, COST_PER_LAYER_STEP["mlp"])
-        return COMPILE_COST + self.entries * max(s.steps, 1) * length * rate
+        return COMPILE_COST + self.entries * max(s.steps, 1) * models.step_cost(s)
 
     def describe(self) -> str:
+        from vgbench import models
+
         s = self.runs[0].spec
-        extra = f" cell={s.cell} T={s.seq_len}" if s.model == "rnn" else ""
+        extra = f" {described}" if (described := models.describe(s)) else ""
         return (f"{self.study}: {s.model} {s.task} depth={s.depth} {s.activation} norm={s.norm} "
                 f"skip={s.skip}{extra} [{len(self.runs)} runs x {len(self.runs[0].seeds)} seeds]")
 

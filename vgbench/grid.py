@@ -367,7 +367,10 @@ def _combine(parts) -> dict:
 
 def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _Checker) -> list[dict]:
     """Drop the combinations that match every key of a rule; a rule that matches none is an error."""
-    defaults = RunSpec().to_dict()
+    def resolved(combo: dict) -> dict:
+        config = {**fixed, **combo}
+        return {**RunSpec.defaults(config.get("model")), **config}
+
     for i, rule in enumerate(_rules(rules, "exclude", check.where)):
         for k, v in rule.items():
             check.key(k, f"exclude[{i}]", extra=tuple(zipped))
@@ -375,7 +378,7 @@ def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _C
                 for x in _as_list(v):
                     check.value(k, x, f"exclude[{i}].{k}")
         before = len(combos)
-        combos = [c for c in combos if not _matches(rule, {**defaults, **fixed, **c})]
+        combos = [c for c in combos if not _matches(rule, resolved(c))]
         if len(combos) == before:
             raise GridError(f"{check.where}: exclude[{i}] matches no run of the grid: {rule}")
     return combos

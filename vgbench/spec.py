@@ -29,9 +29,15 @@ def _field(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RunSpec:
-    """Every knob of one training run. Field names are the CLI flags and grid keys."""
+    """Every knob of one training run. Field names are the CLI flags and grid keys.
+
+    Fields a config leaves out take the model's defaults first (``register_model(...,
+    defaults=)``: ``RunSpec(model="rnn")`` is a tanh RNN on the adding task), then the defaults
+    below; so the command line, grid files and Python build the same config from the same
+    fields.
+    """
 
     task: str = _field("digits", "the task: its data, loss and success target")
     model: str = _field("mlp", "the network")
@@ -66,6 +72,16 @@ class RunSpec:
                                         "an .npz file of arrays x, y)")
     plugin_hash: str | None = field(default=None, metadata={"cli": False})
 
+    def __init__(self, **given: Any):
+        names = field_names()
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise TypeError(unknown_field_message(unknown[0]))
+        values = {**RunSpec.defaults(given.get("model")), **given}
+        for name in names:
+            object.__setattr__(self, name, values[name])
+        self.__post_init__()
+
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
@@ -78,6 +94,12 @@ class RunSpec:
             from vgbench import plugins
 
             object.__setattr__(self, "plugin_hash", plugins.hash_for(self))
+
+    @staticmethod
+    def defaults(model: Any = None) -> dict[str, Any]:
+        """Every field's default for a config of ``model`` (None: the default model)."""
+        values = {f.name: f.default for f in fields(RunSpec)}
+        return {**values, **_model_defaults(values["model"] if model is None else model)}
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +156,14 @@ def unknown_field_message(name: str) -> str:
 
     return (f"unknown config field {name!r}; valid fields: {', '.join(field_names())}"
             f"{did_you_mean(name, field_names())}")
+
+
+def _model_defaults(model: Any) -> dict[str, Any]:
+    """The defaults of the model a config names; none for a name that is not a model (the
+    registry check then rejects it with the valid names)."""
+    from vgbench import models
+
+    return models.model_defaults(model) if isinstance(model, str) and model in models.MODELS else {}
 
 
 _TYPES: dict[str, Any] | None = None

@@ -42,38 +42,86 @@ class Model(NamedTuple):
 
 
 MODELS: Registry[Callable] = Registry("model")
-_COMPAT: dict[str, Callable] = {}
-_DEFAULTS: dict[str, dict] = {}
+
+INPUT_LAYOUTS = ("flat", "channels")   # one vector per example; or axes then channels last
+DEFAULT_COST_PER_LAYER_STEP = 4e-5      # seconds per layer and step of a width-64 MLP, laptop CPU
+
+
+class ModelFacts(NamedTuple):
+    """What is true of a model beyond its factory: the rest of the code reads it from here."""
+
+    check: Callable | None = None      # check(spec) rejects configs that do not fit, early
+    defaults: dict = {}                # config fields a run takes where it does not set them
+    input_layout: str = "flat"         # the per-example input a task gives it (INPUT_LAYOUTS)
+    cost: Callable | None = None       # cost(spec): rough seconds per training step, one core
+    describe: tuple[str, ...] = ()     # config fields that tell its runs apart in a summary
+
+
+_FACTS: dict[str, ModelFacts] = {}
 
 
 def register_model(name: str, make: Callable, *, check: Callable | None = None,
-                   defaults: dict | None = None, doc: str | None = None,
-                   origin: str = "vgbench") -> Callable:
+                   defaults: dict | None = None, input_layout: str = "flat",
+                   cost: Callable | None = None, describe: tuple[str, ...] = (),
+                   doc: str | None = None, origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
-    ``defaults``: config fields a run of this model takes where ``vgbench train`` is not given
-    them, e.g. ``{"task": "adding"}`` for a model that needs sequences.
+    ``defaults``: config fields a run of this model takes where its config does not set them,
+    e.g. ``{"task": "adding"}`` for a model that needs sequences; ``RunSpec`` applies them, so
+    the command line, grid files and Python agree. ``input_layout``: ``"flat"`` (a task gives
+    one vector per example) or ``"channels"`` (its spatial or time axes, then channels last).
+    ``cost(spec)``: rough seconds per training step on one CPU core (default: depth x 4e-5),
+    used to balance workers. ``describe``: config fields a run summary names for this model.
     """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
     if defaults is not None and not isinstance(defaults, dict):
         raise TypeError(f"model {name!r}: defaults must be a dict of config fields, got {defaults!r}")
+    if input_layout not in INPUT_LAYOUTS:
+        raise ValueError(f"model {name!r}: input_layout must be one of {', '.join(INPUT_LAYOUTS)}, "
+                         f"got {input_layout!r}")
+    from vgbench.spec import field_names
+
+    for key in [*(defaults or {}), *describe]:
+        if key not in field_names():
+            raise ValueError(f"model {name!r}: {key!r} is not a config field; valid fields: "
+                             f"{', '.join(field_names())}")
     MODELS.register(name, make, doc=doc, origin=origin)
-    if check is not None:
-        _COMPAT[name] = check
-    _DEFAULTS[name] = dict(defaults or {})
+    _FACTS[name] = ModelFacts(check=check, defaults=dict(defaults or {}), input_layout=input_layout,
+                              cost=cost, describe=tuple(describe))
     return make
 
 
+def facts(name: str) -> ModelFacts:
+    """The registered facts of model ``name`` (an unknown name: the registry's error)."""
+    MODELS.get(name, field="model")
+    return _FACTS.get(name, ModelFacts())
+
+
 def model_defaults(name: str) -> dict:
-    """The config fields model ``name`` takes where a command line does not give them."""
-    MODELS.get(name)   # an unknown name: the registry's error, with the valid names
-    return dict(_DEFAULTS.get(name, {}))
+    """The config fields model ``name`` takes where a config does not set them."""
+    return dict(facts(name).defaults)
+
+
+def input_layout(name: str) -> str:
+    """``"flat"`` or ``"channels"``: how a task lays out one example for model ``name``."""
+    return facts(name).input_layout
+
+
+def step_cost(spec) -> float:
+    """Rough seconds per training step of ``spec`` on one CPU core."""
+    cost = facts(spec.model).cost
+    return cost(spec) if cost is not None else spec.depth * DEFAULT_COST_PER_LAYER_STEP
+
+
+def describe(spec) -> str:
+    """The fields beyond the common ones that tell a run of this model apart (``cell=lstm ...``)."""
+    return " ".join(f"{key}={getattr(spec, key)}" for key in facts(spec.model).describe)
 
 
 def check_compatible(spec) -> None:
     """Raise ValueError if the spec's fields do not fit its model."""
-    check = _COMPAT.get(spec.model)
+    check = facts(spec.model).check
     if check is not None:
         check(spec)
 

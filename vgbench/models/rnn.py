@@ -461,5 +461,9 @@ def _check(spec) -> None:
 
 
 # the vanilla RNN of the recurrent study: one tanh layer, Xavier init, on the adding task
+COST_PER_LAYER_STEP = 6e-5   # seconds per layer and time step, laptop CPU
+
 register_model("rnn", make_rnn, check=_check,
-               defaults={"task": "adding", "depth": 1, "activation": "tanh", "init": "xavier_normal"})
+               defaults={"task": "adding", "depth": 1, "activation": "tanh", "init": "xavier_normal"},
+               input_layout="channels", describe=("cell", "seq_len"),
+               cost=lambda spec: spec.depth * spec.seq_len * COST_PER_LAYER_STEP)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgbench import models
 from vgbench.tasks import Task, classification_metrics, register_task, softmax_xent
 
 SPLIT_SEED = 0          # the train/validation/test split never depends on the run's seed
@@ -45,7 +46,7 @@ def _array_task(name, spec, x_train, y_train, x_val, y_val, x_test, y_test, imag
                 target, max_eval=4096):
     """A task that samples minibatches (with replacement) from fixed arrays."""
     x_train, x_val, x_test = (a * spec.input_scale for a in _standardize(x_train, x_val, x_test))
-    if spec.model == "cnn":
+    if models.input_layout(spec.model) == "channels":
         shape = (*image_hw, 1)
     else:
         shape = (x_train.shape[1],)
@@ -104,9 +105,11 @@ def teacher(spec) -> Task:
     w2 = rng.normal(0, 1 / math.sqrt(TEACHER_HIDDEN), (TEACHER_HIDDEN, TEACHER_CLASSES)).astype(np.float32)
     side = int(math.isqrt(d))
     image_hw = (side, side) if side * side == d else None
-    if spec.model == "cnn" and image_hw is None:
-        raise ValueError(f"task 'teacher' with model 'cnn' needs a square input_dim, got {d}")
-    shape = (*image_hw, 1) if spec.model == "cnn" else (d,)
+    channels = models.input_layout(spec.model) == "channels"
+    if channels and image_hw is None:
+        raise ValueError(f"task 'teacher' with model {spec.model!r} (images, channels last) needs "
+                         f"a square input_dim, got {d}")
+    shape = (*image_hw, 1) if channels else (d,)
     w1_j, w2_j = jnp.asarray(w1), jnp.asarray(w2)
     scale = spec.input_scale
 

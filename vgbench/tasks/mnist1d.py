@@ -128,10 +128,13 @@ def _generate(items: tuple) -> dict[str, np.ndarray]:
 
 
 def input_layout(spec, length: int) -> tuple[int, ...]:
-    """Per-example input shape: a one-channel signal ``(length, 1)`` for the convolutional and
-    recurrent models, a flat vector ``(length,)`` for any other (the choice
-    :func:`vgbench.tasks.classification._array_task` makes by ``spec.model``)."""
-    return (length, 1) if spec.model in ("cnn", "rnn") else (length,)
+    """Per-example input shape: a one-channel signal ``(length, 1)`` for a model whose input
+    layout is ``"channels"`` (:func:`vgbench.models.input_layout`: the convolutional and
+    recurrent models), a flat vector ``(length,)`` for any other (as
+    :func:`vgbench.tasks.classification._array_task` does)."""
+    from vgbench import models
+
+    return (length, 1) if models.input_layout(spec.model) == "channels" else (length,)
 
 
 def package_version() -> str:
