@@ -339,6 +339,45 @@ def test_no_two_texts_overlap(gallery, name):
 
 
 @pytest.mark.parametrize("name", GALLERY_NAMES)
+def test_every_text_and_legend_lies_inside_the_figure(gallery, name):
+    # figures are saved as laid out (no tight bounding box): what sticks out is cut off
+    fig = gallery[1][name]
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    for artist in texts(fig) + fig.legends:
+        x0, y0, x1, y1 = artist.get_window_extent(renderer).extents
+        assert x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height, (
+            f"{name}: {getattr(artist, 'get_text', lambda: 'the legend')()!r} lies at "
+            f"{[round(v) for v in (x0, y0, x1, y1)]}, outside the figure's {width:.0f} x {height:.0f}")
+
+
+def test_a_legend_taller_than_its_panel_grows_the_figure_downwards():
+    from vgbench.report.figure_files import facets, fit_legends
+
+    fig, axes = facets(1, panel=(2.0, 1.0), legend=0.2)     # far too little room
+    for i in range(30):
+        axes[0].plot([0, 1], [i, i], label=f"entry number {i}")
+    fig.legend(loc="upper left", bbox_to_anchor=(axes[0].get_position().x1 + 0.01, 0.98))
+    size = fig.get_size_inches().copy()
+
+    def inches(ax):
+        (x0, y0), (x1, y1) = ax.get_position().get_points() * fig.get_size_inches()
+        return x0, y0, x1 - x0, y1 - y0
+
+    x0, y0, w, h = inches(axes[0])
+    top = size[1] - (y0 + h)
+    fit_legends(fig)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert legend.y0 >= 0 and legend.x1 <= fig.bbox.width
+    assert legend.height > fig.bbox.height * 0.8                      # a tall legend, kept whole
+    assert (fig.get_size_inches() > size).all()
+    # the panel keeps its size and its place from the top left corner
+    assert inches(axes[0])[0] == pytest.approx(x0) and inches(axes[0])[2:] == pytest.approx((w, h))
+    assert fig.get_size_inches()[1] - sum(inches(axes[0])[1::2]) == pytest.approx(top)
+
+
+@pytest.mark.parametrize("name", GALLERY_NAMES)
 def test_every_panel_has_data_or_says_why_not(gallery, name):
     for ax in panels(gallery[1][name]):
         notes = [t.get_text() for t in ax.texts if t.get_text().strip()]

@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
@@ -98,6 +99,40 @@ def figure_legend(fig: Figure, axes, styles: EntryStyles, title: str | None = No
                    bbox_to_anchor=(right + 0.01, 0.98), title=None if styles.dashes else title,
                    fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT, borderaxespad=0.2,
                    handlelength=2.6)
+        fit_legends(fig)
+
+
+def fit_legends(fig: Figure, pad: float = 0.05):
+    """Size ``fig`` to its legends: its right edge ``pad`` inches beyond the widest, and its
+    bottom ``pad`` below the lowest where a legend is taller than the panels (many entries).
+
+    The panels keep their size and their distance from the top left corner, in inches.
+    Measuring the legends' text once is much quicker than saving with a tight bounding box,
+    which draws the whole figure one more time per file. Figures with a layout engine, which
+    places legends itself, are left alone.
+    """
+    if not fig.legends or fig.get_layout_engine() is not None:
+        return
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    inches = fig.dpi_scale_trans.inverted()
+    boxes = [legend.get_window_extent(renderer).transformed(inches) for legend in fig.legends]
+    width, height = fig.get_size_inches()
+    panels = max(ax.get_position().x1 for ax in fig.axes) * width if fig.axes else 0.0
+    new_width = max(max(box.x1 for box in boxes) + pad, panels + MARGINS["right"])
+    new_height = height + max(0.0, pad - min(box.y0 for box in boxes))
+    anchors = [legend.get_bbox_to_anchor().transformed(inches) for legend in fig.legends]
+    placed = [(ax, ax.get_position(original=True)) for ax in fig.axes]
+    fig.set_size_inches(new_width, new_height)
+
+    def moved(x, y):   # figure fractions of a point kept in inches from the top left
+        return x * width / new_width, 1 - (1 - y) * height / new_height
+
+    for ax, box in placed:
+        x0, y1 = moved(box.x0, box.y1)
+        w, h = box.width * width / new_width, box.height * height / new_height
+        ax.set_position((x0, y1 - h, w, h))
+    for legend, anchor in zip(fig.legends, anchors):
+        legend.set_bbox_to_anchor(moved(anchor.x0 / width, anchor.y0 / height))
 
 
 def colorbar_axes(fig: Figure, axes):
@@ -110,13 +145,14 @@ def colorbar_axes(fig: Figure, axes):
 
 
 def save(fig: Figure, stem: Path, formats=("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as ``stem.<format>`` for each format, as laid out: the fixed margins hold
+    the panels' labels and :func:`fit_legends` sized the figure to its legend (no tight
+    bounding box, which would draw every figure once more)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        # tight: a legend taller than the panels (many entries) is kept whole, not cut off
-        fig.savefig(path, format=fmt, metadata=_metadata(fmt), bbox_inches="tight",
-                    pad_inches=0.05)
+        fig.savefig(path, format=fmt, metadata=_metadata(fmt))
         paths.append(path)
     return paths
 

@@ -414,6 +414,17 @@ class _LogTicks(mpl.ticker.LogLocator):
     def __init__(self):
         super().__init__(numticks=5)
 
+    def __call__(self):
+        """The ticks inside the view only: a tick beyond it is never drawn, but matplotlib
+        would make, format and lay out one for it at every draw. No ticks where nothing
+        positive is in view (an empty panel that keeps its row's log axis)."""
+        low, high = sorted(self.axis.get_view_interval())
+        if not low > 0:
+            return []
+        ticks = self.tick_values(low, high)
+        slack = 1 + 1e-9
+        return [t for t in ticks if low / slack <= t <= high * slack]
+
     def tick_values(self, vmin, vmax):
         low, high = sorted((vmin, vmax))
 

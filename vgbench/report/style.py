@@ -26,7 +26,10 @@ def style():
     rc = {**sns.axes_style("ticks"), **sns.plotting_context("paper", font_scale=0.9),
           "axes.prop_cycle": mpl.cycler(color=sns.color_palette("colorblind")),
           "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
-          "image.cmap": SEQUENTIAL, "savefig.dpi": 150, "axes.titlesize": 8}
+          "image.cmap": SEQUENTIAL, "savefig.dpi": 150, "axes.titlesize": 8,
+          # titles just above the panel, where the fixed margins leave room for them; left
+          # automatic, every draw measures the y tick labels of every titled panel again
+          "axes.titley": 1.0}
     with mpl.rc_context(rc):
         yield
 
