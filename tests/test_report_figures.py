@@ -461,6 +461,26 @@ def test_a_log_axis_over_less_than_a_decade_gets_round_ticks():
     assert list(fg._LogTicks().tick_values(1e-6, 1e2)) == [1e-8, 1e-6, 1e-4, 1e-2, 1, 1e2, 1e4]
 
 
+def test_locators_return_only_the_ticks_in_view():
+    # ticks beyond the view are never drawn, but matplotlib would make and lay out each one
+    fig = plt.figure()
+    ax = fig.gca()
+    ax.plot([1, 97], [3e-7, 20])
+    fg._log_y(ax)
+    fg._few_ticks(ax)
+    ax.set_xlim(1, 97)
+    ax.set_ylim(3e-7, 20)
+    assert list(ax.yaxis.get_major_locator()()) == [1e-6, 1e-4, 1e-2, 1]
+    assert list(ax.xaxis.get_major_locator()()) == [25, 50, 75]
+    assert list(fg._LogTicks().tick_values(3e-7, 20))[0] < 3e-7      # tick_values as before
+    ax.set_ylim(0.6, 1.6)
+    assert list(ax.yaxis.get_major_locator()()) == pytest.approx([0.6, 0.8, 1.0, 1.2, 1.4, 1.6])
+    empty = fg._LogTicks()                     # an empty panel keeping its row's log axis
+    empty.create_dummy_axis()
+    empty.axis.set_view_interval(-0.055, 0.055)
+    assert list(empty()) == []
+
+
 def test_an_entry_whose_seeds_all_diverged_says_so(gallery):
     ax = next(a for a in gallery[1]["gallery_mlp/weight_trajectories"].axes
               if a.get_title().replace("\n", " ") == "none / residual / sigmoid / xavier_normal")

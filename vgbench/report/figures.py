@@ -47,7 +47,7 @@ def plot_grad_vs_layer(df: pd.DataFrame, *, ax=None, value: str = "delta_norm", 
                   dashes=dashes, offset=1, log_y=True, underflow="delta_underflow",
                   marker="o" if data["layer"].nunique() <= 12 else None)
     _log_y(ax)
-    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4, integer=True))
+    ax.xaxis.set_major_locator(InView(nbins=4, integer=True))
     ax.set(xlabel="layer l (input → output)",
            ylabel=GRAD_LABEL if value == "delta_norm" else value.replace("_", " "))
     return ax
@@ -66,7 +66,7 @@ def plot_time_grad(df: pd.DataFrame, *, ax=None, value: str = "time_delta_norm",
                   dashes=dashes, offset=1, linestyle=linestyle, log_y=True,
                   underflow="time_delta_underflow")
     _log_y(ax)
-    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4, integer=True))
+    ax.xaxis.set_major_locator(InView(nbins=4, integer=True))
     ax.set(xlabel="time step t", ylabel=TIME_GRAD_LABEL)
     return ax
 
@@ -96,7 +96,7 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
                          rasterized=True)  # thousands of cells: an image even in a PDF
     ax.set_yticks(np.arange(len(matrix)) + 0.5, [_number_text(v) for v in matrix.index])
     ax.invert_yaxis()
-    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=5, integer=True))
+    ax.xaxis.set_major_locator(InView(nbins=5, integer=True))
     ax.set(xlabel="layer l", ylabel=str(df["frontier_axis"].iloc[0]) if "frontier_axis" in df
            and len(df) else "depth")
     if cbar:
@@ -407,6 +407,25 @@ def _decade(value, pos=None) -> str:
     return "1" if exponent == 0 else "10" + str(exponent).translate(_SUPERSCRIPT)
 
 
+def _in_view(ticks, low: float, high: float, log: bool = False) -> list:
+    """The ticks between ``low`` and ``high`` (up to rounding). Locators return ticks beyond
+    the view too; matplotlib never draws those, but makes, formats and lays out a tick for
+    each at every draw."""
+    if log:
+        slack = 1 + 1e-9
+        return [t for t in ticks if low / slack <= t <= high * slack]
+    slack = 1e-9 * (high - low)
+    return [t for t in ticks if low - slack <= t <= high + slack]
+
+
+class InView(mpl.ticker.MaxNLocator):
+    """:class:`~matplotlib.ticker.MaxNLocator` that returns the ticks inside the view only."""
+
+    def __call__(self):
+        low, high = sorted(self.axis.get_view_interval())
+        return _in_view(super().__call__(), low, high)
+
+
 class _LogTicks(mpl.ticker.LogLocator):
     """A few decades; 1-2-5 steps where fewer than two decades are in view; where even those
     give fewer than two ticks (a range such as 0.6 to 1.6), evenly spaced round numbers."""
@@ -415,15 +434,10 @@ class _LogTicks(mpl.ticker.LogLocator):
         super().__init__(numticks=5)
 
     def __call__(self):
-        """The ticks inside the view only: a tick beyond it is never drawn, but matplotlib
-        would make, format and lay out one for it at every draw. No ticks where nothing
-        positive is in view (an empty panel that keeps its row's log axis)."""
+        """The ticks inside the view only (:func:`_in_view`); none where nothing positive is
+        in view (an empty panel that keeps its row's log axis)."""
         low, high = sorted(self.axis.get_view_interval())
-        if not low > 0:
-            return []
-        ticks = self.tick_values(low, high)
-        slack = 1 + 1e-9
-        return [t for t in ticks if low / slack <= t <= high * slack]
+        return _in_view(self.tick_values(low, high), low, high, log=True) if low > 0 else []
 
     def tick_values(self, vmin, vmax):
         low, high = sorted((vmin, vmax))
@@ -491,9 +505,9 @@ def note_empty(ax, reason: str, keep_y: bool = False):
 
 
 def _few_ticks(ax, y: bool = False):
-    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4))
+    ax.xaxis.set_major_locator(InView(nbins=4))
     if y:
-        ax.yaxis.set_major_locator(mpl.ticker.MaxNLocator(nbins=4))
+        ax.yaxis.set_major_locator(InView(nbins=4))
 
 
 def _n_layer(df: pd.DataFrame) -> int:
