@@ -24,6 +24,23 @@ def test_corrupt_and_old_schema_files_are_reported_and_skipped(tmp_path):
     assert len(frames.problems) == 2 and len(frames.runs) == 12
 
 
+def test_records_read_as_the_standard_json_library_reads_them(tmp_path):
+    from vgbench.report.records import read_record
+
+    rec = record(depth=2)
+    rec["metrics"]["final_test_loss"][0] = float("nan")    # not strict JSON, but readable
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(rec))
+    loaded, problem = read_record(path)
+    assert problem is None and math.isnan(loaded["metrics"]["final_test_loss"][0])
+    rec["metrics"]["final_test_loss"][0] = 0.25
+    path.write_text(json.dumps(rec, separators=(",", ":")))
+    loaded, _ = read_record(path)
+    assert loaded == {**json.loads(path.read_text()), "_source": str(path)}
+    path.write_text(json.dumps(rec)[:-40])                 # cut short
+    assert read_record(path)[0] is None and "not readable as JSON" in read_record(path)[1].reason
+
+
 def test_parallel_loading_gives_the_same_frames(tmp_path):
     results = write_results(tmp_path, toy_study() + recurrent_study(), corrupt=True)
     serial, parallel = load_frames(results), load_frames(results, workers=2)

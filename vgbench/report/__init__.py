@@ -1,7 +1,7 @@
 """The reporter: run records in, tidy frames, leaderboards, paper tables and figures out.
 
 It reads only the JSON records (``<results>/runs/*.json``) and never imports JAX, so a report
-can be built on any machine with pandas, matplotlib and seaborn::
+can be built on any machine with pandas, matplotlib, seaborn and orjson::
 
     from vgbench.report import build_report
     build_report("results")              # what `vgbench report --results results` does

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 SCHEMA = "vgbench.run/1"
 STATUSES = ("ok", "diverged", "failed")
 _REQUIRED = {"run_id": str, "config": dict, "seeds": list, "status": list, "metrics": dict,
@@ -70,7 +72,7 @@ def record_paths(results_dir: str | Path) -> list[Path]:
 def read_record(path: Path) -> tuple[dict | None, Problem | None]:
     """One record file: ``(record, None)``, or ``(None, problem)`` if it cannot be used."""
     try:
-        record = json.loads(Path(path).read_bytes())
+        record = _parse(Path(path).read_bytes())
     except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or UTF-8
         return None, Problem(str(path), f"not readable as JSON ({err})")
     reason = check_record(record)
@@ -78,6 +80,16 @@ def read_record(path: Path) -> tuple[dict | None, Problem | None]:
         return None, Problem(str(path), reason)
     record["_source"] = str(path)
     return record, None
+
+
+def _parse(raw: bytes):
+    """JSON text -> Python objects: orjson (about twice as fast on records, which are mostly
+    numbers), else the standard library, which also reads what orjson refuses as not strict
+    JSON (NaN, Infinity), as the reporter always has."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def load_records(results_dir: str | Path) -> tuple[list[dict], list[Problem]]:
