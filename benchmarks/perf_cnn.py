@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from perf import Roofline, _fmt, _write, program_runner, seconds_per_step, steps_for  # noqa: E402
+from perf import (Roofline, _fmt, _write, program_runner, scanned_sgd,  # noqa: E402
+                  seconds_per_step, steps_for)
 from vgbench.models.conv import conv_native, conv_patches  # noqa: E402
 from vgbench.spec import RunSpec  # noqa: E402
 
@@ -60,21 +61,7 @@ def plain_cnn_runner(depth: int, conv, seeds: int = 1):
             logits = jnp.mean(h, axis=(1, 2)) @ w_out + b_out
             return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(BATCH), y])
 
-        def step(p, x, y):
-            g = jax.grad(loss)(p, x, y)
-            return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g)
-
-        if seeds == 1:
-            params, x, y = init(jax.random.PRNGKey(0))
-        else:
-            params, x, y = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), seeds))
-            step = jax.vmap(step)
-
-        @jax.jit
-        def run(params):
-            return jax.lax.scan(lambda p, _: (step(p, x, y), None), params, None, length=steps)[0]
-
-        return lambda: jax.block_until_ready(run(params))
+        return scanned_sgd(init, loss, seeds, steps)
     return build
 
 
