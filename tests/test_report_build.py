@@ -80,6 +80,31 @@ def test_large_csv_is_written_in_parts_and_joined_in_order(tmp_path, monkeypatch
     assert not list(parts.glob(".grad_stats.csv.part*"))
 
 
+def test_csv_files_are_written_as_pandas_writes_them(tmp_path):
+    import numpy as np
+
+    from vgbench.report import build_frames
+    from vgbench.report.build import write_csv
+
+    frames = build_frames(toy_study() + recurrent_study())
+    grad = frames.grad_stats.copy()
+    grad.loc[3, "grad_norm"], grad.loc[4, "grad_norm"] = np.inf, -np.inf
+    grad.loc[6, "update_ratio"] = np.nan
+    grad["layer_name"] = grad["layer_name"].cat.rename_categories(
+        lambda name: f'{name}, "quoted"' if name == "dense_1" else name)
+    grad.loc[5, "layer_name"] = None                        # a missing category
+    cases = {"grad_stats": grad, "curves": frames.curves, "time_stats": frames.time_stats,
+             "runs": frames.runs, "empty": grad.iloc[:0]}   # runs: text columns, via pandas
+    assert grad["update_ratio"].isna().any() and (grad["delta_underflow"].dtype == bool)
+    for name, frame in cases.items():
+        for header in (True, False):
+            ours, theirs = tmp_path / f"{name}.csv", tmp_path / f"{name}_pandas.csv"
+            write_csv(frame, ours, header=header)
+            frame.to_csv(theirs, index=False, header=header)
+            assert ours.read_bytes() == theirs.read_bytes(), (name, header)
+    assert '"dense_1, ""quoted"""' in (tmp_path / "grad_stats.csv").read_text()
+
+
 def test_studies_filter_and_empty_results(tmp_path):
     results = write_results(tmp_path, toy_study() + recurrent_study())
     build_report(results, studies=["memory"], formats=("png",), workers=1)

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vgbench.report.frames import load_frames
@@ -140,9 +141,48 @@ def _part(path: Path, i: int) -> Path:
 
 def _csv_task(shared: dict, attribute: str, start: int, stop: int, path: Path, header: bool):
     frame = getattr(shared["frames"], attribute)
-    # record values are already rounded to 6 digits: their shortest form is also the quickest
-    frame.iloc[start:stop].to_csv(path, index=False, header=header)
+    write_csv(frame.iloc[start:stop], path, header=header)
     return path
+
+
+def write_csv(frame: pd.DataFrame, path: Path, header: bool = True):
+    """``frame.to_csv(path, index=False, header=header)``, byte for byte, about twice as fast
+    for frames of numbers, flags and categories (the long frames): each column is turned into
+    text at once, numbers as their shortest round-trip form (record values are already rounded
+    to 6 digits, so that is also the shortest text), NaN as an empty field. A frame with any
+    other column (text) goes to pandas."""
+    columns = [_csv_column(frame[c]) for c in frame.columns]
+    if any(text is None for text in columns):
+        frame.to_csv(path, index=False, header=header)
+        return
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        if header:
+            out.write(",".join(_csv_quoted(str(c)) for c in frame.columns) + "\n")
+        if len(frame):
+            out.write("\n".join(map(",".join, zip(*columns))) + "\n")
+
+
+def _csv_column(series: pd.Series) -> list[str] | None:
+    """A column's CSV fields as pandas writes them, or None for a kind of column left to it."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        names = [_csv_quoted(str(c)) for c in series.cat.categories] + [""]   # code -1: missing
+        return [names[code] for code in series.cat.codes.tolist()]
+    values = series.to_numpy()
+    if values.dtype == bool:
+        return ["True" if v else "False" for v in values.tolist()]
+    if values.dtype.kind in "iu":
+        return list(map(str, values.tolist()))
+    if values.dtype == np.float64:
+        text = list(map(repr, values.tolist()))
+        for i in np.flatnonzero(np.isnan(values)).tolist():
+            text[i] = ""
+        return text
+    return None
+
+
+def _csv_quoted(text: str) -> str:
+    """A field quoted as the csv module's minimal quoting does (pandas' default)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 
 def _join_csv_parts(tasks: list):
