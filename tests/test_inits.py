@@ -73,6 +73,34 @@ def test_mean_field_sigma_is_consistent_with_the_sample():
         assert sample(name).var() * FAN == pytest.approx(sw2, rel=0.02), name
 
 
+@pytest.mark.parametrize("name,activation,hyper,fans,expected", [
+    ("naive", "relu", {}, (64, 64), (1 / 3, 0.0)),              # Var U[+-1/sqrt(n)] = 1/(3n)
+    ("small_normal", "relu", {}, (256, 256), (0.0256, 0.0)),
+    ("xavier_normal", "tanh", {}, (100, 100), (1.0, 0.0)),
+    ("xavier_uniform", "tanh", {}, (100, 300), (0.5, 0.0)),
+    ("he_normal", "relu", {}, (64, 64), (2.0, 0.0)),
+    ("he_uniform", "leaky_relu", {"leaky_slope": 0.5}, (64, 64), (1.6, 0.0)),
+    ("he_normal", "prelu", {}, (64, 64), (2 / 1.0625, 0.0)),
+    ("lecun_normal", "selu", {}, (64, 64), (1.0, 0.0)),
+    ("orthogonal", "tanh", {"sigma_w": 1.5}, (64, 64), (2.25, 0.0)),
+    ("gaussian", "tanh", {"sigma_w": 1.2, "sigma_b": 0.3}, (64, 64), (1.44, 0.09)),
+    ("identity", "relu", {}, (64, 64), None),
+])
+def test_effective_variances_of_mean_field_theory(name, activation, hyper, fans, expected):
+    # the initializer's own mean_field, with the He gain its activation declares: the theory
+    # inputs a run record carries (vgbench.record.theory_inputs)
+    from vgbench import record
+
+    spec = RunSpec(activation=activation, init=name, width=fans[1], **hyper)
+    act = get_activation(activation).bind(spec)
+    hp = InitHyper(sigma_w=spec.sigma_w, sigma_b=spec.sigma_b, he_gain2=act.he_gain2)
+    found = inits.get(name).effective_sigma2(hp, *fans)
+    assert found == (pytest.approx(expected) if expected else None)
+    inputs = record.theory_inputs(spec, fans[0])
+    assert (inputs["stem_sigma_w2"], inputs["stem_sigma_b2"]) == (
+        pytest.approx(expected) if expected else (None, None))
+
+
 def test_initializers_are_deterministic_in_the_key():
     a = inits.get("he_normal").weight(KEY, (8, 8), 8, 8, InitHyper())
     b = inits.get("he_normal").weight(KEY, (8, 8), 8, 8, InitHyper())

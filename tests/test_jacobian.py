@@ -155,3 +155,27 @@ def test_the_module_run_as_a_command_starts_jax_with_the_vgbench_flags():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false" in out
+
+
+def test_annotate_writes_through_the_store_and_skips_a_busy_run(tmp_path):
+    from vgbench.report.synthetic import make_record, write_records
+    from vgbench.store import RunLock, Store
+
+    config = dict(task="teacher", model="mlp", depth=3, width=8, input_dim=16,
+                  activation="tanh", init="xavier_normal", steps=0, log_every=1)
+    theory_run = make_record(study="theory", seeds=(0,), **config)
+    other = make_record(study="other", seeds=(0,), **config, lr=0.5)
+    busy = make_record(study="theory", seeds=(0,), **config, sigma_w=2.0)
+    write_records(tmp_path, [theory_run, other, busy])
+    store = Store(tmp_path)
+    lock = RunLock(store.locks / f"{busy['run_id']}.lock")
+    assert lock.acquire()
+    try:
+        written = jacobian.annotate(tmp_path, method="exact", n_inputs=2)
+    finally:
+        lock.release()
+    assert written == [store.path(theory_run["run_id"])]
+    values = store.read(theory_run["run_id"])["diagnostics"][jacobian.FIELD]
+    assert len(values) == 1 and len(values[0]) == len(jacobian.QUANTILES)
+    assert jacobian.FIELD not in store.read(busy["run_id"])["diagnostics"]
+    assert jacobian.FIELD not in store.read(other["run_id"])["diagnostics"]

@@ -267,3 +267,24 @@ def test_two_runners_on_one_results_directory(tmp_path, smoke_reference):
     assert sum(ran) == 8, outs                         # every run ran exactly once
     assert not (results / "runs" / "superseded").exists()
     assert records(results) == records(reference)
+
+
+def test_a_finished_record_without_the_theory_inputs_gets_them_without_running(tmp_path, jax_cache,
+                                                                               capsys):
+    from vgbench.store import Store
+
+    results = results_dir(tmp_path / "results", jax_cache)
+    path = write_grid(tmp_path, TINY.replace("depth = [2, 3]", "depth = [2]"))
+    assert cli.main(["run", str(path), "--results", str(results)]) == 0
+    store = Store(results)
+    run_ids = sorted(p.stem for p in store.runs.glob("*.json"))
+    made = {run_id: store.read(run_id) for run_id in run_ids}
+    for run_id, record in made.items():   # as records made before the field existed
+        store.write({k: v for k, v in record.items() if k != "theory"})
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert f"added the theory inputs to {len(run_ids)} existing records" in out
+    assert "nothing to run" in out
+    for run_id, record in made.items():
+        assert store.read(run_id) == record   # the same fields as a fresh run's, nothing rerun

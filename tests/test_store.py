@@ -172,3 +172,22 @@ def test_records_are_written_readable_by_everyone_the_umask_allows(tmp_path):
         os.umask(old)
     assert json.loads(path.read_text())["run_id"] == SPEC.run_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.json"]   # no temporaries
+
+
+def test_update_rewrites_a_record_under_its_lock_and_leaves_a_busy_run_alone(tmp_path):
+    store = Store(tmp_path)
+    record = {"run_id": "abc", "config": {}, "value": 1}
+    store.write(record)
+    assert store.update("abc", lambda r: {**r, "value": r["value"] + 1}) == store.path("abc")
+    assert store.read("abc")["value"] == 2
+    assert store.update("abc", lambda r: None) is None and store.read("abc")["value"] == 2
+    assert store.update("missing", lambda r: r) is None
+    with pytest.raises(ValueError, match="keep its run_id"):
+        store.update("abc", lambda r: {**r, "run_id": "xyz"})
+    lock = RunLock(store.locks / "abc.lock")   # another process is writing this run
+    assert lock.acquire()
+    try:
+        assert store.update("abc", lambda r: {**r, "value": 99}) is None
+    finally:
+        lock.release()
+    assert store.read("abc")["value"] == 2

@@ -51,6 +51,9 @@ def test_record_has_the_contract_fields_and_shapes():
         assert len(rec["metrics"][key]) == 2, key
     assert rec["metrics"]["task_baseline"][0] == pytest.approx(np.log(10), abs=0.01)
     json.loads(record.dumps(rec))  # strict JSON: no NaN, no Infinity
+    # an MLP's record carries the mean-field theory's inputs: Xavier on 8 x 8 layers is 1.0
+    assert rec["theory"]["activation"] == "tanh" and rec["theory"]["sigma_w2"] == 1.0
+    assert rec["theory"]["stem_sigma_w2"] == pytest.approx(2 * 64 / (64 + 8), rel=1e-5)  # 64 inputs
     for key in ("python", "jax", "jaxlib", "flax", "optax", "numpy", "backend", "device_kind",
                 "device_count", "git_commit"):
         assert key in rec["env"], key

@@ -228,8 +228,9 @@ def spectra(spec: RunSpec, seeds, *, n_inputs: int = N_INPUTS, method: str = "au
     The parameters are those the run of ``spec`` with these seeds starts from
     (:func:`vgbench.train.init_params`), so a spectrum belongs to the run's own networks.
     """
-    if spec.model != "mlp":
-        raise ValueError(f"Jacobian spectra are for feed-forward 'mlp' models, got {spec.model!r}")
+    if not models.facts(spec.model).mean_field:
+        raise ValueError(f"Jacobian spectra are for stacks of dense layers (models registered "
+                         f"with mean_field=True, such as 'mlp'), got {spec.model!r}")
     seeds = [int(s) for s in seeds]
     method = method_for(spec, method)
     task = tasks.make(spec)
@@ -298,22 +299,23 @@ def annotate(results_dir, studies=("theory",), *, max_width: int | None = EXACT_
 
     Only feed-forward runs no wider than ``max_width`` (None: any width) get spectra; records
     that already carry them (unless ``force``), records of other studies and records whose
-    every seed failed are left alone. Each record is rewritten atomically. Returns the paths
-    written.
+    every seed failed are left alone. Each record is rewritten through the store, holding the
+    run's lock (a run another process holds is left for later). Returns the paths written.
     """
     import json
-    from pathlib import Path
 
-    from vgbench.record import write_json_atomic
+    from vgbench.store import Store
 
+    store = Store(results_dir)
     written = []
-    for path in sorted(Path(results_dir, "runs").glob("*.json")):
+    for path in sorted(store.runs.glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         config = record.get("config", {})
-        if record.get("study") not in studies or config.get("model") != "mlp":
+        if record.get("study") not in studies or config.get("model") not in models.MODELS \
+                or not models.facts(config["model"]).mean_field:
             continue
         if max_width is not None and config.get("width", 0) > max_width:
             continue
@@ -321,7 +323,9 @@ def annotate(results_dir, studies=("theory",), *, max_width: int | None = EXACT_
             continue
         if FIELD in record.get("diagnostics", {}) and not force:
             continue
-        written.append(write_json_atomic(path, add_to_record(record, **kwargs)))
+        done = store.update(record["run_id"], lambda current: add_to_record(current, **kwargs))
+        if done is not None:
+            written.append(done)
     return written
 
 

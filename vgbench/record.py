@@ -197,6 +197,62 @@ def _first(*steps):
     return min(known) if known else None
 
 
+# ---------------------------------------------------------------------------- theory inputs
+
+PHI_X_MAX, PHI_POINTS = 16.0, 641   # an activation theory has no closed form for, tabulated
+
+
+def theory_inputs(spec: RunSpec, input_size: int) -> dict | None:
+    """What mean-field theory needs of a run, from the registry entries it names; None for a
+    model the theory does not describe (``register_model(..., mean_field=True)``).
+
+    ``sigma_w2``, ``sigma_b2``: the initializer's effective variances
+    (``Initializer.mean_field``) for a hidden layer, ``width`` x ``width``, and
+    ``stem_sigma_w2``, ``stem_sigma_b2`` for the first layer (fan-in ``input_size``); null
+    where the scheme has no Gaussian equivalent. ``initializers``: the same pair of every
+    registered initializer for a hidden layer (the phase diagram's markers). ``activation``:
+    the activation's name, which :func:`vgbench.theory.as_activation` resolves; for one it has
+    no closed form for (a plugin's), ``phi`` tabulates it at ``PHI_POINTS`` even points of
+    [-``PHI_X_MAX``, ``PHI_X_MAX``] (:func:`vgbench.theory.from_table`).
+    """
+    from vgbench import activations, inits, models, theory
+
+    if not models.facts(spec.model).mean_field:
+        return None
+    act = activations.get(spec.activation).bind(spec)
+    hp = inits.InitHyper(sigma_w=spec.sigma_w, sigma_b=spec.sigma_b, he_gain2=act.he_gain2)
+
+    def pair(init, fan_in):
+        found = init.effective_sigma2(hp, fan_in, spec.width)
+        return (None, None) if found is None else (float(found[0]), float(found[1]))
+
+    init = inits.get(spec.init)
+    (sw2, sb2), (stem_sw2, stem_sb2) = pair(init, spec.width), pair(init, int(input_size))
+    out = {"activation": spec.activation, "sigma_w2": sw2, "sigma_b2": sb2,
+           "stem_sigma_w2": stem_sw2, "stem_sigma_b2": stem_sb2,
+           "initializers": {name: list(pair(entry, spec.width))
+                            for name, entry in inits.INITIALIZERS.items()}}
+    if spec.activation not in theory.NUMPY_ACTIVATIONS:
+        x = np.linspace(-PHI_X_MAX, PHI_X_MAX, PHI_POINTS, dtype=np.float32)
+        values = np.asarray(act.apply(x, act.init_theta(PHI_POINTS)), np.float64)
+        out["phi"] = {"x_max": PHI_X_MAX, "values": [float(v) for v in values]}
+    return out
+
+
+def with_theory_inputs(record: dict) -> dict | None:
+    """``record`` with its ``theory`` field added where its model has one and the record
+    (made before the field existed) lacks it; None where there is nothing to add."""
+    from vgbench import models, tasks
+
+    config = record.get("config") or {}
+    if "theory" in record or config.get("model") not in models.MODELS \
+            or not models.facts(config["model"]).mean_field:
+        return None
+    spec = RunSpec.from_dict(dict(config), where=f"run {record.get('run_id')}")
+    inputs = theory_inputs(spec, int(np.prod(tasks.make(spec).input_shape)))
+    return None if inputs is None else clean({**record, "theory": inputs})
+
+
 # ---------------------------------------------------------------------------- the record
 
 def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
@@ -277,6 +333,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
         "timing": {"compile_s": compile_s, "run_s": run_s}, "env": env_info(),
     }
+    inputs = theory_inputs(spec, int(np.prod(task.input_shape)))
+    if inputs is not None:
+        record["theory"] = inputs   # what the reporter's mean-field predictions start from
     if getattr(task, "info", None):
         record["task_info"] = task.info   # how the task's data were made (e.g. a generator's arguments)
     return clean(record)

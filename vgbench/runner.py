@@ -149,6 +149,7 @@ def main(args: argparse.Namespace) -> int:
     tallies = {g.name: StudyTally() for g in grids}
     owner: dict[str, str] = {}
     pending: list[Batch] = []
+    backfill: list = []   # done runs whose records predate a field they should carry
     done = total = 0
     for b in batches:
         needs = False
@@ -173,6 +174,8 @@ def main(args: argparse.Namespace) -> int:
             else:
                 tally.status[run.run_id] = state.status
                 done += 1
+                if state.state == "done" and "theory" not in state.fields:
+                    backfill.append(run)
         if needs:
             pending.append(b)
 
@@ -185,6 +188,7 @@ def main(args: argparse.Namespace) -> int:
 
     for g in grids:
         store.write_study(manifest(g))
+    _backfill(store, backfill)
     if not pending:
         print(f"nothing to run: all {total} runs{shard} are done "
               f"({time.perf_counter() - t_start:.1f} s)")
@@ -197,6 +201,17 @@ def main(args: argparse.Namespace) -> int:
         print(tally.line(name))
     print(f"total wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
     return exit_code
+
+
+def _backfill(store: Store, runs: list) -> None:
+    """Add the mean-field theory's inputs to finished records made before they were recorded
+    (``record.theory_inputs``): no training, only the registry entries the config names."""
+    from vgbench import models, record
+
+    written = sum(store.update(run.run_id, record.with_theory_inputs) is not None
+                  for run in runs if models.facts(run.spec.model).mean_field)
+    if written:
+        print(f"added the theory inputs to {written} existing record{'s' * (written != 1)}")
 
 
 def _execute(args, pending: list[Batch], store: Store, tallies, done: int, total: int) -> int:

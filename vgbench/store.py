@@ -42,6 +42,7 @@ class Existing:
     reason: str = ""
     path: str = ""
     status: tuple[str, ...] = ()   # the record's per-seed status, when it has one
+    fields: frozenset = frozenset()  # the record's top-level fields, when it has one
 
 
 class Store:
@@ -79,7 +80,7 @@ class Store:
             return Existing("other_seeds", f"made with seeds {record['seeds']}", str(path), status)
         if all(s == "failed" for s in status):
             return Existing("failed", str((record.get("error") or [""])[0]), str(path), status)
-        return Existing("done", "", str(path), status)
+        return Existing("done", "", str(path), status, frozenset(record))
 
     def read(self, run_id: str) -> dict:
         return json.loads(self.path(run_id).read_bytes())
@@ -88,6 +89,23 @@ class Store:
     def write(self, record: dict) -> Path:
         """Write one record atomically under its run id."""
         return write_json_atomic(self.path(record["run_id"]), record)
+
+    def update(self, run_id: str, change) -> Path | None:
+        """Rewrite a stored record as ``change(record)`` returns it, holding the run's lock.
+
+        Returns the path written; None when the run is busy (another process holds its
+        lock), has no record, or ``change`` returns None (nothing to change).
+        """
+        with self.locked([run_id]) as held:
+            if held is None or not self.path(run_id).exists():
+                return None
+            new = change(self.read(run_id))
+            if new is None:
+                return None
+            if new.get("run_id") != run_id:
+                raise ValueError(f"an update of record {run_id} must keep its run_id, "
+                                 f"got {new.get('run_id')!r}")
+            return self.write(new)
 
     def supersede(self, run_id: str) -> Path | None:
         """Move an existing record aside (kept under runs/superseded/), before it is redone."""

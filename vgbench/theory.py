@@ -26,7 +26,6 @@ transient chaos"; Schoenholz et al. 2017, "Deep information propagation"; Pennin
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 from collections.abc import Callable
@@ -36,6 +35,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
+
+from vgbench.registry import did_you_mean
 
 N_POINTS = 100  # Gauss-Hermite nodes per axis; the composite rule uses N_POINTS // 8 per piece
 SELU_ALPHA = 1.6732632423543772
@@ -151,6 +152,30 @@ def from_callable(fn: Callable[..., Any], *, kinks: tuple[float, ...] = (), **kw
     return Phi(phi, dphi, tuple(sorted(kinks)))
 
 
+def from_table(x_max: float, values) -> Phi:
+    """An activation tabulated at ``len(values)`` evenly spaced points of [-x_max, x_max] (how
+    a run record carries an activation this module has no closed form for), linear between
+    the points and continued linearly beyond them."""
+    values = np.asarray(values, np.float64)
+    if values.ndim != 1 or len(values) < 3 or not np.all(np.isfinite(values)) or not x_max > 0:
+        raise ValueError("a tabulated activation needs x_max > 0 and at least 3 finite values")
+    xs = np.linspace(-float(x_max), float(x_max), len(values))
+    slopes = np.diff(values) / np.diff(xs)
+
+    def phi(x):
+        x = np.asarray(x, np.float64)
+        inside = np.interp(x, xs, values)
+        below = values[0] + slopes[0] * (x - xs[0])
+        above = values[-1] + slopes[-1] * (x - xs[-1])
+        return np.where(x < xs[0], below, np.where(x > xs[-1], above, inside))
+
+    def dphi(x):
+        index = np.clip(np.searchsorted(xs, np.asarray(x, np.float64)) - 1, 0, len(slopes) - 1)
+        return slopes[index]
+
+    return Phi(phi, dphi)
+
+
 def as_activation(activation, *, leaky_slope: float = 0.01) -> Phi:
     """Resolve a name in NUMPY_ACTIVATIONS, a (phi, dphi) pair or an elementwise callable."""
     if isinstance(activation, Phi):
@@ -161,10 +186,9 @@ def as_activation(activation, *, leaky_slope: float = 0.01) -> Phi:
         if activation in NUMPY_ACTIVATIONS:
             return NUMPY_ACTIVATIONS[activation]
         names = list(NUMPY_ACTIVATIONS)
-        near = difflib.get_close_matches(activation, names, n=1, cutoff=0.5)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise ValueError(f"no mean-field activation {activation!r}; valid choices: "
-                         f"{', '.join(names)}{hint} (or pass a (phi, dphi) pair / from_callable)")
+                         f"{', '.join(names)}{did_you_mean(activation, names)} (or pass a "
+                         "(phi, dphi) pair / from_callable / from_table)")
     if isinstance(activation, tuple | list) and len(activation) == 2 \
             and all(map(callable, activation)):
         return Phi(*activation)
@@ -633,57 +657,3 @@ def order_chaos_boundary(activation, sigma_b2_values, **kwargs) -> np.ndarray:
     """The boundary curve for a phase diagram: critical sigma_w^2 at each sigma_b^2 (1-D array)."""
     return np.atleast_1d(critical_sigma_w2(activation, np.asarray(sigma_b2_values, float),
                                            **kwargs))
-
-
-# ---------------------------------------------------------------------------- initializers
-
-def he_gain2(activation_name: str, leaky_slope: float = 0.01) -> float:
-    """The squared He gain the suite uses: 2/(1+a^2) for leaky slope a (PReLU: a = 0.25), else 2."""
-    if activation_name == "leaky_relu":
-        return 2.0 / (1.0 + leaky_slope ** 2)
-    if activation_name == "prelu":
-        return 2.0 / (1.0 + PRELU_INIT_SLOPE ** 2)
-    return 2.0
-
-
-# name -> (fan_in, fan_out, sigma_w, sigma_b, he_gain2) -> (sigma_w^2, sigma_b^2) | None,
-# mirroring the mean_field entries of vgbench/inits.py (a test keeps the two in step).
-INIT_SIGMA2: dict[str, Callable[[int, int, float, float, float], tuple[float, float] | None]] = {
-    "naive": lambda fi, fo, sw, sb, g2: (1.0 / 3.0, 0.0),  # Var U[+-1/sqrt(n)] = 1/(3n)
-    "small_normal": lambda fi, fo, sw, sb, g2: (1e-4 * fi, 0.0),
-    "xavier_uniform": lambda fi, fo, sw, sb, g2: (2.0 * fi / (fi + fo), 0.0),
-    "xavier_normal": lambda fi, fo, sw, sb, g2: (2.0 * fi / (fi + fo), 0.0),
-    "he_uniform": lambda fi, fo, sw, sb, g2: (g2, 0.0),
-    "he_normal": lambda fi, fo, sw, sb, g2: (g2, 0.0),
-    "lecun_normal": lambda fi, fo, sw, sb, g2: (1.0, 0.0),
-    # not Gaussian: the forward length follows sigma_w^2 = g^2, the Jacobian spectrum does not
-    "orthogonal": lambda fi, fo, sw, sb, g2: (sw ** 2, 0.0),
-    "gaussian": lambda fi, fo, sw, sb, g2: (sw ** 2, sb ** 2),
-    "identity": lambda fi, fo, sw, sb, g2: None,
-}
-
-
-def effective_sigma2(init_name: str, activation_name: str = "relu", *, fan_in: int | None = None,
-                     fan_out: int | None = None, sigma_w: float = 1.0, sigma_b: float = 0.0,
-                     leaky_slope: float = 0.01) -> tuple[float, float] | None:
-    """(sigma_w^2, sigma_b^2) of the Gaussian scheme equivalent to a built-in initializer.
-
-    Args:
-      init_name: a key of INIT_SIGMA2.
-      activation_name: sets the He gain (see he_gain2).
-      fan_in, fan_out: layer fans; a missing fan_out means a square layer.
-      sigma_w, sigma_b: the config's scales (gain of 'orthogonal'; both for 'gaussian').
-
-    Returns:
-      The pair, or None for schemes with no Gaussian equivalent ('identity') and for names
-      not in INIT_SIGMA2 (plugins: use the registry's Initializer.effective_sigma2).
-    """
-    entry = INIT_SIGMA2.get(init_name)
-    if entry is None:
-        return None
-    if fan_in is None and init_name == "small_normal":
-        raise ValueError("small_normal has a width-dependent sigma_w^2 = 1e-4 fan_in: pass fan_in")
-    fi = 1 if fan_in is None else fan_in
-    fo = fi if fan_out is None else fan_out
-    pair = entry(fi, fo, float(sigma_w), float(sigma_b), he_gain2(activation_name, leaky_slope))
-    return None if pair is None else (float(pair[0]), float(pair[1]))

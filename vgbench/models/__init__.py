@@ -55,6 +55,7 @@ class ModelFacts(NamedTuple):
     input_layout: str = "flat"         # the per-example input a task gives it (INPUT_LAYOUTS)
     cost: Callable | None = None       # cost(spec): rough seconds per training step, one core
     describe: tuple[str, ...] = ()     # config fields that tell its runs apart in a summary
+    mean_field: bool = False           # a stack of dense layers that mean-field theory describes
 
 
 _FACTS: dict[str, ModelFacts] = {}
@@ -63,7 +64,8 @@ _FACTS: dict[str, ModelFacts] = {}
 def register_model(name: str, make: Callable, *, check: Callable | None = None,
                    defaults: dict | None = None, input_layout: str = "flat",
                    cost: Callable | None = None, describe: tuple[str, ...] = (),
-                   doc: str | None = None, origin: str = "vgbench") -> Callable:
+                   mean_field: bool = False, doc: str | None = None,
+                   origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
     ``defaults``: config fields a run of this model takes where its config does not set them,
@@ -72,6 +74,8 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     one vector per example) or ``"channels"`` (its spatial or time axes, then channels last).
     ``cost(spec)``: rough seconds per training step on one CPU core (default: depth x 4e-5),
     used to balance workers. ``describe``: config fields a run summary names for this model.
+    ``mean_field``: the model is a stack of dense layers of ``width`` units that mean-field
+    theory describes; its records then carry the theory's inputs (``record.theory_inputs``).
     """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
@@ -88,7 +92,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
                              f"{', '.join(field_names())}")
     MODELS.register(name, make, doc=doc, origin=origin)
     _FACTS[name] = ModelFacts(check=check, defaults=dict(defaults or {}), input_layout=input_layout,
-                              cost=cost, describe=tuple(describe))
+                              cost=cost, describe=tuple(describe), mean_field=bool(mean_field))
     return make
 
 

@@ -146,4 +146,4 @@ def _check(spec) -> None:
     return None
 
 
-register_model("mlp", make_mlp, check=_check)
+register_model("mlp", make_mlp, check=_check, mean_field=True)

@@ -28,6 +28,7 @@ from vgbench.report.parallel import run_tasks
 from vgbench.report.records import Problem, in_studies, read_record, record_paths, study_memberships
 
 FRONTIER_AXES = ("depth", "seq_len")
+THEORY_COLUMNS = ("sigma_w2", "sigma_b2")   # of a record's theory inputs, as theory_<name>
 # config fields that never make an entry, even where they differ between ad-hoc runs
 _NOT_AXES = ("data_dir", "plugin_hash", "target")
 
@@ -256,6 +257,8 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
                     and underflow_first[i, point]:
                 row[key] = -math.inf
         row.update({k: _scalar(v) for k, v in config.items() if k not in row and k != "target"})
+        theory = record.get("theory") or {}   # the mean-field theory's inputs, where it applies
+        row.update({f"theory_{k}": _number(theory.get(k)) for k in THEORY_COLUMNS if theory})
         row.update({k: _scalar(v) for k, v in axes.items() if k not in row})
         row.update({"grid_hash": record.get("grid_hash"),
                     "vgbench_version": record.get("vgbench_version"),

@@ -89,12 +89,14 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
                 diverge: dict[int, int] | None = None, fail: dict[int, str] | None = None,
                 grid_hash: str | None = "5eed0f00", created: str = "2025-01-15T12:00:00Z",
                 weight_scale: float = 1.0, signal_boost: float = 0.0, legacy: bool = False,
-                **config_changes) -> dict:
+                theory: bool = False, **config_changes) -> dict:
     """A realistic record for one config; ``diverge`` maps seed -> step, ``fail`` seed -> error.
 
     ``weight_scale`` multiplies how far the weights move; ``signal_boost`` adds that many
     decades to the backpropagated signal at the input end (an exploding entry); ``legacy``
     leaves out the fields that older records lack (``tail_saturation``, ``inactive_fraction``).
+    ``theory``: add the mean-field theory's inputs a real record of this config carries
+    (:func:`vgbench.record.theory_inputs`; this imports the registries, and so JAX).
     """
     config = {**CONFIG_DEFAULTS, **config_changes}
     diverge, fail, seeds = diverge or {}, fail or {}, list(seeds)
@@ -236,6 +238,14 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
         "timing": {"compile_s": 1.5, "run_s": 0.01 * config["steps"]}, "env": dict(ENV),
     }
+    if theory:
+        from vgbench.record import theory_inputs
+        from vgbench.spec import RunSpec
+
+        spec = RunSpec.from_dict(config)
+        inputs = theory_inputs(spec, spec.input_dim if spec.task == "teacher" else 64)
+        if inputs is not None:
+            record["theory"] = inputs
     return _clean(record)
 
 

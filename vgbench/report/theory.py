@@ -69,33 +69,46 @@ def _slope(values: np.ndarray) -> float:
     return float(np.polyfit(np.arange(len(values))[ok], values[ok], 1)[0])
 
 
-def sigma2_of(config: dict, fan_in: int | None = None) -> tuple[float, float] | None:
-    """(sigma_w^2, sigma_b^2) of a config's initializer for a layer of this fan-in (default:
-    a hidden layer, ``width`` x ``width``); None where there is no Gaussian equivalent."""
-    width = int(config["width"])
-    return theory.effective_sigma2(
-        str(config["init"]), str(config["activation"]), fan_in=fan_in or width, fan_out=width,
-        sigma_w=float(config.get("sigma_w", 1.0)), sigma_b=float(config.get("sigma_b", 0.0)),
-        leaky_slope=float(config.get("leaky_slope", 0.01)))
+def theory_inputs(records) -> dict[str, dict]:
+    """Run id -> the theory inputs its record carries (``record["theory"]``, written by
+    :func:`vgbench.record.theory_inputs` for the models mean-field theory describes)."""
+    return {r["run_id"]: r["theory"] for r in records if isinstance(r.get("theory"), dict)}
 
 
-def predict(config: dict) -> dict | None:
-    """Mean-field predictions for a feed-forward config at initialization.
+def activation_of(inputs: dict, leaky_slope: float = 0.01) -> theory.Phi | None:
+    """The activation of a record's theory inputs: its tabulated ``phi`` where the record
+    carries one (a plugin's activation), else its name resolved by
+    :func:`vgbench.theory.as_activation`; None where neither is there."""
+    if isinstance(inputs.get("phi"), dict):
+        return theory.from_table(inputs["phi"]["x_max"], inputs["phi"]["values"])
+    try:
+        return theory.as_activation(str(inputs.get("activation")), leaky_slope=leaky_slope)
+    except ValueError:
+        return None
+
+
+def predict(config: dict, inputs: dict | None) -> dict | None:
+    """Mean-field predictions for a feed-forward config at initialization, from the theory
+    inputs of its record (``inputs``: the initializer's effective variances and the
+    activation, see :func:`vgbench.record.theory_inputs`).
 
     Returns ``sigma_w2``, ``sigma_b2``, ``q_star``, ``q1``, ``chi1`` (at q*),
     ``log10_ratio`` ((1/2) log10 chi_1 at q*), ``profile`` (predicted log10 |delta^l| -
     log10 |delta^L| for the hidden layers, from q^1), ``log10_ratio_fit`` (minus the slope of
     the profile over :func:`fit_window`) and ``jacobian_log10_mean_sq`` (sum over the hidden
     layers of log10 chi_1(q^l), the log of the Jacobian's mean squared singular value), or
-    None where the initializer has no Gaussian equivalent or the activation is unknown here.
+    None where the record has no theory inputs, the initializer has no Gaussian equivalent or
+    the activation is unknown.
     """
-    pair, stem = sigma2_of(config), sigma2_of(config, int(config.get("input_dim", 0)) or None)
-    if pair is None or stem is None or config["activation"] not in theory.NUMPY_ACTIVATIONS:
+    if not inputs or inputs.get("sigma_w2") is None or inputs.get("stem_sigma_w2") is None:
         return None
-    activation, depth = str(config["activation"]), int(config["depth"])
     slope = float(config.get("leaky_slope", 0.01))
-    (sw2, sb2), scale = pair, float(config.get("input_scale", 1.0))
-    q1 = stem[0] * scale ** 2 + stem[1]
+    activation, depth = activation_of(inputs, slope), int(config["depth"])
+    if activation is None:
+        return None
+    sw2, sb2 = float(inputs["sigma_w2"]), float(inputs["sigma_b2"])
+    scale = float(config.get("input_scale", 1.0))
+    q1 = float(inputs["stem_sigma_w2"]) * scale ** 2 + float(inputs["stem_sigma_b2"])
     lengths = [q1]
     for _ in range(depth - 1):
         lengths.append(float(theory.length_map(activation, lengths[-1], sw2, sb2,
@@ -155,11 +168,12 @@ def run_label(row) -> str:
     return f"{row['activation']} {row['init']}"
 
 
-def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
+def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.DataFrame:
     """Measured against predicted per-layer change of log10 |delta|, one row per run.
 
     ``runs`` and ``grad`` are the ``runs`` and ``grad_stats`` frames of the study (steps = 0
-    or not: log point 0 is initialization). Columns: the config, ``sigma_w2``, ``sigma_b2``,
+    or not: log point 0 is initialization); ``inputs``: run id -> its record's theory inputs
+    (:func:`theory_inputs`). Columns: the config, ``sigma_w2``, ``sigma_b2``,
     ``q_star``, ``q1``, ``chi1``, ``predicted`` ((1/2) log10 chi_1 at q*), ``predicted_fit``
     (over the fitted layers, from q^1), ``measured`` (mean over seeds), ``ci_low``,
     ``ci_high``, ``n_seeds``, ``error`` (measured - predicted_fit), ``rel_error``,
@@ -171,9 +185,7 @@ def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run_id, group in profiles.groupby("run_id", sort=False):
         config = {c: first.at[run_id, c] for c in CONFIG_COLUMNS if c in first.columns}
-        if config.get("activation") is None or first.at[run_id, "model"] != "mlp":
-            continue
-        found = predict(config)
+        found = predict(config, inputs.get(run_id)) if config.get("activation") else None
         if found is None:
             continue
         window = fit_window(int(config["depth"]))
@@ -258,18 +270,19 @@ def _q_text(q: float, dialect) -> str:
 
 # ---------------------------------------------------------------------------- tidy frames
 
-def profile_frame(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
+def profile_frame(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.DataFrame:
     """Measured log10 |delta^l| per run x seed x hidden layer, with the predicted profile.
 
     The prediction fixes the shape, not the overall scale (the loss at the output sets that):
     ``predicted`` is the profile shifted to the measured seed-median over the fitted layers.
+    ``inputs``: run id -> its record's theory inputs (:func:`theory_inputs`).
     """
     profiles = delta_profiles(runs, grad)
     first = runs.drop_duplicates("run_id").set_index("run_id")
     parts = []
     for run_id, group in profiles.groupby("run_id", sort=False):
         config = {c: first.at[run_id, c] for c in CONFIG_COLUMNS if c in first.columns}
-        found = predict(config) if first.at[run_id, "model"] == "mlp" else None
+        found = predict(config, inputs.get(run_id))
         if found is None:
             continue
         median = group.groupby("layer")["log10_delta"].median()
@@ -315,7 +328,8 @@ def spectra_frame(records: list[dict]) -> pd.DataFrame:
 
 def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Per entry of every trained plain-MLP study with a depth axis: its trainability frontier
-    (largest depth where >= 2/3 of seeds reach the target) and 6 xi_c at its initializer.
+    (largest depth where >= 2/3 of seeds reach the target) and 6 xi_c at its initializer
+    (the ``theory_sigma_w2``, ``theory_sigma_b2`` its records carry; the activation by name).
 
     ``xi_c`` is the correlation depth scale at the entry's (sigma_w^2, sigma_b^2): +inf at
     the edge of chaos (or where the theory has no scale), NaN where the initializer has no
@@ -328,9 +342,10 @@ def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
     def column(name, default):
         return runs[name] if name in runs else pd.Series(default, index=runs.index)
 
-    # plain MLPs only: the theory has no normalization, no skip connections, no clipping
+    # the models the theory describes (their records carry its inputs), without
+    # normalization, skip connections or clipping, which the theory does not have
     keep = runs[(runs["frontier_axis"] == "depth") & (runs["study"] != STUDY)
-                & (column("model", "mlp") == "mlp") & (column("norm", "none") == "none")
+                & column("theory_sigma_w2", math.nan).notna() & (column("norm", "none") == "none")
                 & (column("skip", "none") == "none") & (column("clip", "none") == "none")
                 & runs["target_value"].notna() & (column("steps", 1) > 0)]
     rows = []
@@ -341,19 +356,19 @@ def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
                 continue   # one depth: no frontier to speak of
             first = study_runs[study_runs["entry"] == entry].iloc[0]
             config = {c: first[c] for c in CONFIG_COLUMNS if c in first.index}
-            pair = sigma2_of(config) if config.get("activation") in theory.NUMPY_ACTIVATIONS else None
+            pair = (float(first["theory_sigma_w2"]), float(first["theory_sigma_b2"]))
+            slope = float(config.get("leaky_slope", 0.01))
+            activation = activation_of({"activation": config.get("activation")}, slope)
             xi = xi_grad = math.nan
-            if pair is not None:
-                field = theory.mean_field(config["activation"], *pair,
-                                          leaky_slope=float(config.get("leaky_slope", 0.01)))
+            if activation is not None:
+                field = theory.mean_field(activation, *pair)
                 xi = field.xi_c if field.xi_c > 0 else math.inf
                 xi_grad = abs(field.xi_grad)
             depth, censored = frontier(entry_settings)
             rows.append({"study": study, "task": task, "entry": entry,
                          "entry_order": int(entry_settings["entry_order"].iloc[0]),
                          "activation": config.get("activation"), "init": config.get("init"),
-                         "sigma_w2": pair[0] if pair else math.nan,
-                         "sigma_b2": pair[1] if pair else math.nan, "xi_c": xi,
+                         "sigma_w2": pair[0], "sigma_b2": pair[1], "xi_c": xi,
                          "predicted_depth": XI_MULTIPLE * xi, "xi_grad": xi_grad,
                          "gradient_depth": XI_MULTIPLE * xi_grad, "frontier": depth,
                          "frontier_censored": censored,
@@ -394,15 +409,17 @@ def plot_delta_profiles(df: pd.DataFrame, *, ax=None, legend: bool = True):
     return ax
 
 
-def plot_phase_diagram(activation: str, *, ax=None, points: pd.DataFrame | None = None,
-                       sigma_w2_range=(0.05, 4.0), sigma_b2_range=(0.0, 0.25), width: int = 1024,
+def plot_phase_diagram(activation, *, ax=None, points: pd.DataFrame | None = None,
+                       sigma_w2_range=(0.05, 4.0), sigma_b2_range=(0.0, 0.25),
+                       initializers: dict | None = None, title: str | None = None,
                        resolution=(41, 26), limit: float = PHASE_LIMIT, colorbar: bool = True):
     """chi_1 over (sigma_w^2, sigma_b^2) for one activation (Schoenholz et al. 2017, Fig. 1).
 
+    ``activation``: anything :func:`vgbench.theory.as_activation` takes (a name, a Phi).
     Colour: log10 chi_1 (blue: gradients vanish, red: they explode), clipped to +-``limit``;
     black line: the order/chaos boundary chi_1 = 1; white markers (labelled for a legend):
-    each built-in initializer's (sigma_w^2, sigma_b^2) for square layers of ``width``, the
-    initializers at one point sharing a marker; circles: ``points`` (columns
+    each of ``initializers`` (name -> (sigma_w^2, sigma_b^2) or None, as a record's theory
+    inputs list them), the initializers at one point sharing a marker; circles: ``points`` (columns
     ``sigma_w2``, ``sigma_b2`` and, if present, ``measured`` = (1/2) log10 chi_1 measured),
     filled with the measured chi_1 on the same colour scale.
     """
@@ -420,7 +437,7 @@ def plot_phase_diagram(activation: str, *, ax=None, points: pd.DataFrame | None 
                          shading="nearest", rasterized=True)
     if np.nanmin(log_chi) < 0 < np.nanmax(log_chi):
         ax.contour(sw2, sb2, log_chi, levels=[0.0], colors="k", linewidths=1.0)
-    for (x, y), names in _initializer_points(activation, width).items():
+    for (x, y), names in _initializer_points(initializers or {}).items():
         if sigma_w2_range[0] <= x <= sigma_w2_range[1] and sigma_b2_range[0] <= y <= sigma_b2_range[1]:
             ax.scatter([x], [y], marker=INIT_MARKERS.get(names[0], "P"), s=22, color="white",
                        edgecolor="k", linewidth=0.6, zorder=4, clip_on=False,
@@ -433,7 +450,8 @@ def plot_phase_diagram(activation: str, *, ax=None, points: pd.DataFrame | None 
                    linewidth=0.7, zorder=5, clip_on=False, label="study point (measured χ1)")
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label="log10 χ1", pad=0.02)
-    ax.set(xlim=sigma_w2_range, ylim=sigma_b2_range, xlabel="σw²", ylabel="σb²", title=activation)
+    ax.set(xlim=sigma_w2_range, ylim=sigma_b2_range, xlabel="σw²", ylabel="σb²",
+           title=title if title is not None else activation if isinstance(activation, str) else "")
     return ax
 
 
@@ -446,15 +464,14 @@ def label_colors(df: pd.DataFrame) -> dict:
                                               len(labels))))
 
 
-def _initializer_points(activation: str, width: int) -> dict:
-    """(sigma_w^2, sigma_b^2) -> names of the built-in initializers there ('gaussian' aside:
-    it is any point)."""
+def _initializer_points(initializers: dict) -> dict:
+    """(sigma_w^2, sigma_b^2) -> names of the initializers there ('gaussian' aside: it is any
+    point), from a record's theory inputs (name -> pair or None)."""
     found: dict[tuple, list] = {}
-    for name in theory.INIT_SIGMA2:
+    for name, pair in initializers.items():
         if name == "gaussian":
             continue
-        pair = theory.effective_sigma2(name, activation, fan_in=width, fan_out=width)
-        if pair is not None:
+        if pair is not None and None not in pair:
             found.setdefault((round(pair[0], 6), round(pair[1], 6)), []).append(name)
     for names in found.values():   # xavier_uniform and xavier_normal -> xavier
         for stem in {n.rsplit("_", 1)[0] for n in names}:
@@ -567,7 +584,8 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
     runs = frames.runs[frames.runs["study"] == STUDY]
     grad = frames.grad_stats[frames.grad_stats["study"] == STUDY]
     outputs = []
-    table = agreement_table(runs, grad) if len(runs) else pd.DataFrame()
+    inputs = theory_inputs(records)
+    table = agreement_table(runs, grad, inputs) if len(runs) else pd.DataFrame()
     if len(table):
         paths = (out_dir / "theory_agreement.csv", out_dir / "theory_agreement.md",
                  out_dir / "theory_agreement.tex")
@@ -576,13 +594,13 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
         paths[2].write_text(table_text(table, runs, LATEX), encoding="utf-8")
         outputs.append(Output("table", STUDY, "theory_agreement", CAPTIONS["agreement"], paths))
     plans = []
-    profiles = profile_frame(runs, grad) if len(runs) else pd.DataFrame()
+    profiles = profile_frame(runs, grad, inputs) if len(runs) else pd.DataFrame()
     if len(profiles):
         widest = profiles["width"].max()
         plans.append(("delta_profiles", CAPTIONS["delta_profiles"].format(width=int(widest)),
                       lambda: _profiles_figure(profiles[profiles["width"] == widest])))
     if len(table):
-        plans.append(("phase_diagram", CAPTIONS["phase_diagram"], lambda: _phase_figure(table)))
+        plans.append(("phase_diagram", CAPTIONS["phase_diagram"], lambda: _phase_figure(table, inputs)))
     theory_runs = set(runs["run_id"])   # a record may belong to the study by its manifest
     spectra = spectra_frame([r for r in records if r.get("run_id") in theory_runs])
     if len(spectra):
@@ -645,21 +663,25 @@ def _profiles_figure(profiles: pd.DataFrame):
     return fig
 
 
-def _phase_figure(table: pd.DataFrame):
+def _phase_figure(table: pd.DataFrame, inputs: dict):
     from vgbench.report.figure_files import (COLORBAR, facets, fit_legends, legend_width,
                                              outer_labels)
 
     gaussian = table[table["init"] == "gaussian"]
     activations = [a for a, _ in _by_activation(table) if a != "identity"]
-    width = int(table["width"].max())
+    widest = table[table["width"] == table["width"].max()]
     legend = ["xavier, lecun_normal, orthogonal", "study point (measured χ1)"]
     fig, axes = facets(len(activations), ncols=2, panel=(2.4, 1.9), sharey=False,
                        legend=COLORBAR + legend_width(legend))
     for ax, activation in zip(axes, activations):
         points = gaussian[gaussian["activation"] == activation]
         top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
-        plot_phase_diagram(activation, ax=ax, points=points,
-                           sigma_w2_range=(0.05, top), width=width, colorbar=False)
+        run = widest[widest["activation"] == activation]
+        run = (run if len(run) else table[table["activation"] == activation]).iloc[0]
+        found = inputs[run["run_id"]]   # the run's own activation and initializer points
+        plot_phase_diagram(activation_of(found, float(run.get("leaky_slope", 0.01))), ax=ax,
+                           points=points, sigma_w2_range=(0.05, top), title=activation,
+                           initializers=found["initializers"], colorbar=False)
     outer_labels(axes)
     import matplotlib as mpl
 
