@@ -149,6 +149,12 @@ def save(fig: Figure, stem: Path, formats=("png", "pdf")) -> list[Path]:
     the panels' labels and :func:`fit_legends` sized the figure to its legend (no tight
     bounding box, which would draw every figure once more)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.label.get_text():
+                # no label to place beside the tick labels: matplotlib would still lay out
+                # and measure them again, at every draw, to find where it goes
+                axis.set_label_coords(0, 0)
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
