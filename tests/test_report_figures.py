@@ -60,15 +60,16 @@ def test_grad_vs_layer_marks_layers_whose_signal_underflowed(toy):
     assert len(markers) == 1 and markers[0].get_offsets()[0][0] == 1
 
 
-def test_grad_heatmap_is_a_depth_by_layer_mesh(toy):
+def test_grad_heatmap_is_a_depth_by_layer_image(toy):
     _, grad = toy
     ax = fg.plot_grad_heatmap(grad[grad["entry"] == "relu"])
-    meshes = [c for c in ax.collections if isinstance(c, QuadMesh)]
-    assert len(meshes) == 1
-    values = meshes[0].get_array()
+    assert len(ax.images) == 1
+    values = ax.images[0].get_array()
     assert values.shape == (2, 4)                     # depths 2 and 4, up to 4 layers
     assert values.mask[0, 2:].all() and not values.mask[1].any()   # depth 2 has 2 layers
     assert [t.get_text() for t in ax.get_yticklabels()] == ["2", "4"]
+    # a cell per layer (1 to 4) and depth, the shallowest network at the top
+    assert list(ax.images[0].get_extent()) == [0.5, 4.5, 2, 0] and ax.get_ylim() == (2, 0)
 
 
 def test_loss_curves_draw_bands_plateaus_and_the_trivial_predictor(toy):
@@ -299,6 +300,8 @@ def finite_points(ax) -> np.ndarray:
         elif isinstance(c, QuadMesh):
             values = np.ma.masked_invalid(c.get_array())
             points += [np.ones((int(values.count()), 2))]
+    for image in ax.images:
+        points += [np.ones((int(np.ma.masked_invalid(image.get_array()).count()), 2))]
     points = [p[np.isfinite(p).all(axis=1)] for p in points if len(p)]
     return np.concatenate(points) if points else np.zeros((0, 2))
 
@@ -425,8 +428,7 @@ def test_one_exploding_entry_does_not_set_the_heatmap_colour_scale():
     from vgbench.report.figure_files import grad_heatmap_figure
 
     fig = grad_heatmap_figure(grad)
-    meshes = {ax.get_title().replace("\n", " "): next(c for c in ax.collections
-                                                       if isinstance(c, QuadMesh))
+    meshes = {ax.get_title().replace("\n", " "): ax.images[0]
               for ax in fig.axes if ax.get_title()}
     low, high = next(iter(meshes.values())).norm.vmin, next(iter(meshes.values())).norm.vmax
     at_init = grad[grad["log_point"] == 0]

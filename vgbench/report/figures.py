@@ -73,7 +73,8 @@ def plot_time_grad(df: pd.DataFrame, *, ax=None, value: str = "time_delta_norm",
 
 def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
                       log_point: int | str = 0, vmin=None, vmax=None, cbar: bool = True):
-    """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), median over seeds; one entry.
+    """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), median over seeds; one entry,
+    drawn as an image with a pixel per cell.
 
     Cells beyond a network's depth are blank. Cells below ``vmin`` (a signal that underflowed
     to zero among them) are drawn in the colour map's ``under`` colour, cells above ``vmax``
@@ -85,22 +86,25 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     per_cell = data.groupby(["frontier_value", "layer"])[value].median()
     with np.errstate(divide="ignore"):
         matrix = np.log10(per_cell).unstack("layer")
+    if len(matrix.columns):   # every layer a column: an image's cells are evenly spaced
+        matrix = matrix.reindex(columns=range(int(matrix.columns.max()) + 1))
     values = matrix.to_numpy(float)
     finite = values[np.isfinite(values)]
     low = vmin if vmin is not None else (finite.min() if finite.size else -1.0)
     values = np.where(np.isneginf(values), low - 1.0, values)   # underflow: below the scale
-    layers = matrix.columns.to_numpy(float) + 1
-    mesh = ax.pcolormesh(np.append(layers, layers[-1] + 1) - 0.5 if len(layers) else [0, 1],
-                         np.arange(len(matrix) + 1), np.ma.masked_invalid(values),
-                         cmap=HEATMAP_CMAP, vmin=low, vmax=vmax, shading="flat",
-                         rasterized=True)  # thousands of cells: an image even in a PDF
+    image = None
+    if values.size:
+        # one pixel per cell, row 0 (the shallowest network) at the top; a PDF embeds it as
+        # it is, where a rasterized mesh cost a figure-sized raster per panel
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=HEATMAP_CMAP, vmin=low, vmax=vmax,
+                          aspect="auto", interpolation="nearest", origin="upper",
+                          extent=(0.5, values.shape[1] + 0.5, len(matrix), 0))
     ax.set_yticks(np.arange(len(matrix)) + 0.5, [_number_text(v) for v in matrix.index])
-    ax.invert_yaxis()
     ax.xaxis.set_major_locator(InView(nbins=5, integer=True))
     ax.set(xlabel="layer l", ylabel=str(df["frontier_axis"].iloc[0]) if "frontier_axis" in df
            and len(df) else "depth")
-    if cbar:
-        ax.figure.colorbar(mesh, ax=ax, label="log10 " + GRAD_LABEL, extend="both")
+    if cbar and image is not None:
+        ax.figure.colorbar(image, ax=ax, label="log10 " + GRAD_LABEL, extend="both")
     return ax
 
 
@@ -464,8 +468,8 @@ def _log_y(ax):
 
 
 def has_data(ax) -> bool:
-    """Whether ``ax`` shows any data: a line, a line collection or a mesh with a finite value
-    (reference lines such as the trivial predictor's do not count)."""
+    """Whether ``ax`` shows any data: a line, a line collection, a mesh or an image with a
+    finite value (reference lines such as the trivial predictor's do not count)."""
     for line in ax.get_lines():
         if line.get_transform() == ax.transData and np.isfinite(
                 np.column_stack(line.get_data()).astype(float)).all(axis=1).any():
@@ -478,7 +482,7 @@ def has_data(ax) -> bool:
         elif isinstance(collection, mpl.collections.QuadMesh):
             if np.ma.masked_invalid(collection.get_array()).count():
                 return True
-    return False
+    return any(np.ma.masked_invalid(image.get_array()).count() for image in ax.images)
 
 
 def title_points() -> float:
