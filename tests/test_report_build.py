@@ -162,3 +162,29 @@ def test_a_record_shared_by_two_studies_counts_in_both(tmp_path):
     runs = load_frames(tmp_path).runs
     assert sorted(runs["study"].astype(str).unique()) == ["alpha", "beta"]
 
+
+
+def test_the_report_modules_import_each_other_without_a_cycle():
+    # every import between vgbench/report modules, at module level or inside a function
+    import ast
+    from pathlib import Path
+
+    import vgbench.report as package
+
+    folder = Path(package.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in modules:
+        deps = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vgbench.report"):
+                parts = node.module.split(".")
+                deps |= {a.name for a in node.names} if len(parts) == 2 else {parts[2]}
+        graph[name] = (deps & modules) - {name}
+    assert graph["figure_files"] and "build" not in graph["figure_files"]
+
+    def reaches(start, target, seen):
+        return any(d == target or (d not in seen and reaches(d, target, seen | {d}))
+                   for d in graph[start])
+
+    assert [name for name in sorted(modules) if reaches(name, name, {name})] == []

@@ -1,8 +1,11 @@
 """Seed statistics against direct computations."""
 
+import math
+
 import numpy as np
 import pytest
 
+from vgbench.report import stats
 from vgbench.report.stats import (BOOTSTRAP_SEED, N_BOOTSTRAP, bootstrap_ci, censored_median,
                                   describe, paired_comparison)
 
@@ -91,3 +94,12 @@ def test_paired_comparison_sees_a_consistent_improvement():
 def test_paired_comparison_rejects_unaligned_inputs():
     with pytest.raises(ValueError):
         paired_comparison([1.0, 2.0], [1.0])
+
+
+def test_t_interval_is_the_student_t_interval_over_the_finite_values():
+    mean, low, high, n = stats.t_interval([1.0, 2.0, 3.0, np.nan])
+    assert (mean, n) == (2.0, 3)
+    assert high - mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)   # t_0.975(2)
+    assert mean - low == pytest.approx(high - mean)
+    assert math.isnan(stats.t_interval([1.0])[1]) and stats.t_interval([])[3] == 0
+

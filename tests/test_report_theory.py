@@ -112,13 +112,6 @@ def test_agreement_table_flags_the_run_that_disagrees(records):
     assert table.at["tanh sw2=3", "rel_error"] == pytest.approx(0.3, rel=0.1)
 
 
-def test_t_interval():
-    mean, low, high, n = report.t_interval([1.0, 2.0, 3.0, np.nan])
-    assert (mean, n) == (2.0, 3)
-    assert high - mean == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)
-    assert math.isnan(report.t_interval([1.0])[1]) and report.t_interval([])[3] == 0
-
-
 def test_fit_window_leaves_out_the_ends_of_deep_networks():
     assert report.fit_window(32) == slice(2, 30)
     assert report.fit_window(5) == slice(0, 5)

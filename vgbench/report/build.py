@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from vgbench.report.frames import load_frames
-from vgbench.report.index import Output, write_index
+from vgbench.report.index import Output, safe_name, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
 from vgbench.report.parallel import default_workers, run_tasks
 from vgbench.report import sensitivity, tuning
@@ -80,11 +79,6 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
     n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
     index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]
-
-
-def safe_name(study: str) -> str:
-    """A study name as a file name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
 
 
 def _study_boards(runs: pd.DataFrame, baseline):

@@ -19,9 +19,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from vgbench.report import figures as fg
-from vgbench.report.build import safe_name
 from vgbench.report.captions import CAPTIONS
 from vgbench.report.frames import with_runs
+from vgbench.report.index import safe_name
 from vgbench.report.leaderboard import headline_value
 from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
 

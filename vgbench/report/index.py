@@ -4,6 +4,7 @@ had to skip. It reads as a report on any Git host."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from vgbench.report.captions import LOOK_AT, figure_kind
 from vgbench.report.records import Problem
 
 GUIDE = Path("docs") / "vanishing-gradients.md"   # beside the results folder, in the repository
+
+
+def safe_name(study: str) -> str:
+    """A study name as a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,24 @@ def describe(values) -> dict[str, float]:
             "median": float(np.median(values)), "ci_low": low, "ci_high": high}
 
 
+def t_interval(values, *, level: float = LEVEL) -> tuple[float, float, float, int]:
+    """Mean and Student-t interval over the finite ``values``: (mean, low, high, n)."""
+    import math
+
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n == 0:
+        return (math.nan, math.nan, math.nan, 0)
+    mean = float(values.mean())
+    if n < 2:
+        return (mean, math.nan, math.nan, 1)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return (mean, mean - half, mean + half, n)
+
+
 def censored_median(values) -> float:
     """Median where NaN means "never happened" (counted as later than everything).
 
