@@ -312,28 +312,39 @@ def _long_frame(parts: list, inner: str | None) -> pd.DataFrame:
         shape = next(iter(values.values())).shape
         index = np.indices(shape).reshape(len(shape), -1)
         n = index.shape[1]
-        studies.append(np.full(n, study, dtype=object))
-        run_ids.append(np.full(n, run_id, dtype=object))
+        studies.append(([study], np.zeros(n, dtype=np.int64)))
+        run_ids.append(([run_id], np.zeros(n, dtype=np.int64)))
         columns.setdefault("seed", []).append(np.asarray(seeds)[index[0]])
         columns.setdefault("log_point", []).append(points[index[1]])
         columns.setdefault("step", []).append(np.asarray(steps)[points[index[1]]])
         if inner is not None:
             columns.setdefault(inner, []).append(index[2])
         if inner == "layer":
-            names.append(np.asarray(part[2], dtype=object)[index[2]])
+            names.append((part[2], index[2]))
         for key, array in values.items():
             columns.setdefault(key, []).append(array.reshape(-1))
     if not parts:
         return pd.DataFrame(columns=["study", "run_id", "seed", "log_point", "step"])
-    frame = {"study": pd.Categorical(np.concatenate(studies)),
-             "run_id": pd.Categorical(np.concatenate(run_ids))}
+    frame = {"study": _categorical(studies), "run_id": _categorical(run_ids)}
     frame.update({k: np.concatenate(v) for k, v in columns.items()})
     if names:
-        frame["layer_name"] = pd.Categorical(np.concatenate(names))
+        frame["layer_name"] = _categorical(names)
     for flag in ("delta_underflow", "time_delta_underflow"):
         if flag in frame:
             frame[flag] = frame[flag] == 1
     return pd.DataFrame(frame)
+
+
+def _categorical(parts: list[tuple]) -> pd.Categorical:
+    """One categorical column from parts ``(labels, rows)``: ``labels[i]`` for each i in
+    ``rows``. Built from codes, which is as quick as the rows are many (an object array of
+    every row, factorized, is not). The categories are sorted, as ``pd.Categorical`` sorts
+    them."""
+    categories = sorted({label for labels, _ in parts for label in labels})
+    code = {label: i for i, label in enumerate(categories)}
+    codes = [np.array([code[label] for label in labels], dtype=np.int64)[rows]
+             for labels, rows in parts]
+    return pd.Categorical.from_codes(np.concatenate(codes), categories)
 
 
 # ---------------------------------------------------------------------------- small helpers
