@@ -75,3 +75,26 @@ def test_log_points():
 def test_any_step_count_trains_and_its_last_log_point_is_the_end(steps, log_every, expected):
     spec = RunSpec(steps=steps, log_every=log_every)
     assert spec.log_steps == expected and spec.log_points == len(expected)
+
+
+def test_one_home_for_the_run_id_the_defaults_and_the_seeds():
+    # the synthetic records the reporter's tests use hash and default exactly like RunSpec
+    from vgbench import cli, grid
+    from vgbench.report.synthetic import make_record
+    from vgbench.spec import field_defaults, run_id_of, seeds_from
+
+    spec = RunSpec(depth=7, activation="tanh", steps=30, log_every=25)
+    assert run_id_of(spec.to_dict()) == spec.run_id
+    assert make_record(depth=7, activation="tanh", steps=30, log_every=25)["run_id"] == spec.run_id
+    assert make_record(steps=30, log_every=25)["diagnostics"]["steps"] == spec.log_steps
+    assert field_defaults() == RunSpec().to_dict()
+    # seeds: the command line and grid files read them with one rule
+    assert cli.parse_seeds("3") == list(seeds_from(3)) == [0, 1, 2]
+    assert cli.parse_seeds("0,5,9") == list(seeds_from([0, 5, 9]))
+    for bad_text, bad_value in [("1,1", [1, 1]), ("0", 0)]:
+        with pytest.raises(Exception, match="distinct"):
+            cli.parse_seeds(bad_text)
+        with pytest.raises(ValueError, match="distinct integers"):
+            seeds_from(bad_value)
+        with pytest.raises(grid.GridError, match="study.seeds: expected a count"):
+            grid._parse_seeds(bad_value, "g.toml")

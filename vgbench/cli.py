@@ -21,21 +21,16 @@ class UsageError(Exception):
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'3' means seeds 0, 1, 2; '0,5,9' names them."""
+    """'3' means seeds 0, 1, 2; '0,5,9' names them (as a grid file's ``seeds``)."""
+    from vgbench.spec import seeds_from
+
     try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            count = int(text)
-            if count < 1:
-                raise ValueError
-            seeds = list(range(count))
+        value = [int(s) for s in text.split(",") if s.strip()] if "," in text else int(text)
+        return list(seeds_from(value))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--seeds takes a count (e.g. 3) or a comma-separated list (e.g. 0,5,9), got {text!r}") from None
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise argparse.ArgumentTypeError(f"--seeds must name distinct seeds, got {text!r}")
-    return seeds
+            f"--seeds takes a count (e.g. 3) or a comma-separated list of distinct seeds "
+            f"(e.g. 0,5,9), got {text!r}") from None
 
 
 SEEDS_HELP = "a count (3: seeds 0, 1, 2) or a comma-separated list (0,5,9); default: seed 0"

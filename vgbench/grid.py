@@ -157,14 +157,10 @@ _MISSING = object()
 
 
 def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return tuple(range(value))
-    if (isinstance(value, list) and value
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
-            and len(set(value)) == len(value)):
-        return tuple(value)
-    raise GridError(f"{where}: study.seeds: expected a count >= 1 (seeds 0..n-1) or a list of "
-                    f"distinct integers, got {value!r}")
+    try:
+        return spec_mod.seeds_from(value)
+    except ValueError as err:
+        raise GridError(f"{where}: study.seeds: {err}") from None
 
 
 # ---------------------------------------------------------------------------- loading
@@ -422,11 +418,7 @@ def _load_plugins(plugins: Any, path: Path, where: str) -> tuple[str, ...]:
         plugin_mod.load(plugins, base=path.parent, where=f"{where}: study.plugins")
     except plugin_mod.PluginError as err:
         raise GridError(str(err)) from None
-    resolved = []
-    for ref in plugins:
-        is_path = ref.endswith(".py") or "/" in ref or "\\" in ref
-        resolved.append(str((path.parent / Path(ref).expanduser()).resolve()) if is_path else ref)
-    return tuple(resolved)
+    return tuple(plugin_mod.resolve(ref, base=path.parent) for ref in plugins)
 
 
 def _baseline(value: Any, check: _Checker, where: str) -> dict | None:

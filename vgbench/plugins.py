@@ -30,17 +30,30 @@ def _source_of_module(name: str) -> tuple[str, bytes]:
     return name, Path(spec.origin).read_bytes() if Path(spec.origin).exists() else name.encode()
 
 
+def is_path(ref: str) -> bool:
+    """Whether a plugin reference names a file (else an importable module)."""
+    return ref.endswith(".py") or "/" in ref or "\\" in ref
+
+
+def resolve(ref: str, *, base: Path | None = None) -> str:
+    """A plugin reference as its key: a file's absolute path (relative to ``base``), or the
+    module name."""
+    if not is_path(ref):
+        return ref
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(path.resolve())
+
+
 def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> str:
     """Import one plugin (a .py path, relative to ``base``, or a module name); return its source hash."""
     if not isinstance(ref, str) or not ref:
         raise PluginError(f"{where}: a plugin must be a non-empty string (a .py path or a module name), "
                           f"got {ref!r}")
-    is_path = ref.endswith(".py") or "/" in ref or "\\" in ref
-    if is_path:
-        path = Path(ref).expanduser()
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        path = path.resolve()
+    by_path = is_path(ref)
+    if by_path:
+        path = Path(resolve(ref, base=base))
         if not path.is_file():
             raise PluginError(f"{where}: plugin file {str(path)!r} does not exist")
         key, source = str(path), path.read_bytes()
@@ -58,7 +71,7 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
     registry.import_builtins()   # built-in entries must register as vgbench's, not as the plugin's
     registry._ORIGINS.append(key)
     try:
-        if is_path:
+        if by_path:
             mod_name = "vgbench_plugin_" + hashlib.sha256(key.encode()).hexdigest()[:12]
             spec = importlib.util.spec_from_file_location(mod_name, key)
             module = importlib.util.module_from_spec(spec)

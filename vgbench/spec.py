@@ -98,7 +98,7 @@ class RunSpec:
     @staticmethod
     def defaults(model: Any = None) -> dict[str, Any]:
         """Every field's default for a config of ``model`` (None: the default model)."""
-        values = {f.name: f.default for f in fields(RunSpec)}
+        values = field_defaults()
         return {**values, **_model_defaults(values["model"] if model is None else model)}
 
     # -- identity -------------------------------------------------------------------------
@@ -108,9 +108,7 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Stable hash of the config: the same fields always give the same id."""
-        blob = json.dumps({"schema": SCHEMA, "config": self.to_dict()}, sort_keys=True,
-                          separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return run_id_of(self.to_dict())
 
     def replace(self, **changes) -> "RunSpec":
         unknown = sorted(set(changes) - set(field_names()))
@@ -126,8 +124,7 @@ class RunSpec:
         The last log point is always the end of training; when ``steps`` is not a multiple of
         ``log_every`` the last interval is the shorter remainder.
         """
-        steps = list(range(0, self.steps + 1, self.log_every))
-        return steps if steps[-1] == self.steps else [*steps, self.steps]
+        return log_steps(self.steps, self.log_every)
 
     @property
     def log_points(self) -> int:
@@ -149,6 +146,35 @@ class RunSpec:
 
 def field_names() -> list[str]:
     return [f.name for f in fields(RunSpec)]
+
+
+def field_defaults() -> dict[str, Any]:
+    """Every field's own default, before a model's (no registry is imported: JAX-free)."""
+    return {f.name: f.default for f in fields(RunSpec)}
+
+
+def log_steps(steps: int, log_every: int) -> list[int]:
+    """The training step of each log point of a run (see ``RunSpec.log_steps``)."""
+    points = list(range(0, steps + 1, log_every))
+    return points if points[-1] == steps else [*points, steps]
+
+
+def run_id_of(config: dict[str, Any]) -> str:
+    """The run id of a complete config (every field, as ``RunSpec.to_dict`` gives it)."""
+    blob = json.dumps({"schema": SCHEMA, "config": config}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def seeds_from(value: Any) -> tuple[int, ...]:
+    """Seeds from a count ``n`` (seeds 0..n-1) or a list of distinct integers."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return tuple(range(value))
+    if (isinstance(value, list) and value
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in value)
+            and len(set(value)) == len(value)):
+        return tuple(value)
+    raise ValueError(f"expected a count >= 1 (seeds 0..n-1) or a list of distinct integers, "
+                     f"got {value!r}")
 
 
 def unknown_field_message(name: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-SCHEMA = "vgbench.run/1"
+from vgbench.spec import SCHEMA   # the record format this reporter reads
+
 STATUSES = ("ok", "diverged", "failed")
 _REQUIRED = {"run_id": str, "config": dict, "seeds": list, "status": list, "metrics": dict,
              "diagnostics": dict, "summary": dict}

@@ -17,16 +17,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA = "vgbench.run/1"
+from vgbench.spec import SCHEMA, field_defaults, log_steps, run_id_of
 
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "task": "digits", "model": "mlp", "depth": 4, "width": 64, "activation": "relu",
-    "init": "he_normal", "sigma_w": 1.0, "sigma_b": 0.0, "leaky_slope": 0.01, "norm": "none",
-    "skip": "none", "cell": "rnn", "recurrent_init": "orthogonal", "forget_bias": 1.0,
-    "seq_len": 100, "input_dim": 64, "input_scale": 1.0, "optimizer": "sgd", "lr": 0.1,
-    "clip": "none", "clip_threshold": 1.0, "steps": 500, "batch_size": 128, "log_every": 25,
-    "target": None, "data_dir": None, "plugin_hash": None,
-}
+CONFIG_DEFAULTS: dict[str, Any] = field_defaults()   # the run config's own (no model's)
 
 ENV = {"python": "3.11.9", "jax": "0.4.35", "jaxlib": "0.4.35", "flax": "0.10.2",
        "optax": "0.2.4", "numpy": "2.1.3", "backend": "cpu", "device_kind": "cpu",
@@ -47,11 +40,6 @@ _TASKS = {  # trivial predictor's loss, target metric, target, higher is better,
     "adding": (0.167, "test_loss", 0.05, False, 0.167),
     "teacher": (1.0, "test_loss", 0.1, False, 1.0),
 }
-
-
-def run_id(config: dict) -> str:
-    blob = json.dumps({"schema": SCHEMA, "config": config}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _clean(value):
@@ -104,12 +92,12 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
     baseline, metric, target, higher, start = _TASKS.get(config["task"], _TASKS["teacher"])
     if config["target"] is not None:
         target = float(config["target"])
-    steps = np.arange(0, config["steps"] + 1, config["log_every"])
+    steps = np.array(log_steps(config["steps"], config["log_every"]))
     n_seed, n_point = len(seeds), len(steps)
     n_layer = 3 if recurrent else config["depth"]
     horizon = config["seq_len"] if recurrent else n_layer
     gain = _per_step_gain(config)
-    rng = np.random.default_rng(int(run_id(config)[:8], 16))
+    rng = np.random.default_rng(int(run_id_of(config)[:8], 16))
 
     # backpropagated signal: gain per layer/time step, input-side entries smallest
     log_gain = math.log10(gain) + 0.3 / horizon * rng.standard_normal((n_seed, 1, 1))
@@ -230,7 +218,7 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         for name in ("tail_saturation", "inactive_fraction"):
             del diagnostics[name], summary[f"{name}_final"]
     record = {
-        "schema": SCHEMA, "run_id": run_id(config), "study": study, "grid_hash": grid_hash,
+        "schema": SCHEMA, "run_id": run_id_of(config), "study": study, "grid_hash": grid_hash,
         "grid_axes": grid_axes or {}, "vgbench_version": "0.1.0", "created": created,
         "config": config, "seeds": seeds, "status": status, "diverged_at_step": diverged_at,
         "error": errors,
