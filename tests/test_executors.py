@@ -16,24 +16,13 @@ from vgbench.executors import make_executor, run_batch
 from vgbench.runner import make_batches
 from vgbench.store import RunLock, Store
 
+from fixtures_grids import tiny_grid
 from test_runner import jax_cache, records, results_dir  # noqa: F401  (jax_cache: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = """
-    [study]
-    name = "tiny_exec"
-    seeds = 2
-    baseline = { init = "naive" }
-    [fixed]
-    width = 8
-    batch_size = 16
-    steps = 6
-    log_every = 3
-    [axes]
-    depth = [2, 3]
-    init = ["naive", "he_normal", "xavier_normal"]
-    """
+TINY = tiny_grid("tiny_exec", 'depth = [2, 3]\ninit = ["naive", "he_normal", "xavier_normal"]',
+                 study='baseline = { init = "naive" }')
 
 
 @pytest.fixture

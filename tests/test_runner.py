@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures_grids import tiny_grid
 from vgbench import cli, grid
 from vgbench.runner import make_batches, select_shard
 from vgbench.train import program_key
@@ -19,20 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "benchmarks" / "smoke.toml"
 VOLATILE = ("timing", "created")
 
-TINY = """
-    [study]
-    name = "tiny"
-    seeds = 2
-    [fixed]
-    width = 8
-    batch_size = 16
-    steps = 6
-    log_every = 3
-    [axes]
-    depth = [2, 3]
-    activation = ["tanh", "relu"]
-    init = ["naive", "he_normal"]
-    """
+TINY = tiny_grid("tiny", 'depth = [2, 3]\nactivation = ["tanh", "relu"]\ninit = ["naive", "he_normal"]')
 
 
 @pytest.fixture(scope="session")
