@@ -148,3 +148,17 @@ def test_lower_is_better_metrics_rank_ascending():
     board = leaderboard(build_frames(records).runs)
     assert board["entry"].tolist() == ["he_normal", "naive"]
     assert board["mean"].tolist() == pytest.approx([0.15, 0.35])
+
+
+def test_a_recurrent_model_of_any_name_fits_its_decay_over_time_steps():
+    # read from the records' per-time-step summaries, not from a model's name: a plugin's
+    # recurrent model whose signal never fell three decades (no effective horizon) included
+    from fixtures_records import recurrent_study
+
+    records = recurrent_study(seq_lens=(5,), cells=("lstm",)) + toy_study()[:1]
+    records[0]["config"]["model"] = "my_recurrent_net"
+    records[0]["summary"]["effective_horizon"] = [None] * len(records[0]["seeds"])
+    records[0]["summary"]["effective_horizon_final"] = [None] * len(records[0]["seeds"])
+    settings = by_setting(build_frames(records).runs).set_index("study")
+    assert settings.loc["memory", "decay_over"] == "time step"
+    assert set(settings.drop(index="memory")["decay_over"]) == {"layer"}

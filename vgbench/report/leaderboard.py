@@ -84,9 +84,10 @@ def verdict_summary(rows: pd.DataFrame) -> str:
 
 
 def _recurrent(rows: pd.DataFrame) -> bool:
-    if "effective_horizon" in rows and rows["effective_horizon"].notna().any():
-        return True
-    return "model" in rows and bool((rows["model"] == "rnn").any())
+    """Whether the rows' records fitted their decay over time steps (a recurrent model's
+    records carry per-time-step summaries; no model is named here)."""
+    return any(key in rows and rows[key].notna().any()
+               for key in ("effective_horizon", "temporal_decay", "temporal_decay_final"))
 
 
 def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
