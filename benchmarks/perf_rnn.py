@@ -204,7 +204,7 @@ def model_at(revision: str):
     import tempfile
     from pathlib import Path
 
-    from vgbench import models
+    from vgbench import models, registry
 
     root = Path(__file__).resolve().parent.parent
     source = subprocess.run(["git", "show", f"{revision}:vgbench/models/rnn.py"], cwd=root,
@@ -215,10 +215,15 @@ def model_at(revision: str):
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module  # dataclasses look their module up
     register, models.register_model = models.register_model, lambda *a, **k: None
+    axes = dict(getattr(registry, "_AXES", {}))   # its own cell registry claims no config field
+    getattr(registry, "_AXES", {}).clear()
     try:
         module_spec.loader.exec_module(module)
     finally:
         models.register_model = register
+        if hasattr(registry, "_AXES"):
+            registry._AXES.clear()
+            registry._AXES.update(axes)
     return module
 
 

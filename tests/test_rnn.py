@@ -147,6 +147,31 @@ def test_scan_and_fused_backward_equal_the_unrolled_loop(name):
     np.testing.assert_allclose(jitted, rnn.fused_recurrence(cell, act, *args), atol=1e-6)
 
 
+def test_input_projection_and_its_backward_equal_the_plain_einsum():
+    """Values and ∂/∂(u, w_x, b) of the hand-written backward pass, also vmapped over seeds."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 4)
+    u, g = jax.random.normal(keys[0], (T, B, C)), jax.random.normal(keys[1], (T, B, 3 * W))
+    w_x, b = jax.random.normal(keys[2], (C, 3 * W)), jax.random.normal(keys[3], (3 * W,))
+
+    def loss(projection, u, w_x, b):
+        return jnp.sum(jnp.sin(projection(u, w_x, b)) * g)
+
+    def plain(u, w_x, b):
+        return jnp.einsum("tbc,ck->tbk", u, w_x) + b
+
+    np.testing.assert_allclose(rnn.input_projection(u, w_x, b), plain(u, w_x, b), rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(functools.partial(loss, f), argnums=(0, 1, 2))(u, w_x, b)
+             for f in (rnn.input_projection, plain)]
+    for a, b_ in zip(*grads):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+    stacked = jnp.stack([w_x, -0.5 * w_x])
+    vmapped = jax.vmap(jax.grad(functools.partial(loss, rnn.input_projection), argnums=1),
+                       in_axes=(None, 0, None))(u, stacked, b)
+    for i in range(2):
+        np.testing.assert_allclose(vmapped[i], jax.grad(functools.partial(loss, plain), argnums=1)(
+            u, stacked[i], b), rtol=1e-5, atol=1e-5)
+
+
 def test_fused_backward_works_under_vmap_over_seeds():
     cell = rnn.get_cell("lstm")
     x, w_x, b, w_h, state0, _ = random_inputs(cell)
@@ -180,7 +205,7 @@ def probe_setup(name="lstm", task="adding", length=T, batch=B, depth=1, **change
     return model, params, g, stats, (x, y, state, task_)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
 def test_time_step_probe_gradient_equals_finite_differences(name):
     model, params, g, _, (x, y, state, task) = probe_setup(name, batch=8, activation="tanh")
     direction = jax.tree_util.tree_map(

@@ -308,15 +308,34 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     return run
 
 
+@jax.custom_vjp
 def input_projection(u, w_x, b):
     """u [T, B, C] @ w_x [C, K] + b for every step at once, as one matmul.
 
     The bias rides in the matmul as a row of w_x against a constant input channel: XLA:CPU
     otherwise writes the [T, B, K] product and then reads and writes it again to add b.
+    The backward pass is written out as plain 2-D matmuls: JAX's own transpose of the einsum
+    made XLA:CPU copy ∂L/∂xp into a transposed [K, T·B] layout and contract over T·B in a slow
+    kernel (27 ms of CPU time against 5 ms at T = 200, batch 64, K = 512; benchmarks/perf_rnn.py).
     """
     ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
     return jnp.einsum("tbi,ik->tbk", jnp.concatenate([u, ones], axis=-1),
                       jnp.concatenate([w_x, b[None]], axis=0))
+
+
+def _input_projection_fwd(u, w_x, b):
+    return input_projection(u, w_x, b), (u, w_x)
+
+
+def _input_projection_bwd(res, d_xp):
+    u, w_x = res
+    d_flat = d_xp.reshape(-1, d_xp.shape[-1])                    # [T·B, K]
+    d_w_x = jnp.dot(u.reshape(-1, u.shape[-1]).T, d_flat)        # [C, K]
+    d_u = jnp.dot(d_flat, w_x.T).reshape(u.shape)                # dropped for the data input
+    return d_u, d_w_x, jnp.sum(d_flat, axis=0)
+
+
+input_projection.defvjp(_input_projection_fwd, _input_projection_bwd)
 
 
 def spectral_radius(w, squarings: int = SPECTRAL_SQUARINGS):
