@@ -13,6 +13,10 @@ def test_a_finite_but_exploded_loss_is_a_divergence():
     baseline = 1 / 6
     calm = np.array([5.0, 0.2, 0.1, 0.05])           # a large loss at init alone is no divergence
     assert blown_up_at(calm, 0.05, steps, 30, baseline) is None
+    # an exploded start (a deep ReLU residual stack) that comes down is training, not blowing up
+    recovering = np.array([3e13, 601.0, 43.5, 3.8])
+    assert blown_up_at(recovering, 2.0, steps, 30, baseline) is None
+    assert blown_up_at(np.array([3e13, 601.0, 4e13, 3.8]), 2.0, steps, 30, baseline) == 20
     exploded = np.array([0.2, 0.17, 9.05e33, 1e30])
     assert blown_up_at(exploded, 1e30, steps, 30, baseline) == 20
     at_end = np.array([0.2, 0.17, 0.16, 0.16])

@@ -25,7 +25,7 @@ from vgbench.spec import SCHEMA, RunSpec
 
 PLATEAU_TOL = 0.01        # relative change of the test loss below which it "stops changing"
 PLATEAU_WINDOW = 0.2      # window, as a fraction of the run's log points (at least 2)
-BLOWUP_FACTOR = 100.0     # a loss above 100x the task's trivial baseline has blown up: diverged
+BLOWUP_FACTOR = 100.0     # a loss risen above 100x the trivial baseline (and its start) has blown up
 LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
                 "saturation", "tail_saturation", "inactive_fraction", "dead_fraction")
 UNIT_FRACTIONS = ("dead_fraction", "saturation", "tail_saturation", "inactive_fraction")
@@ -177,13 +177,17 @@ def add_recurrent_summary(diagnostics: dict, summary: dict, logs: dict) -> None:
 
 def blown_up_at(losses: np.ndarray, final_train_loss: float, steps: list[int], last_step: int,
                 baseline: float) -> int | None:
-    """First step after initialization whose training loss is above BLOWUP_FACTOR x the task's
-    trivial baseline (the logged minibatch losses, then the final loss on the training set).
+    """First step after initialization whose training loss has risen above both BLOWUP_FACTOR x
+    the task's trivial baseline and the loss at initialization (the logged minibatch losses,
+    then the final loss on the training set); None if it never did.
 
     Such a run has exploded even if its numbers are still finite (a loss of 1e33 is not a
-    result to average), so it counts as diverged, like a non-finite loss or gradient.
+    result to average), so it counts as diverged, like a non-finite loss or gradient. A network
+    whose forward pass is already exploded at initialization (a deep ReLU residual stack can
+    start at a loss of 1e13) and whose loss comes down from there is training, not blowing up.
     """
-    limit = BLOWUP_FACTOR * baseline
+    start = float(losses[0]) if len(losses) and np.isfinite(losses[0]) else -np.inf
+    limit = max(BLOWUP_FACTOR * baseline, start)
     for step, loss in zip(steps[1:], losses[1:]):
         if not np.isfinite(loss) or loss > limit:
             return int(step)
