@@ -203,9 +203,10 @@ def test_shipped_grids_load_and_expand():
     mm = by_name["modern_mitigations"]
     assert {(r.spec.skip, r.spec.clip) for r in mm.runs} >= {("skipinit", "none"), ("none", "agc")}
     rec = by_name["recurrent"]
-    assert {(r.spec.cell, r.spec.task, r.spec.seq_len, r.spec.clip) for r in rec.runs} == {
-        (c, t, n, k) for c in ("rnn", "irnn", "lstm", "gru") for t in ("adding", "copy")
-        for n in (50, 100, 200) for k in ("none", "global_norm")}
+    cells = ("rnn", "irnn", "lstm", "gru")
+    assert {(r.spec.cell, r.spec.task, r.spec.seq_len) for r in rec.runs} == {
+        *((c, "adding", n) for c in cells for n in (50, 100, 200)), *((c, "copy", 10) for c in cells)}
+    assert rec.tuning == {"lr": [0.001, 0.003, 0.01]}
     # a config belongs to one study: a shared run would carry only one study's name
     ids = [r.run_id for g in grids for r in g.runs]
     assert len(ids) == len(set(ids))
