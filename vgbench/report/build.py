@@ -99,11 +99,11 @@ def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: 
     board, settings = _study_boards(runs, baseline)
     outputs = _write_tables(study, safe_name(study), runs, board, settings, results_dir)
     figure_dir = results_dir / "figures" / safe_name(study)
+    chosen = set(runs["run_id"])
     if not candidates.empty:
         outputs += _write_tuning(study, safe_name(study), candidates, results_dir)
         outputs += [Output("figure", study, name, caption, tuple(paths)) for name, caption, paths
-                    in sensitivity.sensitivity_figures(every_run, figure_dir, formats)]
-    chosen = set(runs["run_id"])
+                    in sensitivity.sensitivity_figures(every_run, chosen, figure_dir, formats)]
     parts = [f[(f["study"] == study) & f["run_id"].isin(chosen)]
              for f in (frames.grad_stats, frames.time_stats, frames.curves)]
     written = study_figures(runs, *parts, figure_dir, formats)

@@ -61,9 +61,10 @@ def plot_sensitivity(df: pd.DataFrame, *, field: str = "lr", ax=None, colors=Non
     return ax
 
 
-def sensitivity_figures(runs: pd.DataFrame, outdir: Path, formats=("png", "pdf")):
+def sensitivity_figures(runs: pd.DataFrame, chosen_ids, outdir: Path, formats=("png", "pdf")):
     """The sensitivity figure of one tuned study (one per task if it has several);
-    returns ``[(name, caption, paths)]``. ``runs``: every run of the study, chosen or not."""
+    returns ``[(name, caption, paths)]``. ``runs``: every run of the study, chosen or not;
+    ``chosen_ids``: the run ids :func:`vgbench.report.tuning.choose` kept."""
     from vgbench.report import figure_files as ff
     from vgbench.report.style import entry_styles, style
 
@@ -71,8 +72,7 @@ def sensitivity_figures(runs: pd.DataFrame, outdir: Path, formats=("png", "pdf")
     if not fields:
         return []
     field = fields[0]
-    chosen_ids = set(tuning.choose(runs)[0]["run_id"])
-    runs = runs.assign(chosen=runs["run_id"].isin(chosen_ids))
+    runs = runs.assign(chosen=runs["run_id"].isin(set(chosen_ids)))
     tasks = sorted(runs["task"].dropna().unique())
     written = []
     with style():

@@ -97,8 +97,3 @@ def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _grid_text(values) -> str:
     return "{" + ", ".join(f"{v:g}" for v in values) + "}"
-
-
-def chosen_run_ids(chosen_runs: pd.DataFrame) -> set:
-    """The run ids of the chosen runs, to filter the per-layer and per-step frames."""
-    return set(chosen_runs["run_id"].unique()) if "run_id" in chosen_runs else set()
