@@ -213,8 +213,10 @@ def theory_inputs(spec: RunSpec, input_size: int) -> dict | None:
     ``sigma_w2``, ``sigma_b2``: the initializer's effective variances
     (``Initializer.mean_field``) for a hidden layer, ``width`` x ``width``, and
     ``stem_sigma_w2``, ``stem_sigma_b2`` for the first layer (fan-in ``input_size``); null
-    where the scheme has no Gaussian equivalent. ``initializers``: the same pair of every
-    registered initializer for a hidden layer (the phase diagram's markers). ``activation``:
+    where the scheme has no Gaussian equivalent. ``initializers``: the same pair, for a hidden
+    layer, of every built-in initializer and of the run's own (the phase diagram's markers;
+    never those a plugin happens to have registered in this process, so that a record does
+    not depend on which process wrote it). ``activation``:
     the activation's name, which :func:`vgbench.theory.as_activation` resolves; for one it has
     no closed form for (a plugin's), ``phi`` tabulates it at ``PHI_POINTS`` even points of
     [-``PHI_X_MAX``, ``PHI_X_MAX``] (:func:`vgbench.theory.from_table`).
@@ -235,7 +237,8 @@ def theory_inputs(spec: RunSpec, input_size: int) -> dict | None:
     out = {"activation": spec.activation, "sigma_w2": sw2, "sigma_b2": sb2,
            "stem_sigma_w2": stem_sw2, "stem_sigma_b2": stem_sb2,
            "initializers": {name: list(pair(entry, spec.width))
-                            for name, entry in inits.INITIALIZERS.items()}}
+                            for name, entry in inits.INITIALIZERS.items()
+                            if name == spec.init or inits.INITIALIZERS.origin(name) == "vgbench"}}
     if spec.activation not in theory.NUMPY_ACTIVATIONS:
         x = np.linspace(-PHI_X_MAX, PHI_X_MAX, PHI_POINTS, dtype=np.float32)
         values = np.asarray(act.apply(x, act.init_theta(PHI_POINTS)), np.float64)
