@@ -117,3 +117,21 @@ def test_one_dimensional_cnn_runs_on_signals():
     out, _, stats = model.apply(params, state, x, train=True, probes=model.probes(6))
     assert out.shape == (6, 10)
     assert len(stats["act_rms"]) == len(model.layer_names) == 6
+
+
+@pytest.mark.parametrize("n, chunk", [(7, 3), (9, 3), (5, 8), (359, 128)])
+def test_evaluation_in_chunks_equals_one_pass(n, chunk):
+    """The CNN evaluates its validation and test sets in equal chunks (ModelFacts.eval_chunk):
+    the outputs equal one forward pass over the whole set, padding never reaches them."""
+    from vgbench.train import forward_in_chunks
+
+    spec = RunSpec(model="cnn", task="digits", depth=3, width=4, norm="batchnorm")
+    task = tasks.make(spec)
+    model = models.make(spec, task)
+    params, state = model.init(jax.random.PRNGKey(0))
+    x = jnp.asarray(task.eval_test[0][:n])
+    whole = model.apply(params, state, x, train=False)[0]
+    chunked = forward_in_chunks(model, params, state, x, chunk)
+    assert chunked.shape == whole.shape == (n, task.output_dim)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-5, atol=1e-6)
+    assert models.facts("cnn").eval_chunk == 128 and models.facts("mlp").eval_chunk is None

@@ -74,6 +74,20 @@ def tree_finite(tree):
     return jnp.isfinite(jnp.asarray(total, jnp.float32))
 
 
+def forward_in_chunks(model, params, state, x, chunk: int | None):
+    """The model's evaluation outputs for every example of ``x``, at most ``chunk`` examples
+    per forward pass (equal chunks, the last padded and its padding dropped; None: one pass)."""
+    n = x.shape[0]
+    if chunk is None or n <= chunk:
+        return model.apply(params, state, x, train=False)[0]
+    n_chunks = -(-n // chunk)
+    size = -(-n // n_chunks)             # equal chunks: at most n_chunks - 1 padded examples
+    padded = jnp.concatenate([x, jnp.zeros((n_chunks * size - n, *x.shape[1:]), x.dtype)])
+    out = jax.lax.map(lambda c: model.apply(params, state, c, train=False)[0],
+                      padded.reshape(n_chunks, size, *x.shape[1:]))
+    return out.reshape(n_chunks * size, *out.shape[2:])[:n]
+
+
 def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) -> Program:
     """Compile-ready program for every run that shares ``program_key(spec)``."""
     task = tasks.make(spec)
@@ -89,9 +103,10 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
         out, new_state, stats = model.apply(params, state, x, train=True, probes=probes)
         return task.loss(out, y), (new_state, stats)
 
+    eval_chunk = models.facts(spec.model).eval_chunk
+
     def evaluate(params, state, x, y):
-        out, _, _ = model.apply(params, state, x, train=False)
-        return task.metrics(out, y)
+        return task.metrics(forward_in_chunks(model, params, state, x, eval_chunk), y)
 
     def run_one(params, state, data_key, lr):
         if model.compute_layout is not None:

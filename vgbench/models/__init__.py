@@ -56,6 +56,7 @@ class ModelFacts(NamedTuple):
     cost: Callable | None = None       # cost(spec): rough seconds per training step, one core
     describe: tuple[str, ...] = ()     # config fields that tell its runs apart in a summary
     mean_field: bool = False           # a stack of dense layers that mean-field theory describes
+    eval_chunk: int | None = None      # most examples per forward pass when evaluating (None: all)
 
 
 _FACTS: dict[str, ModelFacts] = {}
@@ -64,8 +65,8 @@ _FACTS: dict[str, ModelFacts] = {}
 def register_model(name: str, make: Callable, *, check: Callable | None = None,
                    defaults: dict | None = None, input_layout: str = "flat",
                    cost: Callable | None = None, describe: tuple[str, ...] = (),
-                   mean_field: bool = False, doc: str | None = None,
-                   origin: str = "vgbench") -> Callable:
+                   mean_field: bool = False, eval_chunk: int | None = None,
+                   doc: str | None = None, origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
     ``defaults``: config fields a run of this model takes where its config does not set them,
@@ -76,6 +77,10 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     used to balance workers. ``describe``: config fields a run summary names for this model.
     ``mean_field``: the model is a stack of dense layers of ``width`` units that mean-field
     theory describes; its records then carry the theory's inputs (``record.theory_inputs``).
+    ``eval_chunk``: evaluation (validation and test sets at every log point) runs the model on
+    at most this many examples per forward pass, in equal chunks (None: the whole set at once).
+    Evaluation sets are 10-30 training batches: a convolution's patches for all of them at once
+    overflow the CPU caches, so the CNN evaluates in chunks (2x faster at depth 33).
     """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
@@ -90,9 +95,12 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
         if key not in field_names():
             raise ValueError(f"model {name!r}: {key!r} is not a config field; valid fields: "
                              f"{', '.join(field_names())}")
+    if eval_chunk is not None and (not isinstance(eval_chunk, int) or eval_chunk < 1):
+        raise ValueError(f"model {name!r}: eval_chunk must be a positive int or None, got {eval_chunk!r}")
     MODELS.register(name, make, doc=doc, origin=origin)
     _FACTS[name] = ModelFacts(check=check, defaults=dict(defaults or {}), input_layout=input_layout,
-                              cost=cost, describe=tuple(describe), mean_field=bool(mean_field))
+                              cost=cost, describe=tuple(describe), mean_field=bool(mean_field),
+                              eval_chunk=eval_chunk)
     return make
 
 

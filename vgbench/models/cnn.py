@@ -139,4 +139,4 @@ def _check(spec) -> None:
 COST_PER_LAYER_STEP = 1.2e-3   # seconds, laptop CPU: an 8x8 convolution layer costs ~30 MLP layers
 
 register_model("cnn", make_cnn, check=_check, defaults={"depth": 5}, input_layout="channels",
-               cost=lambda spec: spec.depth * COST_PER_LAYER_STEP)
+               cost=lambda spec: spec.depth * COST_PER_LAYER_STEP, eval_chunk=128)
