@@ -171,6 +171,23 @@ def test_missing_grid_file_is_one_error(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_model_that_cannot_take_its_task_is_one_error_before_any_run(tmp_path, capsys):
+    path = tmp_path / "misfit.toml"
+    path.write_text(textwrap.dedent("""
+        [study]
+        name = "misfit"
+        [fixed]
+        task = "digits"
+        steps = 10
+        [axes]
+        model = ["mlp", "rnn"]
+    """))
+    assert vgbench_run(path, "--results", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "misfit.toml: run with model='rnn'" in err and "needs sequence inputs" in err
+    assert not (tmp_path / "r").exists()   # the mlp runs, which would fit, did not run either
+
+
 def test_dry_run_lists_batches_and_writes_nothing(tmp_path, capsys):
     path = write_grid(tmp_path)
     assert vgbench_run(path, "--results", tmp_path / "r", "--dry-run") == 0

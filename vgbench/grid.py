@@ -514,3 +514,26 @@ def load_many(paths) -> list[Grid]:
                             "study names must be unique")
         names[g.name] = g.path
     return grids
+
+
+def check_fit(grids) -> None:
+    """Build the task and the model of one run per (model, task, data_dir) of ``grids``: a
+    model that cannot take a task's inputs (a recurrent model on images) or a task whose data
+    is missing is a GridError naming the file and the run, before anything runs. Nothing is
+    compiled; a sequence task draws its fixed evaluation sets."""
+    from vgbench import models, tasks
+
+    seen: set[tuple] = set()
+    for g in grids:
+        for run in g.runs:
+            spec = run.spec
+            key = (spec.model, spec.task, spec.data_dir)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                models.make(spec, tasks.make(spec))
+            except (ValueError, TypeError, OSError) as err:
+                where = ", ".join(f"{k}={v!r}" for k, v in run.grid_axes.items()) or "the fixed fields"
+                raise GridError(f"{g.path}: run with {where} (model {spec.model!r}, task "
+                                f"{spec.task!r}): {err}") from None

@@ -142,6 +142,7 @@ class StudyTally:
 def main(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     grids = grid_mod.load_many(args.grids)            # every mistake is found before any run
+    grid_mod.check_fit(grids)                         # ... including a model that cannot take its task
     batches = select_shard(make_batches(grids, args.max_batch), args.shard)
     store = Store(args.results)
     wanted = set(RUN_STATES) | ({"failed"} if args.retry_failed else set())
