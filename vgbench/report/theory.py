@@ -654,12 +654,12 @@ def _phase_figure(table: pd.DataFrame, inputs: dict):
     for ax, activation in zip(axes, activations):
         points = gaussian[gaussian["activation"] == activation]
         top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
-        run = widest[widest["activation"] == activation]
-        run = (run if len(run) else table[table["activation"] == activation]).iloc[0]
+        rows = widest[widest["activation"] == activation]
+        rows = rows if len(rows) else table[table["activation"] == activation]
+        run = rows.iloc[0]
         found = inputs[run["run_id"]]   # the run's own activation
-        same = widest if len(widest[widest["activation"] == activation]) else table
         markers = {}   # the built-in initializers and every one these runs used
-        for run_id in same.loc[same["activation"] == activation, "run_id"]:
+        for run_id in rows["run_id"]:
             markers.update(inputs.get(run_id, {}).get("initializers", {}))
         plot_phase_diagram(activation_of(found, float(run.get("leaky_slope", 0.01))), ax=ax,
                            points=points, sigma_w2_range=(0.05, top), title=activation,
