@@ -186,7 +186,7 @@ def test_shipped_grids_load_and_expand():
     grids = grid.load_many([BENCHMARKS / "default.toml"])
     names = [g.name for g in grids]
     assert names == ["depth_activation", "initialization", "normalization_residual",
-                     "modern_mitigations", "recurrent"]
+                     "modern_mitigations", "recurrent", "clipping"]
     by_name = {g.name: g for g in grids}
     da = by_name["depth_activation"]
     assert {r.spec.depth for r in da.runs} >= {2, 64}
@@ -207,6 +207,10 @@ def test_shipped_grids_load_and_expand():
     assert {(r.spec.cell, r.spec.task, r.spec.seq_len) for r in rec.runs} == {
         *((c, "adding", n) for c in cells for n in (50, 100, 200)), *((c, "copy", 10) for c in cells)}
     assert rec.tuning == {"lr": [0.001, 0.003, 0.01]}
+    clip = by_name["clipping"]
+    assert {(r.spec.cell, r.spec.optimizer, r.spec.clip) for r in clip.runs} == {
+        ("irnn", "sgd", "none"), ("irnn", "sgd", "global_norm")}
+    assert len(clip.tuning["lr"]) >= 3
     # a config belongs to one study: a shared run would carry only one study's name
     ids = [r.run_id for g in grids for r in g.runs]
     assert len(ids) == len(set(ids))

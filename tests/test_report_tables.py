@@ -112,3 +112,19 @@ def test_a_table_wider_than_the_line_is_scaled_to_it(toy, tmp_path):
     plain = "\n".join(line for line in plain.splitlines() if not line.startswith("\\ifdim"))
     log = _pdflatex(tmp_path, plain, "\\usepackage[textwidth=3cm]{geometry}\n")
     assert "Overfull \\hbox" in log
+
+
+def test_an_entry_against_a_baseline_that_diverged_on_every_seed():
+    # no seed on which both finished: no difference to show, but the entry wins every pair
+    from fixtures_records import record
+
+    runs = build_frames([
+        record(activation="relu", status=["ok"] * 3, accuracy=[0.90, 0.92, 0.94]),
+        record(activation="sigmoid", status=["diverged"] * 3, accuracy=[None] * 3),
+    ]).runs
+    board = leaderboard(runs, baseline="sigmoid")
+    md = markdown_table(runs, board, by_setting(runs))
+    row = next(line for line in md.splitlines() if line.startswith("| relu"))
+    assert row.endswith("| – | 1.00 |"), row
+    base = next(line for line in md.splitlines() if line.startswith("| sigmoid†"))
+    assert "(3 failed)" in base and base.endswith("| – | – |"), base

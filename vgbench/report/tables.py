@@ -273,8 +273,10 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
         cells += [str(row["success"])] if with_success else []
         cells.append(f"{number(row['abs_log10_attenuation_init'], dialect, 1)} {dialect.arrow} "
                      f"{number(row['abs_log10_attenuation_final'], dialect, 1)}")
-        if row["baseline"] or np.isnan(row["diff"]):
+        if row["baseline"] or np.isnan(row["p_improve"]):
             cells += [dialect.missing, dialect.missing]
+        elif np.isnan(row["diff"]):   # no seed on which both finished: P(better) still counts
+            cells += [dialect.missing, number(row["p_improve"], dialect, 2)]
         else:
             diff = [row["diff_ci_low"], row["diff"], row["diff_ci_high"]]
             decimals = _decimals(np.nanmax(np.abs(diff)))
