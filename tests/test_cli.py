@@ -117,9 +117,14 @@ def test_models_own_their_facts(monkeypatch):
     with pytest.raises(ValueError, match="'dpeth' is not a config field"):
         models.register_model("odd", lambda spec, task: None, defaults={"dpeth": 3})
     assert "odd" not in models.MODELS.names()
-    # the model's input layout decides how a task lays out its examples
+    # a task gives its natural shape whatever the model; the model's layout is how it views it
     assert tasks.make(RunSpec(model="cnn")).input_shape == (8, 8, 1)
-    assert tasks.make(RunSpec(model="mlp")).input_shape == (64,)
+    assert tasks.make(RunSpec(model="mlp")).input_shape == (8, 8, 1)
+    assert models.laid_out((8, 8, 1), "flat", "here") == (64,)
+    assert models.laid_out((8, 8, 1), "channels", "here") == (8, 8, 1)
+    assert models.laid_out((16,), "channels", "here") == (4, 4, 1)
+    with pytest.raises(ValueError, match="here: a model with channels-last inputs.*got \\(15,\\)"):
+        models.laid_out((15,), "channels", "here")
     models.register_model("test_channels", models.MODELS.get("cnn"), input_layout="channels",
                           defaults={"depth": 3}, describe=("width", "norm"),
                           cost=lambda spec: 0.5, doc="A CNN under another name (a test entry).")

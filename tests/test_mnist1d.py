@@ -15,7 +15,7 @@ from vgbench.tasks import mnist1d as m1d
 SMALL = dict(num_samples=200)   # a small generator run for the tests that regenerate
 
 
-@pytest.mark.parametrize("model, depth, shape", [("mlp", 2, (40,)), ("cnn", 3, (40, 1)),
+@pytest.mark.parametrize("model, depth, shape", [("mlp", 2, (40, 1)), ("cnn", 3, (40, 1)),
                                                  ("rnn", 1, (40, 1))])
 @pytest.mark.parametrize("name", ["mnist1d", "mnist1d_shuffled"])
 def test_layouts_shapes_dtypes_and_split_sizes(name, model, depth, shape):
@@ -43,6 +43,7 @@ def test_splits_are_the_packages_train_and_test_with_validation_carved_from_trai
     reference = make_dataset(get_dataset_args())      # the package itself, default arguments
     task = tasks.make(RunSpec(task="mnist1d", input_scale=2.0))
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = task.eval_train, task.eval_val, task.eval_test
+    x_tr, x_va, x_te = (a[..., 0] for a in (x_tr, x_va, x_te))   # one-channel signals
     np.testing.assert_allclose(x_te, 2.0 * reference["x_test"], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(y_te, reference["y_test"])
     # train and validation are disjoint and together are the package's 4,000 training signals,

@@ -14,7 +14,7 @@ from vgbench.tasks.classification import read_idx, write_idx
 def test_digits_is_a_fixed_split_of_the_bundled_images():
     task = tasks.make(RunSpec(task="digits"))
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = task.eval_train, task.eval_val, task.eval_test
-    assert x_tr.shape == (1150, 64) and x_va.shape == (288, 64) and x_te.shape == (359, 64)
+    assert x_tr.shape == (1150, 8, 8, 1) and x_va.shape == (288, 8, 8, 1) and x_te.shape == (359, 8, 8, 1)
     assert set(np.unique(y_te)) == set(range(10)) == set(np.unique(y_va))
     again = tasks.make(RunSpec(task="digits", depth=7))
     np.testing.assert_array_equal(again.eval_test[1], y_te)       # split does not depend on the run
@@ -86,8 +86,8 @@ def test_idx_reader_round_trips(tmp_path, gz):
     images = read_idx(tmp_path / ("train-images-idx3-ubyte" + suffix))
     np.testing.assert_array_equal(images, files["train-images-idx3-ubyte"])
     task = tasks.make(RunSpec(task="mnist", data_dir=str(tmp_path)))
-    assert task.input_shape == (36,) and task.eval_test[0].shape == (20, 36)
-    assert task.eval_val[0].shape == (5, 36) and task.eval_train[0].shape == (55, 36)  # 1/12 held out
+    assert task.input_shape == (6, 6, 1) and task.eval_test[0].shape == (20, 6, 6, 1)
+    assert task.eval_val[0].shape == (5, 6, 6, 1) and task.eval_train[0].shape == (55, 6, 6, 1)  # 1/12 held out
     cnn = tasks.make(RunSpec(task="fashion_mnist", model="cnn", depth=3, data_dir=str(tmp_path)))
     assert cnn.input_shape == (6, 6, 1)
 
@@ -106,3 +106,27 @@ def test_idx_errors_name_the_file_and_what_is_expected(tmp_path):
     short.write_bytes(short.read_bytes()[:-5])
     with pytest.raises(ValueError, match="promises"):
         read_idx(short)
+
+
+def test_tasks_give_natural_shapes_and_each_model_views_them_in_its_own_layout():
+    from vgbench import models
+
+    digits = tasks.make(RunSpec(task="digits", model="mlp"))
+    assert digits.input_shape == (8, 8, 1)        # the same task for every model
+    x = np.asarray(digits.eval_test[0][:5])
+    spec = RunSpec(task="digits", model="mlp", depth=2, width=8)
+    mlp = models.make(spec, digits)
+    params, state = mlp.init(jax.random.PRNGKey(0))
+    out = mlp.apply(params, state, x, train=False)[0]
+    # the MLP sees each image as its 64 pixels in row-major order
+    flat = models.MODELS.get("mlp")(spec, digits._replace(input_shape=(64,)))
+    np.testing.assert_array_equal(out, flat.apply(params, state, x.reshape(5, 64), train=False)[0])
+    # a vector task on a channels-last model: a square length is an image, another is an error
+    square = tasks.make(RunSpec(task="teacher", input_dim=16, model="cnn", depth=3))
+    assert square.input_shape == (16,)
+    cnn = models.make(RunSpec(task="teacher", input_dim=16, model="cnn", depth=3), square)
+    params, state = cnn.init(jax.random.PRNGKey(0))
+    assert cnn.apply(params, state, square.eval_test[0][:3], train=False)[0].shape == (3, square.output_dim)
+    odd = RunSpec(task="teacher", input_dim=15, model="cnn", depth=3)
+    with pytest.raises(ValueError, match="model 'cnn' on task 'teacher'.*square length"):
+        models.make(odd, tasks.make(odd))

@@ -21,6 +21,7 @@ are given it also returns forward statistics per layer (``act_rms``, ``saturatio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -52,7 +53,7 @@ class ModelFacts(NamedTuple):
 
     check: Callable | None = None      # check(spec) rejects configs that do not fit, early
     defaults: dict = {}                # config fields a run takes where it does not set them
-    input_layout: str = "flat"         # the per-example input a task gives it (INPUT_LAYOUTS)
+    input_layout: str = "flat"         # how it views a task's examples (INPUT_LAYOUTS, laid_out)
     cost: Callable | None = None       # cost(spec): rough seconds per training step, one core
     describe: tuple[str, ...] = ()     # config fields that tell its runs apart in a summary
     mean_field: bool = False           # a stack of dense layers that mean-field theory describes
@@ -71,8 +72,9 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
 
     ``defaults``: config fields a run of this model takes where its config does not set them,
     e.g. ``{"task": "adding"}`` for a model that needs sequences; ``RunSpec`` applies them, so
-    the command line, grid files and Python agree. ``input_layout``: ``"flat"`` (a task gives
-    one vector per example) or ``"channels"`` (its spatial or time axes, then channels last).
+    the command line, grid files and Python agree. ``input_layout``: ``"flat"`` (the model
+    takes one vector per example) or ``"channels"`` (spatial or time axes, then channels
+    last); tasks give their natural shapes and :func:`make` views them so (:func:`laid_out`).
     ``cost(spec)``: rough seconds per training step on one CPU core (default: depth x 4e-5),
     used to balance workers. ``describe``: config fields a run summary names for this model.
     ``mean_field``: the model is a stack of dense layers of ``width`` units that mean-field
@@ -116,7 +118,7 @@ def model_defaults(name: str) -> dict:
 
 
 def input_layout(name: str) -> str:
-    """``"flat"`` or ``"channels"``: how a task lays out one example for model ``name``."""
+    """``"flat"`` or ``"channels"``: how model ``name`` views one example (:func:`laid_out`)."""
     return facts(name).input_layout
 
 
@@ -138,9 +140,45 @@ def check_compatible(spec) -> None:
         check(spec)
 
 
+def laid_out(input_shape: tuple[int, ...], layout: str, where: str) -> tuple[int, ...]:
+    """The per-example shape a model of ``layout`` sees for a task's natural ``input_shape``.
+
+    ``"flat"``: one vector, the example's entries in row-major order. ``"channels"``: the
+    natural shape when it has axes then channels (an image ``(H, W, C)``, a signal or
+    sequence ``(T, C)``); a plain vector of square length d is viewed as a one-channel
+    ``sqrt(d) x sqrt(d)`` image. Raises ValueError naming ``where`` otherwise.
+    """
+    shape = tuple(int(n) for n in input_shape)
+    if layout == "flat":
+        return (int(math.prod(shape)),)
+    if len(shape) >= 2:
+        return shape
+    side = math.isqrt(shape[0])
+    if side * side != shape[0]:
+        raise ValueError(f"{where}: a model with channels-last inputs needs axes then channels, "
+                         f"or a vector of square length to view as an image; got {shape}")
+    return (side, side, 1)
+
+
 def make(spec, task) -> Model:
-    """Build the model a run spec names, for the task's input and output shapes."""
-    return MODELS.get(spec.model)(spec, task)
+    """Build the model a run spec names, for the task's input and output shapes.
+
+    Tasks give examples in their natural shape (an image, a signal, a sequence, a vector);
+    the model declares the layout it takes (``input_layout``), and the model built here takes
+    natural-shaped inputs and views them in its layout itself (a reshape, free under jit).
+    """
+    shape = laid_out(task.input_shape, input_layout(spec.model),
+                     f"model {spec.model!r} on task {task.name!r}")
+    if shape == tuple(task.input_shape):
+        return MODELS.get(spec.model)(spec, task)
+    model = MODELS.get(spec.model)(spec, task._replace(input_shape=shape))
+    apply = model.apply
+
+    def apply_laid_out(params, state, x, *args, **kwargs):
+        return apply(params, state, x.reshape((*x.shape[:x.ndim - len(task.input_shape)], *shape)),
+                     *args, **kwargs)
+
+    return model._replace(apply=apply_laid_out)
 
 
 from vgbench.models import cnn as _cnn  # noqa: E402,F401  (built-ins register themselves)

@@ -11,6 +11,10 @@ and three fixed evaluation sets, ``eval_train`` (a slice of the training data), 
 and ``eval_test``, pairwise disjoint and independent of the run's seed. Anything a study
 selects (the learning rate of an entry, an early-stopping point) reads ``eval_val`` only;
 ``eval_test`` is reported, never used to choose.
+
+Inputs come in the task's natural shape (``input_shape``: an image ``(H, W, C)``, a signal or
+sequence ``(T, C)``, a vector ``(d,)``), whichever model reads them: a model views them in
+its own layout (:func:`vgbench.models.laid_out`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Task(NamedTuple):
     """A training task (see the module docstring)."""
 
     name: str
-    input_shape: tuple[int, ...]   # per example, e.g. (64,), (8, 8, 1) or (T, channels)
+    input_shape: tuple[int, ...]   # per example, natural: (8, 8, 1), (T, channels), (d,)
     output_dim: int
     sample: Callable[[jax.Array, int], tuple[Any, Any]]
     loss: Callable[[Any, Any], jax.Array]

@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgbench import models
 from vgbench.tasks import Task, classification_metrics, register_task, softmax_xent
 
 SPLIT_SEED = 0          # the train/validation/test split never depends on the run's seed
@@ -46,10 +45,7 @@ def _array_task(name, spec, x_train, y_train, x_val, y_val, x_test, y_test, imag
                 target, max_eval=4096):
     """A task that samples minibatches (with replacement) from fixed arrays."""
     x_train, x_val, x_test = (a * spec.input_scale for a in _standardize(x_train, x_val, x_test))
-    if models.input_layout(spec.model) == "channels":
-        shape = (*image_hw, 1)
-    else:
-        shape = (x_train.shape[1],)
+    shape = (*image_hw, 1)   # the natural shape: a one-channel image (models view it their way)
     x_train, x_val, x_test = (a.reshape((-1, *shape)) for a in (x_train, x_val, x_test))
     y_train, y_val, y_test = (a.astype(np.int32) for a in (y_train, y_val, y_test))
     train_x, train_y = jnp.asarray(x_train), jnp.asarray(y_train)
@@ -103,13 +99,7 @@ def teacher(spec) -> Task:
     rng = np.random.default_rng(SPLIT_SEED)
     w1 = rng.normal(0, 1 / math.sqrt(d), (d, TEACHER_HIDDEN)).astype(np.float32)
     w2 = rng.normal(0, 1 / math.sqrt(TEACHER_HIDDEN), (TEACHER_HIDDEN, TEACHER_CLASSES)).astype(np.float32)
-    side = int(math.isqrt(d))
-    image_hw = (side, side) if side * side == d else None
-    channels = models.input_layout(spec.model) == "channels"
-    if channels and image_hw is None:
-        raise ValueError(f"task 'teacher' with model {spec.model!r} (images, channels last) needs "
-                         f"a square input_dim, got {d}")
-    shape = (*image_hw, 1) if channels else (d,)
+    shape = (d,)   # a vector; a channels-last model views a square one as an image
     w1_j, w2_j = jnp.asarray(w1), jnp.asarray(w2)
     scale = spec.input_scale
 

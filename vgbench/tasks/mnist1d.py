@@ -127,16 +127,6 @@ def _generate(items: tuple) -> dict[str, np.ndarray]:
     return out
 
 
-def input_layout(spec, length: int) -> tuple[int, ...]:
-    """Per-example input shape: a one-channel signal ``(length, 1)`` for a model whose input
-    layout is ``"channels"`` (:func:`vgbench.models.input_layout`: the convolutional and
-    recurrent models), a flat vector ``(length,)`` for any other (as
-    :func:`vgbench.tasks.classification._array_task` does)."""
-    from vgbench import models
-
-    return (length, 1) if models.input_layout(spec.model) == "channels" else (length,)
-
-
 def package_version() -> str:
     try:
         return metadata.version("mnist1d")
@@ -150,7 +140,7 @@ def _mnist1d_task(name: str, spec, shuffle_seq: bool) -> Task:
     args = generator_args(shuffle_seq=shuffle_seq)
     data = generate(shuffle_seq=shuffle_seq)
     keep, held = carve_validation(len(data["y"]), fraction=VAL_FRACTION)
-    shape = input_layout(spec, args["final_seq_length"])
+    shape = (args["final_seq_length"], 1)   # a one-channel signal (an MLP views it flat)
     scale = np.float32(spec.input_scale)
 
     def split(x, y):
