@@ -10,6 +10,7 @@ import pytest
 
 from vgbench import theory
 from vgbench.report import theory as report
+from vgbench.report.figure_files import theory_phase_figure
 from vgbench.report.frames import build_frames
 from vgbench.report.synthetic import make_record, make_study
 
@@ -221,7 +222,8 @@ def test_a_plugin_activation_and_initializer_reach_the_theory_table_and_figures(
     assert row["sigma_w2"] == 1.5 and row["chi1"] == pytest.approx(chi1, rel=2e-3)
     assert row["predicted"] == pytest.approx(0.5 * math.log10(chi1), abs=2e-4)
     assert row["agrees"] and row["measured"] == pytest.approx(row["predicted"], abs=2e-3)
-    figure = report._phase_figure(table.reset_index(), report.theory_inputs(records))
+    figure = theory_phase_figure(table.reset_index(), report.theory_inputs(records),
+                                 activation_of=report.activation_of)
     titles = {ax.get_title() for ax in figure.axes}
     labels = {t for ax in figure.axes for t in ax.get_legend_handles_labels()[1]}
     assert "test_scaled_tanh" in titles and any("test_wide" in t for t in labels)

@@ -7,20 +7,24 @@ an entry looks the same in every figure of a study; a study with more than ten e
 drawn with colour for one axis and dashes for the others
 (:func:`vgbench.report.style.entry_styles`). Inputs are
 the frames of :mod:`vgbench.report.frames`, joined with the run columns they need
-(:func:`~vgbench.report.frames.with_runs` adds ``entry``, ``frontier_value``, ...).
+(:func:`~vgbench.report.frames.with_runs` adds ``entry``, ``frontier_value``, ...); those of
+the mean-field theory section are the frames of :mod:`vgbench.report.theory`.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import Normalize
 
+from vgbench import theory
 from vgbench.report.style import SEQUENTIAL, palette
 
 GRAD_LABEL = r"$\Vert\partial L/\partial h_l\Vert$"
@@ -312,6 +316,167 @@ def plot_loss_vs_baseline(df: pd.DataFrame, *, ax=None, value: str = "final_test
         _log_y(ax)
     ax.set(ylabel=f"{value.replace('_', ' ')} / trivial", xlabel=_axis_name(df))
     _frontier_scale(ax, df["frontier_value"])
+    return ax
+
+
+# ---------------------------------------------------------------------------- mean-field theory
+# the theory study's pictures (:mod:`vgbench.report.theory` builds their frames)
+
+INIT_MARKERS = {"naive": "v", "small_normal": "s", "xavier": "D", "xavier_uniform": "D",
+                "xavier_normal": "D", "lecun_normal": "D", "orthogonal": "D", "he": "^",
+                "he_uniform": "^", "he_normal": "^"}
+PHASE_LIMIT = 0.5     # the phase diagram's colours saturate at chi_1 = 10^(+-0.5)
+
+
+def plot_delta_profiles(df: pd.DataFrame, *, ax=None, legend: bool = True):
+    """Measured log10 |dL/dh_l| against layer l (median over seeds, band: range) and the
+    mean-field prediction (dashed), one line per run coloured by its sigma_w^2 (dark: small).
+    ``df``: :func:`vgbench.report.theory.profile_frame` rows, typically of one activation."""
+    ax = ax if ax is not None else plt.gca()
+    runs = df.drop_duplicates("run_id").sort_values("sigma_w2")
+    shades = mpl.colormaps[SEQUENTIAL](np.linspace(0.0, 0.85, max(len(runs), 2)))
+    for color, run in zip(shades, runs.itertuples()):
+        group = df[df["run_id"] == run.run_id]
+        stats = group.groupby("layer")["log10_delta"].agg(["median", "min", "max"])
+        layers = stats.index.to_numpy(float) + 1
+        ax.plot(layers, stats["median"], color=color, marker="o", markersize=2, linewidth=0,
+                label=f"σw² = {run.sigma_w2:.3g}")
+        ax.fill_between(layers, stats["min"], stats["max"], color=color, alpha=0.2, linewidth=0)
+        predicted = group.drop_duplicates("layer").sort_values("layer")
+        ax.plot(predicted["layer"] + 1, predicted["predicted"], color=color, linestyle="--",
+                linewidth=0.9, label="_predicted")
+    if legend:
+        ax.plot([], [], color="0.3", linestyle="--", label="mean field")
+        ax.legend(fontsize=5, handlelength=1.2, loc="best")
+    ax.set(xlabel="layer l (input → output)", ylabel="log10 " + GRAD_LABEL)
+    return ax
+
+
+def plot_phase_diagram(activation, *, ax=None, points: pd.DataFrame | None = None,
+                       sigma_w2_range=(0.05, 4.0), sigma_b2_range=(0.0, 0.25),
+                       initializers: dict | None = None, title: str | None = None,
+                       resolution=(41, 26), limit: float = PHASE_LIMIT, colorbar: bool = True):
+    """chi_1 over (sigma_w^2, sigma_b^2) for one activation (Schoenholz et al. 2017, Fig. 1).
+
+    ``activation``: anything :func:`vgbench.theory.as_activation` takes (a name, a Phi).
+    Colour: log10 chi_1 (blue: gradients vanish, red: they explode), clipped to +-``limit``;
+    black line: the order/chaos boundary chi_1 = 1; white markers (labelled for a legend):
+    each of ``initializers`` (name -> (sigma_w^2, sigma_b^2) or None, as a record's theory
+    inputs list them), the initializers at one point sharing a marker; circles: ``points`` (columns
+    ``sigma_w2``, ``sigma_b2`` and, if present, ``measured`` = (1/2) log10 chi_1 measured),
+    filled with the measured chi_1 on the same colour scale.
+    """
+    ax = ax if ax is not None else plt.gca()
+    sw2 = np.linspace(*sigma_w2_range, resolution[0])
+    sb2 = np.linspace(*sigma_b2_range, resolution[1])
+    with np.errstate(divide="ignore"):
+        log_chi = np.log10(theory.chi1_grid(activation, sw2, sb2, n_points=50)).T
+    norm = mpl.colors.Normalize(-limit, limit)
+    cmap = mpl.colormaps["RdBu_r"]
+    mesh = ax.pcolormesh(sw2, sb2, np.clip(log_chi, -limit, limit), cmap=cmap, norm=norm,
+                         shading="nearest", rasterized=True)
+    if np.nanmin(log_chi) < 0 < np.nanmax(log_chi):
+        ax.contour(sw2, sb2, log_chi, levels=[0.0], colors="k", linewidths=1.0)
+    for (x, y), names in _initializer_points(initializers or {}).items():
+        if sigma_w2_range[0] <= x <= sigma_w2_range[1] and sigma_b2_range[0] <= y <= sigma_b2_range[1]:
+            ax.scatter([x], [y], marker=INIT_MARKERS.get(names[0], "P"), s=22, color="white",
+                       edgecolor="k", linewidth=0.6, zorder=4, clip_on=False,
+                       label=", ".join(names))
+    if points is not None and len(points):
+        measured = points["measured"] if "measured" in points else pd.Series(np.nan, points.index)
+        fill = [cmap(norm(np.clip(2 * m, -limit, limit))) if np.isfinite(m) else "none"
+                for m in measured]
+        ax.scatter(points["sigma_w2"], points["sigma_b2"], s=22, c=fill, edgecolor="k",
+                   linewidth=0.7, zorder=5, clip_on=False, label="study point (measured χ1)")
+    if colorbar:
+        ax.figure.colorbar(mesh, ax=ax, label="log10 χ1", pad=0.02)
+    ax.set(xlim=sigma_w2_range, ylim=sigma_b2_range, xlabel="σw²", ylabel="σb²",
+           title=title if title is not None else activation if isinstance(activation, str) else "")
+    return ax
+
+
+def label_colors(df: pd.DataFrame) -> dict:
+    """Colour of each ``label``, in order of first appearance (colour-blind palette)."""
+    labels = list(dict.fromkeys(df["label"]))
+    return dict(zip(labels, sns.color_palette("colorblind" if len(labels) <= 10 else "husl",
+                                              len(labels))))
+
+
+def _initializer_points(initializers: dict) -> dict:
+    """(sigma_w^2, sigma_b^2) -> names of the initializers there ('gaussian' aside: it is any
+    point), from a record's theory inputs (name -> pair or None)."""
+    found: dict[tuple, list] = {}
+    for name, pair in initializers.items():
+        if name == "gaussian":
+            continue
+        if pair is not None and None not in pair:
+            found.setdefault((round(pair[0], 6), round(pair[1], 6)), []).append(name)
+    for names in found.values():   # xavier_uniform and xavier_normal -> xavier
+        for stem in {n.rsplit("_", 1)[0] for n in names}:
+            if {f"{stem}_uniform", f"{stem}_normal"} <= set(names):
+                names[:] = [stem if n == f"{stem}_uniform" else n for n in names
+                            if n != f"{stem}_normal"]
+    return found
+
+
+def plot_jacobian_spectra(df: pd.DataFrame, *, ax=None, colors: dict | None = None,
+                          floor: float = 1e-6):
+    """Distribution function of the Jacobian's singular values (median over seeds of each
+    quantile) on a log axis, one line per run. A run's values below ``floor`` x its largest
+    are not resolved in float32 (zero included) and sit at that floor, the left end of its
+    line; a dotted line marks 1, where dynamical isometry puts every singular value."""
+    ax = ax if ax is not None else plt.gca()
+    colors = colors or label_colors(df)
+    lows, highs = [], []
+    for label, group in df.groupby("label", sort=False):
+        curve = group.groupby("probability")["singular_value"].median()
+        top = max(float(curve.max()), 1e-300)
+        values = np.maximum(curve.to_numpy(float), floor * top)
+        ax.plot(values, curve.index, color=colors.get(label), label=str(label))
+        lows.append(values.min())
+        highs.append(top)
+    if lows:  # at least two decades, centred on the data
+        low, high = min(lows), max(highs)
+        pad = max(1.5, math.sqrt(100 * low / high))
+        ax.set_xlim(low / pad, high * pad)
+        if low / pad <= 1.0 <= high * pad:
+            ax.axvline(1.0, color="0.4", linestyle=":", linewidth=0.8)
+    ax.set(xscale="log", xlabel="singular value of ∂h_L/∂x", ylabel="fraction below",
+           ylim=(0, 1))
+    ax.xaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+    return ax
+
+
+def plot_frontier_vs_xi(df: pd.DataFrame, *, ax=None):
+    """Per entry (rows): the trainability frontier (filled circle; an arrow where every depth
+    tried trained, a cross where none did), 6 xi_c (vertical bar; an arrow at infinity) and
+    6 xi_grad (open diamond). ``df``: rows of one study of
+    :func:`vgbench.report.theory.frontier_frame`."""
+    ax = ax if ax is not None else plt.gca()
+    df = df.sort_values("entry_order").reset_index(drop=True)
+    lo = max(min(df["min_depth"].min(), np.nanmin(df["predicted_depth"].replace(np.inf, np.nan)
+                                                    .to_numpy(float), initial=np.inf)) / 2, 0.5)
+    hi = df["max_depth"].max() * 2
+    y = np.arange(len(df))
+    for i, row in df.iterrows():
+        if np.isnan(row["frontier"]):
+            ax.scatter([row["min_depth"]], [i], marker="x", color="C3", s=18, zorder=3)
+        else:
+            ax.scatter([row["frontier"]], [i], marker=">" if row["frontier_censored"] else "o",
+                       color="C0", s=18, zorder=3)
+        if np.isfinite(row.get("gradient_depth", np.nan)):
+            ax.scatter([min(max(row["gradient_depth"], lo), hi)], [i], marker="d", s=14,
+                       facecolor="none", edgecolor="0.4", linewidth=0.7, zorder=2)
+        predicted = row["predicted_depth"]
+        if np.isfinite(predicted):
+            ax.scatter([min(max(predicted, lo), hi)], [i], marker="|", color="k", s=60, zorder=2)
+        elif not np.isnan(predicted):
+            ax.annotate("", (hi, i), xytext=(hi / 1.6, i),
+                        arrowprops={"arrowstyle": "->", "color": "k", "linewidth": 0.8})
+    ax.set_xscale("log", base=2)
+    ax.set(xlim=(lo, hi), ylim=(len(df) - 0.5, -0.5), xlabel="depth")
+    ax.set_yticks(y, df["entry"].tolist())
     return ax
 
 

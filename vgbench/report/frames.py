@@ -201,6 +201,23 @@ def with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns=RUN_ID_COLUMNS) -> p
     return df.merge(runs[wanted], on=["run_id", "seed"], how="left", validate="many_to_one")
 
 
+# ---------------------------------------------------------------------------- mean-field theory
+# what the theory study's table and figures share (:mod:`vgbench.report.theory`)
+
+ACTIVATION_ORDER = {"tanh": 0, "relu": 1, "sigmoid": 2, "selu": 3}   # tables and panels
+
+
+def delta_profiles(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
+    """log10 ``delta_norm`` at initialization for each run x seed x hidden layer (seeds that
+    finished; a signal that underflowed to zero is left out)."""
+    ok = runs.loc[runs["ok"].astype(bool), ["run_id", "seed", "depth"]]
+    rows = grad[(grad["log_point"] == 0)].merge(ok, on=["run_id", "seed"])
+    rows = rows[rows["layer"] < rows["depth"]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_delta = np.log10(rows["delta_norm"].where(rows["delta_norm"] > 0))
+    return rows.assign(log10_delta=log_delta)[["run_id", "seed", "layer", "log10_delta"]]
+
+
 # ---------------------------------------------------------------------------- one record
 
 def _task_targets(records: list[dict]) -> dict:

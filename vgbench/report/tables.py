@@ -7,6 +7,8 @@ frontier axis, then, at the headline setting, the success count, the trainabilit
 The LaTeX needs only ``\\usepackage{booktabs}``; it is meant to be ``\\input`` into a paper.
 The footer says which code, grid, seeds and machine produced the numbers (read from the
 records, not from the machine that builds the report, so a rebuild gives the same text).
+The theory study's agreement table is written here too (:func:`theory_table_text`); its numbers
+come from :mod:`vgbench.report.theory`.
 """
 
 from __future__ import annotations
@@ -365,6 +367,59 @@ def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.D
         parts += markdown_block(table)
     parts += [f"_Provenance: {provenance_text(study_runs, MARKDOWN)}_", ""]
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- mean-field theory
+
+THEORY_TABLE_CAPTION = (
+    "Per-layer change of log10 |dL/dh_l| at initialization: mean-field prediction (1/2) log10 "
+    "chi_1 against measurement (mean and 95 % t-interval over seeds; fitted over hidden layers "
+    "{first}..L-{last}).")
+
+
+def theory_table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect: Dialect, *,
+                      window: slice, study: str) -> str:
+    """The theory study's agreement table as Markdown or booktabs LaTeX (:data:`MARKDOWN`,
+    :data:`LATEX`).
+
+    Args:
+      table: :func:`vgbench.report.theory.agreement_table`.
+      runs: the study's ``runs`` frame, for the provenance.
+      window: the hidden layers (0-based) the slopes were fitted over in the deepest run
+        (:func:`vgbench.report.theory.fit_window`); the caption names them.
+      study: the study's name, for the Markdown heading.
+    """
+    header = ["activation", "init", "width", "σw²", "σb²", "q*", "χ1", "predicted",
+              "measured (95% CI)", "rel. error", "agrees"]
+    if dialect is LATEX:
+        header = ["activation", "init", "width", r"$\sigma_w^2$", r"$\sigma_b^2$", r"$q^*$",
+                  r"$\chi_1$", "predicted", r"measured (95\% CI)", "rel. error", "agrees"]
+    lines = []
+    for row in table.itertuples():
+        interval = (f"{number(row.measured, dialect, 5)} [{number(row.ci_low, dialect, 5)}, "
+                    f"{number(row.ci_high, dialect, 5)}]")
+        rel = (dialect.missing if math.isnan(row.rel_error)
+               else f"{number(100 * row.rel_error, dialect, 1)}{dialect.percent}")
+        lines.append([dialect.escape(row.activation), dialect.escape(row.init), str(int(row.width)),
+                      f"{row.sigma_w2:.3g}", f"{row.sigma_b2:.3g}", _q_text(row.q_star, dialect),
+                      f"{row.chi1:.4f}", number(row.predicted_fit, dialect, 5), interval, rel,
+                      "yes" if row.agrees else dialect.bold("no")])
+    depth = int(table["depth"].max()) if len(table) else window.stop
+    # L - last is the last layer fitted: the window leaves ``last`` out at the output end
+    caption = THEORY_TABLE_CAPTION.format(first=window.start + 1, last=depth - window.stop)
+    footer = provenance_text(runs, dialect)
+    table = Table(caption=dialect.escape(caption), header=header, rows=lines,
+                  label="theory_agreement", groups=[])
+    if dialect is LATEX:
+        return "\n".join(LATEX_PREAMBLE + [latex_float(table, footer, text_columns=2)])
+    return "\n".join([f"# Study `{study}`: theory against measurement", ""]
+                     + markdown_block(table, text_columns=2) + [f"_Provenance: {footer}_", ""])
+
+
+def _q_text(q: float, dialect) -> str:
+    if math.isinf(q):
+        return dialect.infinity
+    return "0" if q == 0 else f"{q:.3g}"
 
 
 def _short_commit(commit: str) -> str:

@@ -1,4 +1,4 @@
-"""Theory against measurement: the ``theory`` study's table and figures (numpy, never JAX).
+"""Theory against measurement: the ``theory`` study's analysis and report (numpy, never JAX).
 
 Mean-field theory (:mod:`vgbench.theory`) predicts, per hidden layer, the change of the
 backpropagated signal, ``log10(|delta^l| / |delta^{l+1}|) = (1/2) log10 chi_1(q^l)``; a record
@@ -14,15 +14,17 @@ side:
   too; at ``q*`` it is ``(1/2) log10 chi_1``. A run agrees when the error is within 10 % of
   the prediction, or within 0.01 in ``(1/2) ln chi_1`` (near criticality, where the
   prediction is close to 0).
-* :func:`plot_delta_profiles`: measured log10 ``|delta^l|`` against l, predicted lines.
-* :func:`plot_phase_diagram`: chi_1 over (sigma_w^2, sigma_b^2), the order/chaos boundary,
-  every built-in initializer and the study's points coloured by their measured chi_1.
-* :func:`plot_jacobian_spectra`: the input-output Jacobian's singular value distribution
-  (records annotated by :mod:`vgbench.jacobian`).
-* :func:`plot_frontier_vs_xi`: the trainability frontier of each depth study's entries against
-  6 xi_c (Schoenholz et al. 2017).
+* :func:`profile_frame`, :func:`spectra_frame`, :func:`frontier_frame`: the tidy frames the
+  figures draw: measured and predicted log10 ``|delta^l|`` against l; the input-output
+  Jacobian's singular value distribution (records annotated by :mod:`vgbench.jacobian`); the
+  trainability frontier of each depth study's entries against 6 xi_c (Schoenholz et al. 2017).
 
-:func:`theory_report` writes all of them.
+:func:`theory_report` writes the table and the figures. The drawing lives with the rest of
+the report's: the axes-level functions (``plot_delta_profiles``, ``plot_phase_diagram``,
+``plot_jacobian_spectra``, ``plot_frontier_vs_xi``) in :mod:`vgbench.report.figures`, the
+figure-level layouts (``theory_*_figure``) in :mod:`vgbench.report.figure_files`, both under
+"mean-field theory", imported only when figures are written; the table's Markdown and LaTeX
+(:func:`~vgbench.report.tables.theory_table_text`) in :mod:`vgbench.report.tables`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from vgbench import theory
+from vgbench.report.frames import ACTIVATION_ORDER, build_frames, delta_profiles
 from vgbench.report.stats import t_interval
 
 STUDY = "theory"
@@ -44,12 +47,6 @@ LN_TOL = 0.01         # absolute tolerance in (1/2) ln chi_1 per layer
 REL_MIN = 1e-4        # no relative error for predictions smaller than this (decades/layer)
 LEVEL = 0.95
 JACOBIAN_FIELD = "jacobian_singular_values"
-JACOBIAN_FLOOR = 1e-6  # singular values below this x the largest are not resolved (float32)
-INIT_MARKERS = {"naive": "v", "small_normal": "s", "xavier": "D", "xavier_uniform": "D",
-                "xavier_normal": "D", "lecun_normal": "D", "orthogonal": "D", "he": "^",
-                "he_uniform": "^", "he_normal": "^"}
-PHASE_LIMIT = 0.5     # the phase diagram's colours saturate at chi_1 = 10^(+-0.5)
-ACTIVATION_ORDER = {"tanh": 0, "relu": 1, "sigmoid": 2, "selu": 3}   # tables and panels
 XI_MULTIPLE = 6       # trainable up to about 6 xi_c (Schoenholz et al. 2017)
 
 
@@ -129,17 +126,6 @@ def predict(config: dict, inputs: dict | None) -> dict | None:
 
 # ---------------------------------------------------------------------------- measurement
 
-def delta_profiles(runs: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
-    """log10 ``delta_norm`` at initialization for each run x seed x hidden layer (seeds that
-    finished; a signal that underflowed to zero is left out)."""
-    ok = runs.loc[runs["ok"].astype(bool), ["run_id", "seed", "depth"]]
-    rows = grad[(grad["log_point"] == 0)].merge(ok, on=["run_id", "seed"])
-    rows = rows[rows["layer"] < rows["depth"]]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_delta = np.log10(rows["delta_norm"].where(rows["delta_norm"] > 0))
-    return rows.assign(log10_delta=log_delta)[["run_id", "seed", "layer", "log10_delta"]]
-
-
 CONFIG_COLUMNS = ("activation", "init", "width", "depth", "input_dim", "input_scale", "sigma_w",
                   "sigma_b", "leaky_slope")
 LABEL_AXIS = "point"  # the theory grid's zipped axis: its labels name the runs
@@ -199,51 +185,6 @@ def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.
     return (table.assign(_order=order, _width=-table["width"])
             .sort_values(["_width", "_order", "activation", "init", "sigma_w2", "sigma_b2"],
                          kind="stable", ignore_index=True).drop(columns=["_order", "_width"]))
-
-
-# ---------------------------------------------------------------------------- tables
-
-TABLE_CAPTION = ("Per-layer change of log10 |dL/dh_l| at initialization: mean-field prediction "
-                 "(1/2) log10 chi_1 against measurement (mean and 95 % t-interval over seeds; "
-                 "fitted over hidden layers {first}..L-{last}).")
-
-
-def table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect) -> str:
-    """The agreement table as Markdown or booktabs LaTeX (``tables.MARKDOWN``/``LATEX``)."""
-    from vgbench.report.tables import (LATEX, LATEX_PREAMBLE, Table, latex_float, markdown_block,
-                                       number, provenance_text)
-
-    header = ["activation", "init", "width", "σw²", "σb²", "q*", "χ1", "predicted",
-              "measured (95% CI)", "rel. error", "agrees"]
-    if dialect is LATEX:
-        header = ["activation", "init", "width", r"$\sigma_w^2$", r"$\sigma_b^2$", r"$q^*$",
-                  r"$\chi_1$", "predicted", r"measured (95\% CI)", "rel. error", "agrees"]
-    lines = []
-    for row in table.itertuples():
-        interval = (f"{number(row.measured, dialect, 5)} [{number(row.ci_low, dialect, 5)}, "
-                    f"{number(row.ci_high, dialect, 5)}]")
-        rel = (dialect.missing if math.isnan(row.rel_error)
-               else f"{number(100 * row.rel_error, dialect, 1)}{dialect.percent}")
-        lines.append([dialect.escape(row.activation), dialect.escape(row.init), str(int(row.width)),
-                      f"{row.sigma_w2:.3g}", f"{row.sigma_b2:.3g}", _q_text(row.q_star, dialect),
-                      f"{row.chi1:.4f}", number(row.predicted_fit, dialect, 5), interval, rel,
-                      "yes" if row.agrees else dialect.bold("no")])
-    window = fit_window(int(table["depth"].max())) if len(table) else slice(0, 0)
-    caption = TABLE_CAPTION.format(first=window.start + 1,
-                                   last=FIT_SKIP_OUTPUT if window.start else 0)
-    footer = provenance_text(runs, dialect)
-    table = Table(caption=dialect.escape(caption), header=header, rows=lines,
-                  label="theory_agreement", groups=[])
-    if dialect is LATEX:
-        return "\n".join(LATEX_PREAMBLE + [latex_float(table, footer, text_columns=2)])
-    return "\n".join([f"# Study `{STUDY}`: theory against measurement", ""]
-                     + markdown_block(table, text_columns=2) + [f"_Provenance: {footer}_", ""])
-
-
-def _q_text(q: float, dialect) -> str:
-    if math.isinf(q):
-        return dialect.infinity
-    return "0" if q == 0 else f"{q:.3g}"
 
 
 # ---------------------------------------------------------------------------- tidy frames
@@ -355,175 +296,6 @@ def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------- axes-level figures
-
-def plot_delta_profiles(df: pd.DataFrame, *, ax=None, legend: bool = True):
-    """Measured log10 |dL/dh_l| against layer l (median over seeds, band: range) and the
-    mean-field prediction (dashed), one line per run coloured by its sigma_w^2 (dark: small).
-    ``df``: :func:`profile_frame` rows, typically of one activation."""
-    import matplotlib as mpl
-    from matplotlib import pyplot as plt
-
-    from vgbench.report.figures import GRAD_LABEL
-    from vgbench.report.style import SEQUENTIAL
-
-    ax = ax if ax is not None else plt.gca()
-    runs = df.drop_duplicates("run_id").sort_values("sigma_w2")
-    shades = mpl.colormaps[SEQUENTIAL](np.linspace(0.0, 0.85, max(len(runs), 2)))
-    for color, run in zip(shades, runs.itertuples()):
-        group = df[df["run_id"] == run.run_id]
-        stats = group.groupby("layer")["log10_delta"].agg(["median", "min", "max"])
-        layers = stats.index.to_numpy(float) + 1
-        ax.plot(layers, stats["median"], color=color, marker="o", markersize=2, linewidth=0,
-                label=f"σw² = {run.sigma_w2:.3g}")
-        ax.fill_between(layers, stats["min"], stats["max"], color=color, alpha=0.2, linewidth=0)
-        predicted = group.drop_duplicates("layer").sort_values("layer")
-        ax.plot(predicted["layer"] + 1, predicted["predicted"], color=color, linestyle="--",
-                linewidth=0.9, label="_predicted")
-    if legend:
-        ax.plot([], [], color="0.3", linestyle="--", label="mean field")
-        ax.legend(fontsize=5, handlelength=1.2, loc="best")
-    ax.set(xlabel="layer l (input → output)", ylabel="log10 " + GRAD_LABEL)
-    return ax
-
-
-def plot_phase_diagram(activation, *, ax=None, points: pd.DataFrame | None = None,
-                       sigma_w2_range=(0.05, 4.0), sigma_b2_range=(0.0, 0.25),
-                       initializers: dict | None = None, title: str | None = None,
-                       resolution=(41, 26), limit: float = PHASE_LIMIT, colorbar: bool = True):
-    """chi_1 over (sigma_w^2, sigma_b^2) for one activation (Schoenholz et al. 2017, Fig. 1).
-
-    ``activation``: anything :func:`vgbench.theory.as_activation` takes (a name, a Phi).
-    Colour: log10 chi_1 (blue: gradients vanish, red: they explode), clipped to +-``limit``;
-    black line: the order/chaos boundary chi_1 = 1; white markers (labelled for a legend):
-    each of ``initializers`` (name -> (sigma_w^2, sigma_b^2) or None, as a record's theory
-    inputs list them), the initializers at one point sharing a marker; circles: ``points`` (columns
-    ``sigma_w2``, ``sigma_b2`` and, if present, ``measured`` = (1/2) log10 chi_1 measured),
-    filled with the measured chi_1 on the same colour scale.
-    """
-    import matplotlib as mpl
-    from matplotlib import pyplot as plt
-
-    ax = ax if ax is not None else plt.gca()
-    sw2 = np.linspace(*sigma_w2_range, resolution[0])
-    sb2 = np.linspace(*sigma_b2_range, resolution[1])
-    with np.errstate(divide="ignore"):
-        log_chi = np.log10(theory.chi1_grid(activation, sw2, sb2, n_points=50)).T
-    norm = mpl.colors.Normalize(-limit, limit)
-    cmap = mpl.colormaps["RdBu_r"]
-    mesh = ax.pcolormesh(sw2, sb2, np.clip(log_chi, -limit, limit), cmap=cmap, norm=norm,
-                         shading="nearest", rasterized=True)
-    if np.nanmin(log_chi) < 0 < np.nanmax(log_chi):
-        ax.contour(sw2, sb2, log_chi, levels=[0.0], colors="k", linewidths=1.0)
-    for (x, y), names in _initializer_points(initializers or {}).items():
-        if sigma_w2_range[0] <= x <= sigma_w2_range[1] and sigma_b2_range[0] <= y <= sigma_b2_range[1]:
-            ax.scatter([x], [y], marker=INIT_MARKERS.get(names[0], "P"), s=22, color="white",
-                       edgecolor="k", linewidth=0.6, zorder=4, clip_on=False,
-                       label=", ".join(names))
-    if points is not None and len(points):
-        measured = points["measured"] if "measured" in points else pd.Series(np.nan, points.index)
-        fill = [cmap(norm(np.clip(2 * m, -limit, limit))) if np.isfinite(m) else "none"
-                for m in measured]
-        ax.scatter(points["sigma_w2"], points["sigma_b2"], s=22, c=fill, edgecolor="k",
-                   linewidth=0.7, zorder=5, clip_on=False, label="study point (measured χ1)")
-    if colorbar:
-        ax.figure.colorbar(mesh, ax=ax, label="log10 χ1", pad=0.02)
-    ax.set(xlim=sigma_w2_range, ylim=sigma_b2_range, xlabel="σw²", ylabel="σb²",
-           title=title if title is not None else activation if isinstance(activation, str) else "")
-    return ax
-
-
-def label_colors(df: pd.DataFrame) -> dict:
-    """Colour of each ``label``, in order of first appearance (colour-blind palette)."""
-    import seaborn as sns
-
-    labels = list(dict.fromkeys(df["label"]))
-    return dict(zip(labels, sns.color_palette("colorblind" if len(labels) <= 10 else "husl",
-                                              len(labels))))
-
-
-def _initializer_points(initializers: dict) -> dict:
-    """(sigma_w^2, sigma_b^2) -> names of the initializers there ('gaussian' aside: it is any
-    point), from a record's theory inputs (name -> pair or None)."""
-    found: dict[tuple, list] = {}
-    for name, pair in initializers.items():
-        if name == "gaussian":
-            continue
-        if pair is not None and None not in pair:
-            found.setdefault((round(pair[0], 6), round(pair[1], 6)), []).append(name)
-    for names in found.values():   # xavier_uniform and xavier_normal -> xavier
-        for stem in {n.rsplit("_", 1)[0] for n in names}:
-            if {f"{stem}_uniform", f"{stem}_normal"} <= set(names):
-                names[:] = [stem if n == f"{stem}_uniform" else n for n in names
-                            if n != f"{stem}_normal"]
-    return found
-
-
-def plot_jacobian_spectra(df: pd.DataFrame, *, ax=None, colors: dict | None = None,
-                          floor: float = 1e-6):
-    """Distribution function of the Jacobian's singular values (median over seeds of each
-    quantile) on a log axis, one line per run. A run's values below ``floor`` x its largest
-    are not resolved in float32 (zero included) and sit at that floor, the left end of its
-    line; a dotted line marks 1, where dynamical isometry puts every singular value."""
-    import matplotlib as mpl
-    from matplotlib import pyplot as plt
-
-    ax = ax if ax is not None else plt.gca()
-    colors = colors or label_colors(df)
-    lows, highs = [], []
-    for label, group in df.groupby("label", sort=False):
-        curve = group.groupby("probability")["singular_value"].median()
-        top = max(float(curve.max()), 1e-300)
-        values = np.maximum(curve.to_numpy(float), floor * top)
-        ax.plot(values, curve.index, color=colors.get(label), label=str(label))
-        lows.append(values.min())
-        highs.append(top)
-    if lows:  # at least two decades, centred on the data
-        low, high = min(lows), max(highs)
-        pad = max(1.5, math.sqrt(100 * low / high))
-        ax.set_xlim(low / pad, high * pad)
-        if low / pad <= 1.0 <= high * pad:
-            ax.axvline(1.0, color="0.4", linestyle=":", linewidth=0.8)
-    ax.set(xscale="log", xlabel="singular value of ∂h_L/∂x", ylabel="fraction below",
-           ylim=(0, 1))
-    ax.xaxis.set_major_locator(mpl.ticker.LogLocator(numticks=5))
-    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-    return ax
-
-
-def plot_frontier_vs_xi(df: pd.DataFrame, *, ax=None):
-    """Per entry (rows): the trainability frontier (filled circle; an arrow where every depth
-    tried trained, a cross where none did), 6 xi_c (vertical bar; an arrow at infinity) and
-    6 xi_grad (open diamond). ``df``: :func:`frontier_frame` rows of one study."""
-    from matplotlib import pyplot as plt
-
-    ax = ax if ax is not None else plt.gca()
-    df = df.sort_values("entry_order").reset_index(drop=True)
-    lo = max(min(df["min_depth"].min(), np.nanmin(df["predicted_depth"].replace(np.inf, np.nan)
-                                                    .to_numpy(float), initial=np.inf)) / 2, 0.5)
-    hi = df["max_depth"].max() * 2
-    y = np.arange(len(df))
-    for i, row in df.iterrows():
-        if np.isnan(row["frontier"]):
-            ax.scatter([row["min_depth"]], [i], marker="x", color="C3", s=18, zorder=3)
-        else:
-            ax.scatter([row["frontier"]], [i], marker=">" if row["frontier_censored"] else "o",
-                       color="C0", s=18, zorder=3)
-        if np.isfinite(row.get("gradient_depth", np.nan)):
-            ax.scatter([min(max(row["gradient_depth"], lo), hi)], [i], marker="d", s=14,
-                       facecolor="none", edgecolor="0.4", linewidth=0.7, zorder=2)
-        predicted = row["predicted_depth"]
-        if np.isfinite(predicted):
-            ax.scatter([min(max(predicted, lo), hi)], [i], marker="|", color="k", s=60, zorder=2)
-        elif not np.isnan(predicted):
-            ax.annotate("", (hi, i), xytext=(hi / 1.6, i),
-                        arrowprops={"arrowstyle": "->", "color": "k", "linewidth": 0.8})
-    ax.set_xscale("log", base=2)
-    ax.set(xlim=(lo, hi), ylim=(len(df) - 0.5, -0.5), xlabel="depth")
-    ax.set_yticks(y, df["entry"].tolist())
-    return ax
-
-
 # ---------------------------------------------------------------------------- the report
 
 CAPTIONS = {
@@ -550,9 +322,11 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
       out_dir: where the files go (created).
       frames: the records' :class:`~vgbench.report.frames.Frames`, if already built.
     """
-    from vgbench.report.frames import build_frames
+    from vgbench.report.figure_files import (save, theory_frontier_figure, theory_phase_figure,
+                                             theory_profiles_figure, theory_spectra_figure)
     from vgbench.report.index import Output
-    from vgbench.report.tables import LATEX, MARKDOWN
+    from vgbench.report.style import style
+    from vgbench.report.tables import LATEX, MARKDOWN, theory_table_text
 
     if isinstance(records, (str, Path)):
         records = _theory_records(Path(records), frames)
@@ -568,22 +342,25 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
         paths = (out_dir / "theory_agreement.csv", out_dir / "theory_agreement.md",
                  out_dir / "theory_agreement.tex")
         table.to_csv(paths[0], index=False, float_format="%.6g")
-        paths[1].write_text(table_text(table, runs, MARKDOWN), encoding="utf-8")
-        paths[2].write_text(table_text(table, runs, LATEX), encoding="utf-8")
+        window = fit_window(int(table["depth"].max()))
+        for path, dialect in ((paths[1], MARKDOWN), (paths[2], LATEX)):
+            path.write_text(theory_table_text(table, runs, dialect, window=window, study=STUDY),
+                            encoding="utf-8")
         outputs.append(Output("table", STUDY, "theory_agreement", CAPTIONS["agreement"], paths))
     plans = []
     profiles = profile_frame(runs, grad, inputs) if len(runs) else pd.DataFrame()
     if len(profiles):
         widest = profiles["width"].max()
         plans.append(("delta_profiles", CAPTIONS["delta_profiles"].format(width=int(widest)),
-                      lambda: _profiles_figure(profiles[profiles["width"] == widest])))
+                      lambda: theory_profiles_figure(profiles[profiles["width"] == widest])))
     if len(table):
-        plans.append(("phase_diagram", CAPTIONS["phase_diagram"], lambda: _phase_figure(table, inputs)))
+        plans.append(("phase_diagram", CAPTIONS["phase_diagram"], lambda: theory_phase_figure(
+            table, inputs, activation_of=activation_of)))
     theory_runs = set(runs["run_id"])   # a record may belong to the study by its manifest
     spectra = spectra_frame([r for r in records if r.get("run_id") in theory_runs])
     if len(spectra):
         plans.append(("jacobian_spectra", CAPTIONS["jacobian_spectra"],
-                      lambda: _spectra_figure(spectra)))
+                      lambda: theory_spectra_figure(spectra)))
     frontiers = frontier_frame(frames.runs)
     if len(frontiers):
         path = out_dir / "frontier_vs_xi.csv"
@@ -591,10 +368,7 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
         outputs.append(Output("table", STUDY, "frontier_vs_xi", CAPTIONS["frontier_vs_xi_table"],
                               (path,)))
         plans.append(("frontier_vs_xi", CAPTIONS["frontier_vs_xi"],
-                      lambda: _frontier_figure(frontiers)))
-    from vgbench.report.figure_files import save
-    from vgbench.report.style import style
-
+                      lambda: theory_frontier_figure(frontiers, xi_multiple=XI_MULTIPLE)))
     with style():
         for name, caption, build in plans:
             paths = save(build(), out_dir / f"theory_{name}", formats)
@@ -620,108 +394,3 @@ def theory_report(records, out_dir, *, frames=None, formats=("png", "pdf")) -> l
     returns the paths written."""
     outputs = theory_outputs(records, out_dir, frames=frames, formats=formats)
     return [p for o in outputs for p in o.paths]
-
-
-# ---------------------------------------------------------------------------- figure-level
-
-def _by_activation(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    return sorted(df.groupby("activation", sort=False),
-                  key=lambda kv: (ACTIVATION_ORDER.get(kv[0], len(ACTIVATION_ORDER)), kv[0]))
-
-
-def _profiles_figure(profiles: pd.DataFrame):
-    from vgbench.report.figure_files import facets, outer_labels
-
-    panels = _by_activation(profiles)
-    fig, axes = facets(len(panels), ncols=2, panel=(2.6, 2.0), sharey=False)
-    for ax, (activation, rows) in zip(axes, panels):
-        plot_delta_profiles(rows, ax=ax)
-        ax.set_title(activation)
-    outer_labels(axes)
-    return fig
-
-
-def _phase_figure(table: pd.DataFrame, inputs: dict):
-    from vgbench.report.figure_files import (COLORBAR, facets, fit_legends, legend_width,
-                                             outer_labels)
-
-    gaussian = table[table["init"] == "gaussian"]
-    activations = [a for a, _ in _by_activation(table) if a != "identity"]
-    widest = table[table["width"] == table["width"].max()]
-    legend = ["xavier, lecun_normal, orthogonal", "study point (measured χ1)"]
-    fig, axes = facets(len(activations), ncols=2, panel=(2.4, 1.9), sharey=False,
-                       legend=COLORBAR + legend_width(legend))
-    for ax, activation in zip(axes, activations):
-        points = gaussian[gaussian["activation"] == activation]
-        top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
-        rows = widest[widest["activation"] == activation]
-        rows = rows if len(rows) else table[table["activation"] == activation]
-        run = rows.iloc[0]
-        found = inputs[run["run_id"]]   # the run's own activation
-        markers = {}   # the built-in initializers and every one these runs used
-        for run_id in rows["run_id"]:
-            markers.update(inputs.get(run_id, {}).get("initializers", {}))
-        plot_phase_diagram(activation_of(found, float(run.get("leaky_slope", 0.01))), ax=ax,
-                           points=points, sigma_w2_range=(0.05, top), title=activation,
-                           initializers=markers, colorbar=False)
-    outer_labels(axes)
-    import matplotlib as mpl
-
-    from vgbench.report.figure_files import colorbar_axes
-
-    mappable = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-PHASE_LIMIT, PHASE_LIMIT),
-                                     cmap="RdBu_r")
-    cax = colorbar_axes(fig, axes)
-    fig.colorbar(mappable, cax=cax, label="log10 χ1")
-    handles = {}
-    for ax in axes:
-        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
-    fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=6,
-               bbox_to_anchor=(cax.get_position().x1 + COLORBAR / fig.get_figwidth(), 0.98))
-    fit_legends(fig)
-    return fig
-
-
-def _spectra_figure(spectra: pd.DataFrame):
-    from vgbench.report.figure_files import facets, fit_legends, legend_width, outer_labels
-
-    panels = _by_activation(spectra)
-    colors = label_colors(spectra)
-    fig, axes = facets(len(panels), ncols=4, panel=(1.7, 1.6), sharey=True,
-                       legend=legend_width(list(colors)))
-    for ax, (activation, rows) in zip(axes, panels):
-        plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR)
-        ax.set_title(activation)
-    outer_labels(axes)
-    handles = {}
-    for ax in axes:
-        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
-    right = max(ax.get_position().x1 for ax in axes)
-    fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=7,
-               bbox_to_anchor=(right + 0.01, 0.98))
-    fit_legends(fig)
-    return fig
-
-
-def _frontier_figure(frontiers: pd.DataFrame):
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    panels = list(frontiers.groupby(["study", "task"], sort=True))
-    rows = [len(g) for _, g in panels]
-    longest = max(len(str(e)) for e in frontiers["entry"])
-    fig = Figure(figsize=(0.055 * longest + 4.6, 0.16 * sum(rows) + 0.75 * len(panels)),
-                 layout="constrained")
-    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=rows).ravel()
-    for ax, ((study, task), group) in zip(axes, panels):
-        plot_frontier_vs_xi(group, ax=ax)
-        ax.set_title(f"{study} ({task})")
-    handles = [Line2D([], [], marker="o", color="C0", linestyle=""),
-               Line2D([], [], marker=">", color="C0", linestyle=""),
-               Line2D([], [], marker="x", color="C3", linestyle=""),
-               Line2D([], [], marker="|", color="k", linestyle="", markersize=8),
-               Line2D([], [], marker="d", markerfacecolor="none", color="0.4", linestyle="")]
-    labels = ["frontier", "every depth trains", "no depth trains", f"{XI_MULTIPLE} ξc",
-              f"{XI_MULTIPLE} |ξ∇|"]
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
-    return fig
