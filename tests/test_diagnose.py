@@ -60,6 +60,7 @@ def test_flax_layer_table_matches_the_builtin_mlp_and_theory():
     stacked = jax.tree_util.tree_map(lambda a: a[None], params)
     flax_params = jax.tree_util.tree_map(lambda a: a[0], builtin_to_flax(stacked, 4))
     module = FlaxMLP(4, 16, 10, jnp.tanh)
+    x = x.reshape(len(x), -1)   # digits come as 8x8x1 images; this flax MLP takes vectors
     mine = diagnose.flax_layer_table(module, {"params": flax_params}, x, y, task.loss)
     assert list(mine["layer_name"]) == list(builtin["layer_name"])
     for col in ("delta_norm", "grad_norm", "weight_norm"):

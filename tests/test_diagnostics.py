@@ -105,7 +105,8 @@ def test_flat_units_are_inactive_for_relu_and_tail_saturated_for_sigmoid():
     # is <= 0, about half of them; that is inactivity, not saturation
     spec = RunSpec(depth=3, width=64, activation="relu", init="he_normal")
     _, params, _, stats, (x, _, _, _) = probe_gradients(spec, batch=64)
-    pre = np.asarray(x) @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
+    flat = np.asarray(x).reshape(len(x), -1)   # digits images, as the MLP views them
+    pre = flat @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
     assert float(stats["inactive_fraction"][0]) == pytest.approx(np.mean(pre <= 0), abs=1e-6)
     assert 0.3 < float(stats["inactive_fraction"][0]) < 0.7
     assert float(stats["tail_saturation"][0]) == 0.0
@@ -113,7 +114,8 @@ def test_flat_units_are_inactive_for_relu_and_tail_saturated_for_sigmoid():
     # huge weights pin sigmoids in their flat tails (outputs near 0 or 1): tail saturation
     sat = RunSpec(depth=3, width=16, activation="sigmoid", init="gaussian", sigma_w=40.0)
     _, params, _, stats, (x, _, _, _) = probe_gradients(sat)
-    pre = np.asarray(x) @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
+    flat = np.asarray(x).reshape(len(x), -1)   # digits images, as the MLP views them
+    pre = flat @ np.asarray(params["stem"]["w"]) + np.asarray(params["stem"]["b"])
     slope = np.exp(-np.abs(pre)) / (1 + np.exp(-np.abs(pre))) ** 2       # sigmoid'
     assert float(stats["tail_saturation"][0]) == pytest.approx(np.mean(slope < 0.0025), abs=1e-6)
     assert float(stats["tail_saturation"][1]) > 0.8
