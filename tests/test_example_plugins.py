@@ -57,3 +57,14 @@ def test_plugin_configs_carry_the_plugin_hash_and_builtin_configs_do_not():
     assert mine.plugin_hash is not None and theirs.plugin_hash is None
     both = RunSpec(model="cnn", depth=3, activation="shifted_softplus", init="delta_orthogonal")
     assert both.plugin_hash not in (None, mine.plugin_hash)
+
+
+def test_every_shipped_example_grid_loads_and_fits_its_models():
+    # the worked examples must keep running with `make bench GRID=...`: their plugins load,
+    # and each model takes its task's inputs (the Transformer a (T, channels) sequence)
+    from vgbench import grid
+
+    root = EXAMPLES.parent
+    files = sorted(root.glob("*/*.toml"))
+    assert {f.name for f in files} >= {"plugin_study.toml", "transformer_study.toml"}
+    grid.check_fit(grid.load_many(files))

@@ -80,5 +80,8 @@ def pre_ln(spec, task):
     return Encoder(spec.depth, spec.width, task.output_dim, pre_ln=True)
 
 
-vgbench.register_flax_model("transformer_post_ln", post_ln, defaults={"task": "seq_digits"})
-vgbench.register_flax_model("transformer_pre_ln", pre_ln, defaults={"task": "seq_digits"})
+# "channels": the encoders take a sequence (T, channels) as it is, not flattened
+vgbench.register_flax_model("transformer_post_ln", post_ln, defaults={"task": "seq_digits"},
+                            input_layout="channels")
+vgbench.register_flax_model("transformer_pre_ln", pre_ln, defaults={"task": "seq_digits"},
+                            input_layout="channels")

@@ -298,17 +298,19 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
 
 
 def register_flax_model(name: str, make_module: Callable, *, defaults: dict | None = None,
-                        doc: str | None = None) -> Callable:
+                        input_layout: str = "flat", doc: str | None = None) -> Callable:
     """Register a flax.linen network as model ``name``: ``make_module(spec, task) -> Module``.
 
     The entry runs in grids, ``vgbench train`` and ``vgbench diagnose`` like the built-in
     models (see :mod:`vgbench.models.flax_adapter` for what is probed and how layers are
     named). ``defaults``: config fields a run of it takes where a command line leaves them
-    out (e.g. ``{"task": "seq_digits"}``). The first line of ``doc`` (else of
+    out (e.g. ``{"task": "seq_digits"}``). ``input_layout``: how the module takes a task's
+    examples, ``"flat"`` (one vector each) or ``"channels"`` (images ``(H, W, C)``, sequences
+    ``(T, C)``), as for :func:`vgbench.models.register_model`. The first line of ``doc`` (else of
     ``make_module``'s docstring) is what ``vgbench list`` and leaderboards show.
     """
     if not callable(make_module):
         raise TypeError(f"flax model {name!r}: make_module must be callable, got {make_module!r}")
     text = doc if doc is not None else inspect.getdoc(make_module)
     return register_model(name, make_flax_model(make_module, name=name), defaults=defaults,
-                          doc=text)
+                          input_layout=input_layout, doc=text)
