@@ -367,6 +367,14 @@ def _by_activation(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                   key=lambda kv: (ACTIVATION_ORDER.get(kv[0], len(ACTIVATION_ORDER)), kv[0]))
 
 
+def _panel_handles(axes) -> dict:
+    """label -> handle of what the panels labelled, each label once, for one figure legend."""
+    handles = {}
+    for ax in axes:
+        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
+    return handles
+
+
 def theory_profiles_figure(profiles: pd.DataFrame) -> Figure:
     """Measured and predicted log10 |dL/dh_l| against layer, a panel per activation
     (:func:`~vgbench.report.figures.plot_delta_profiles`)."""
@@ -412,9 +420,7 @@ def theory_phase_figure(table: pd.DataFrame, inputs: dict, *, activation_of) -> 
                                      cmap="RdBu_r")
     cax = colorbar_axes(fig, axes)
     fig.colorbar(mappable, cax=cax, label="log10 χ1")
-    handles = {}
-    for ax in axes:
-        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
+    handles = _panel_handles(axes)
     fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=6,
                bbox_to_anchor=(cax.get_position().x1 + COLORBAR / fig.get_figwidth(), 0.98))
     fit_legends(fig)
@@ -432,9 +438,7 @@ def theory_spectra_figure(spectra: pd.DataFrame) -> Figure:
         fg.plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR)
         ax.set_title(activation)
     outer_labels(axes)
-    handles = {}
-    for ax in axes:
-        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
+    handles = _panel_handles(axes)
     right = max(ax.get_position().x1 for ax in axes)
     fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=7,
                bbox_to_anchor=(right + 0.01, 0.98))
