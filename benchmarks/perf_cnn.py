@@ -9,7 +9,8 @@ for 1 and 8 vmapped seeds. Variants, timed in the same interleaved rounds:
 * ``vgbench``: the training program of ``vgbench train --model cnn`` with its diagnostics
   (one diagnostic step every 25), the convolution as :mod:`vgbench.models.conv` chooses it;
 * ``plain_native``: a hand-written step through ``lax.conv_general_dilated``;
-* ``plain_patches``: the same hand-written step with the convolution as patches + one matmul.
+* ``plain_patches``: the same hand-written step with the convolution as patches + one matmul,
+  differentiated by plain autodiff (:func:`vgbench.models.conv.patches_matmul`).
 
 ``make perf`` runs these rows too (:func:`cnn_rows`).
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from perf import (Roofline, _fmt, _write, program_runner, scanned_sgd,  # noqa: E402
                   seconds_per_step, steps_for)
-from vgbench.models.conv import conv_native, conv_patches  # noqa: E402
+from vgbench.models.conv import conv_native, patches_matmul  # noqa: E402
 from vgbench.spec import RunSpec  # noqa: E402
 
 WIDTH, BATCH, SIDE = 16, 32, 8
@@ -75,7 +76,7 @@ def cnn_rows(add, start_gflops: float, rounds: int, depths=(9, 33), seed_counts=
             compiled = {}
             builders = {"vgbench": program_runner(spec, seeds, True, compiled),
                         "plain_native": plain_cnn_runner(depth, conv_native, seeds),
-                        "plain_patches": plain_cnn_runner(depth, conv_patches, seeds)}
+                        "plain_patches": plain_cnn_runner(depth, patches_matmul, seeds)}
             per_step, roof = seconds_per_step(builders, steps_for(flops, start_gflops, 0.2), rounds)
             for name in builders:
                 add({"bench": f"cnn_{name}", "config": f"depth={depth} width={WIDTH} seeds={seeds}",

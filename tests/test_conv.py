@@ -7,7 +7,8 @@ import pytest
 
 from vgbench import models, tasks
 from vgbench.models import conv as conv_mod
-from vgbench.models.conv import conv, conv_method, conv_native, conv_patches, same_padding
+from vgbench.models.conv import (conv, conv_method, conv_native, conv_patches, patches_matmul,
+                                 same_padding)
 from vgbench.spec import RunSpec
 from vgbench.train import init_params
 
@@ -39,6 +40,21 @@ def test_patches_equal_native_convolution_values_and_gradients(x_shape, w_shape,
     g_patches = jax.grad(loss(conv_patches), argnums=(0, 1))(x, w)
     for a, b in zip(g_patches, g_native):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_backward_pass_keeps_the_input_not_its_patches():
+    """conv_patches forms the 9x larger patch matrix again in its backward pass; plain autodiff keeps it."""
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, 8, 8, 16))
+    w = jax.random.normal(jax.random.PRNGKey(4), (3, 3, 16, 16))
+
+    def kept(fn):   # floats held by the vector-Jacobian product between the two passes
+        return sum(leaf.size for leaf in jax.tree_util.tree_leaves(jax.vjp(fn, x, w)[1]))
+
+    assert kept(patches_matmul) >= 9 * x.size
+    assert kept(conv_patches) <= x.size + w.size
+    cot = jax.random.normal(jax.random.PRNGKey(5), (4, 8, 8, 16))
+    for a, b in zip(jax.vjp(conv_patches, x, w)[1](cot), jax.vjp(patches_matmul, x, w)[1](cot)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_same_padding_matches_lax():

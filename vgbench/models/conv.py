@@ -52,8 +52,8 @@ def conv_native(x, w, stride: int = 1):
                                         dimension_numbers=_DIMENSIONS[n_spatial])
 
 
-def conv_patches(x, w, stride: int = 1):
-    """The same convolution as im2col: the shifted views concatenated, then one matmul."""
+def patches_matmul(x, w, stride: int = 1):
+    """im2col as plain autodiff sees it: the patches are kept for the backward pass."""
     n_spatial = x.ndim - 2
     kernel = w.shape[:n_spatial]
     pads = [same_padding(x.shape[1 + a], kernel[a], stride) for a in range(n_spatial)]
@@ -69,6 +69,19 @@ def conv_patches(x, w, stride: int = 1):
     # w.reshape(-1, C_out) for a (*kernel, C_in, C_out) kernel
     patches = jnp.concatenate(views, axis=-1)
     return jnp.dot(patches, w.reshape(-1, w.shape[-1]))
+
+
+# The backward pass forms the patches again from the input instead of keeping them: they are
+# k*k times the size of the input (9x for 3x3), and inside the scan over a CNN's blocks writing
+# them out as residuals for the backward pass cost more than the slices that re-form them
+# (the training step at depth 33 on digits: 24.3 -> 18.9 ms; benchmarks/perf_cnn.py).
+_patches_rematerialized = jax.checkpoint(patches_matmul, static_argnums=(2,))
+
+
+def conv_patches(x, w, stride: int = 1):
+    """The same convolution as im2col: the shifted views concatenated, then one matmul;
+    the backward pass forms the patches again instead of keeping them."""
+    return _patches_rematerialized(x, w, stride)
 
 
 def _offsets(kernel):
