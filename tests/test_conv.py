@@ -151,3 +151,23 @@ def test_evaluation_in_chunks_equals_one_pass(n, chunk):
     assert chunked.shape == whole.shape == (n, task.output_dim)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-5, atol=1e-6)
     assert models.facts("cnn").eval_chunk == 128 and models.facts("mlp").eval_chunk is None
+
+
+def test_entries_side_by_side_evaluate_like_each_alone(monkeypatch):
+    """A program of 3 entries gives each a third of the CNN's evaluation chunk; its metrics
+    equal those of each entry run alone (full chunk)."""
+    from vgbench import train
+
+    monkeypatch.setitem(models._FACTS, "cnn", models.facts("cnn")._replace(eval_chunk=96))
+    spec = RunSpec(model="cnn", task="digits", depth=3, width=4, batch_size=8, steps=4,
+                   log_every=2, norm="batchnorm", optimizer="sgd", lr=0.05)
+    program = train.build_program(spec)
+    params, state, keys = train.init_params(spec, [0, 1, 2], task=program.task)
+    lrs = jnp.asarray([0.05, 0.1, 0.2], jnp.float32)
+    together = program.run(params, state, keys, lrs)
+    for i in range(3):
+        alone = program.run(*jax.tree_util.tree_map(lambda a: a[i:i + 1], (params, state, keys, lrs)))
+        for split in ("val", "test"):
+            for name, value in alone["final"][split].items():
+                np.testing.assert_allclose(value[0], together["final"][split][name][i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone["logs"]["val_metric"][0], together["logs"]["val_metric"][i])

@@ -16,6 +16,8 @@ updating; its ``update_ratio`` is that of the update it would apply.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from typing import Any, NamedTuple
 
@@ -105,10 +107,10 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
 
     eval_chunk = models.facts(spec.model).eval_chunk
 
-    def evaluate(params, state, x, y):
-        return task.metrics(forward_in_chunks(model, params, state, x, eval_chunk), y)
+    def run_one(params, state, data_key, lr, *, chunk):
+        def evaluate(params, state, x, y):
+            return task.metrics(forward_in_chunks(model, params, state, x, chunk), y)
 
-    def run_one(params, state, data_key, lr):
         if model.compute_layout is not None:
             params = model.compute_layout(params)
         layer_axes = model.layer_axes(params) if model.layer_axes is not None else None
@@ -185,15 +187,16 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
                  "test": evaluate(params, state, x_test, y_test)}
         return {"logs": logs, "final": final, "diverged_at": diverged_at}
 
-    batched = jax.vmap(run_one)
-
     def run(params, state, data_keys, lrs):
+        entries = lrs.shape[0]
+        # a model's eval_chunk counts the examples of one forward pass over all vmapped entries
+        chunk = None if eval_chunk is None else max(1, eval_chunk // entries)
         # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
         # (config, seed) entry skips vmap
-        if lrs.shape[0] == 1:
+        if entries == 1:
             one = jax.tree_util.tree_map(lambda a: a[0], (params, state, data_keys, lrs))
-            return jax.tree_util.tree_map(lambda a: a[None], run_one(*one))
-        return batched(params, state, data_keys, lrs)
+            return jax.tree_util.tree_map(lambda a: a[None], run_one(*one, chunk=chunk))
+        return jax.vmap(functools.partial(run_one, chunk=chunk))(params, state, data_keys, lrs)
 
     return Program(spec=spec, task=task, model=model, run=jax.jit(run) if jit else run)
 
