@@ -108,8 +108,11 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     eval_chunk = models.facts(spec.model).eval_chunk
 
     def run_one(params, state, data_key, lr, *, chunk):
-        def evaluate(params, state, x, y):
-            return task.metrics(forward_in_chunks(model, params, state, x, chunk), y)
+        def evaluate(params, state, *sets):
+            # the sets in one forward pass: one copy of the model in the program, not one per set
+            outputs = forward_in_chunks(model, params, state, jnp.concatenate([x for x, _ in sets]), chunk)
+            bounds = np.cumsum([0] + [x.shape[0] for x, _ in sets])
+            return [task.metrics(outputs[a:b], y) for (_, y), a, b in zip(sets, bounds[:-1], bounds[1:])]
 
         if model.compute_layout is not None:
             params = model.compute_layout(params)
@@ -139,8 +142,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             new_params, new_opt_state, updates = update(params, opt_state, grads)
             grad_global = tree_norm(grads)
             weight_norm = model.per_layer(params)
-            val = evaluate(params, state, x_val, y_val)
-            test = evaluate(params, state, x_test, y_test)
+            val, test = evaluate(params, state, (x_val, y_val), (x_test, y_test))
             log = {"loss": loss, "val_loss": val["loss"], "val_metric": val[target_key],
                    "test_loss": test["loss"], "test_metric": test[target_key],
                    "grad_global_norm": grad_global, "grad_norm": model.per_layer(grads),
@@ -182,9 +184,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             _, last_log = logged_step(carry, jnp.int32(spec.steps))
             logs = jax.tree_util.tree_map(lambda a, x: jnp.concatenate([a, x[None]]), logs, last_log)
         params, state, _, diverged_at = carry
-        final = {"train": evaluate(params, state, x_train, y_train),
-                 "val": evaluate(params, state, x_val, y_val),
-                 "test": evaluate(params, state, x_test, y_test)}
+        final = dict(zip(("train", "val", "test"), evaluate(
+            params, state, (x_train, y_train), (x_val, y_val), (x_test, y_test))))
         return {"logs": logs, "final": final, "diverged_at": diverged_at}
 
     def run(params, state, data_keys, lrs):
