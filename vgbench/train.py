@@ -17,7 +17,6 @@ updating; its ``update_ratio`` is that of the update it would apply.
 from __future__ import annotations
 
 import functools
-
 import time
 from typing import Any, NamedTuple
 
@@ -96,9 +95,18 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     model = models.make(spec, task)
     batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
     remainder = spec.steps % every   # steps of a last, shorter block (0: every block is full)
-    x_test, y_test = (jnp.asarray(a) for a in task.eval_test)
-    x_val, y_val = (jnp.asarray(a) for a in task.eval_val)
-    x_train, y_train = (jnp.asarray(a) for a in task.eval_train)
+    splits = {"train": task.eval_train, "val": task.eval_val, "test": task.eval_test}
+
+    def joined(*names):
+        """The named evaluation sets' examples as one array (joined once, here), and for each
+        set its name, labels and rows in it: they go through one forward pass, so the program
+        holds one copy of the model for them, not one per set."""
+        xs = [np.asarray(splits[n][0]) for n in names]
+        bounds = np.cumsum([0] + [len(x) for x in xs])
+        return jnp.asarray(np.concatenate(xs)), [(n, jnp.asarray(splits[n][1]), a, b)
+                                                for n, a, b in zip(names, bounds[:-1], bounds[1:])]
+
+    at_log_points, at_end = joined("val", "test"), joined("train", "val", "test")
     target_key = task.target_metric
 
     def loss_fn(params, state, x, y, probes=None):
@@ -108,11 +116,10 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
     eval_chunk = models.facts(spec.model).eval_chunk
 
     def run_one(params, state, data_key, lr, *, chunk):
-        def evaluate(params, state, *sets):
-            # the sets in one forward pass: one copy of the model in the program, not one per set
-            outputs = forward_in_chunks(model, params, state, jnp.concatenate([x for x, _ in sets]), chunk)
-            bounds = np.cumsum([0] + [x.shape[0] for x, _ in sets])
-            return [task.metrics(outputs[a:b], y) for (_, y), a, b in zip(sets, bounds[:-1], bounds[1:])]
+        def evaluate(params, state, sets):
+            x, parts = sets
+            outputs = forward_in_chunks(model, params, state, x, chunk)
+            return {name: task.metrics(outputs[a:b], y) for name, y, a, b in parts}
 
         if model.compute_layout is not None:
             params = model.compute_layout(params)
@@ -142,7 +149,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             new_params, new_opt_state, updates = update(params, opt_state, grads)
             grad_global = tree_norm(grads)
             weight_norm = model.per_layer(params)
-            val, test = evaluate(params, state, (x_val, y_val), (x_test, y_test))
+            ev = evaluate(params, state, at_log_points)
+            val, test = ev["val"], ev["test"]
             log = {"loss": loss, "val_loss": val["loss"], "val_metric": val[target_key],
                    "test_loss": test["loss"], "test_metric": test[target_key],
                    "grad_global_norm": grad_global, "grad_norm": model.per_layer(grads),
@@ -184,8 +192,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
             _, last_log = logged_step(carry, jnp.int32(spec.steps))
             logs = jax.tree_util.tree_map(lambda a, x: jnp.concatenate([a, x[None]]), logs, last_log)
         params, state, _, diverged_at = carry
-        final = dict(zip(("train", "val", "test"), evaluate(
-            params, state, (x_train, y_train), (x_val, y_val), (x_test, y_test))))
+        final = evaluate(params, state, at_end)
         return {"logs": logs, "final": final, "diverged_at": diverged_at}
 
     def run(params, state, data_keys, lrs):
