@@ -153,15 +153,16 @@ def test_evaluation_in_chunks_equals_one_pass(n, chunk):
     assert models.facts("cnn").eval_chunk == 128 and models.facts("mlp").eval_chunk is None
 
 
-def test_entries_side_by_side_evaluate_like_each_alone(monkeypatch):
-    """A program of 3 entries gives each a third of the CNN's evaluation chunk; its metrics
-    equal those of each entry run alone (full chunk)."""
+@pytest.mark.parametrize("sequential", [False, True], ids=["vmapped", "in_sequence"])
+def test_entries_side_by_side_evaluate_like_each_alone(monkeypatch, sequential):
+    """A vmapped program of 3 entries gives each a third of the CNN's evaluation chunk (a
+    sequential one, the whole chunk); its metrics equal those of each entry run alone."""
     from vgbench import train
 
     monkeypatch.setitem(models._FACTS, "cnn", models.facts("cnn")._replace(eval_chunk=96))
     spec = RunSpec(model="cnn", task="digits", depth=3, width=4, batch_size=8, steps=4,
                    log_every=2, norm="batchnorm", optimizer="sgd", lr=0.05)
-    program = train.build_program(spec)
+    program = train.build_program(spec, sequential=sequential)
     params, state, keys = train.init_params(spec, [0, 1, 2], task=program.task)
     lrs = jnp.asarray([0.05, 0.1, 0.2], jnp.float32)
     together = program.run(params, state, keys, lrs)

@@ -1,4 +1,4 @@
-"""The compiled run: jit equals eager, vmap over seeds equals a loop, determinism, divergence, records."""
+"""The compiled run: jit equals eager, entries side by side equal each alone, determinism, divergence, records."""
 
 import json
 
@@ -100,14 +100,20 @@ def test_same_config_and_seed_give_a_bitwise_identical_record():
     assert record.dumps(strip_volatile(a)) == record.dumps(strip_volatile(b))
 
 
-def test_vmap_over_seeds_equals_a_loop():
+@pytest.mark.parametrize("sequential", [True, False], ids=["in_sequence", "vmapped"])
+def test_entries_side_by_side_equal_each_entry_alone(sequential):
+    # both forms of a many-entry program (lax.map on one CPU device, vmap on an accelerator)
     spec = RunSpec(**TINY, activation="tanh", init="xavier_normal")
-    _, joint = train.train(spec, [0, 1])
+    program = train.build_program(spec, sequential=sequential)
+    params, state, keys = train.init_params(spec, [0, 1], task=program.task)
+    joint = train.execute(program, params, state, keys, [spec.lr, spec.lr])
     for i, seed in enumerate([0, 1]):
         _, alone = train.train(spec, [seed])
         for key in ("loss", "delta_norm", "grad_norm", "weight_samples"):
             np.testing.assert_allclose(joint.outputs["logs"][key][i], alone.outputs["logs"][key][0],
                                        rtol=2e-5, atol=1e-7, err_msg=key)
+    assert train.entries_in_sequence() == (jax.default_backend() == "cpu"
+                                           and jax.local_device_count() == 1)
 
 
 def test_jit_equals_eager():

@@ -1,4 +1,4 @@
-"""The compiled run: a whole training run is one program, ``lax.scan`` over steps, ``vmap`` over seeds.
+"""The compiled run: a whole training run is one program, ``lax.scan`` over steps, over seeds side by side.
 
 The program takes a stack of initial parameters (one per seed, or per (config, seed) for
 configs that differ only in initializer or learning rate), a stack of data keys and a stack
@@ -12,6 +12,14 @@ remaining ``log_every - 1`` steps of the block are plain steps. The last log poi
 step ``steps`` (``RunSpec.log_steps``): when ``steps`` is not a multiple of ``log_every``, the
 last block holds the ``steps % log_every`` remaining steps. The last log point measures without
 updating; its ``update_ratio`` is that of the update it would apply.
+
+The entries of one call (seeds, and configs that share the program) run side by side: vmapped
+on an accelerator, where that is the parallelism, and one after another inside the program
+(``lax.map``) on a single CPU device. XLA:CPU gains nothing from batching small matmuls: one
+entry's step costs the same alone as inside a vmapped batch for the MLP and CNN, and a vmapped
+LSTM or GRU entry costs 1.3x its step alone (``benchmarks/perf.py``, "entries"). The sequential
+program also compiles faster. An entry's numbers do not depend on which entries share its
+call, in either form (``tests/test_train.py``).
 """
 
 from __future__ import annotations
@@ -89,8 +97,19 @@ def forward_in_chunks(model, params, state, x, chunk: int | None):
     return out.reshape(n_chunks * size, *out.shape[2:])[:n]
 
 
-def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) -> Program:
-    """Compile-ready program for every run that shares ``program_key(spec)``."""
+def entries_in_sequence() -> bool:
+    """Whether a program runs its entries one after another (one CPU device) or vmapped."""
+    return jax.default_backend() == "cpu" and jax.local_device_count() == 1
+
+
+def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
+                  sequential: bool | None = None) -> Program:
+    """Compile-ready program for every run that shares ``program_key(spec)``.
+
+    ``sequential``: run the entries of a call one after another (``lax.map``) rather than
+    vmapped; None: :func:`entries_in_sequence` decides."""
+    if sequential is None:
+        sequential = entries_in_sequence()
     task = tasks.make(spec)
     model = models.make(spec, task)
     batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
@@ -197,13 +216,13 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True) 
 
     def run(params, state, data_keys, lrs):
         entries = lrs.shape[0]
+        if sequential or entries == 1:
+            # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
+            # entry, like each entry of a sequential program, runs unbatched
+            one = functools.partial(run_one, chunk=eval_chunk)
+            return jax.lax.map(lambda args: one(*args), (params, state, data_keys, lrs))
         # a model's eval_chunk counts the examples of one forward pass over all vmapped entries
         chunk = None if eval_chunk is None else max(1, eval_chunk // entries)
-        # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
-        # (config, seed) entry skips vmap
-        if entries == 1:
-            one = jax.tree_util.tree_map(lambda a: a[0], (params, state, data_keys, lrs))
-            return jax.tree_util.tree_map(lambda a: a[None], run_one(*one, chunk=chunk))
         return jax.vmap(functools.partial(run_one, chunk=chunk))(params, state, data_keys, lrs)
 
     return Program(spec=spec, task=task, model=model, run=jax.jit(run) if jit else run)

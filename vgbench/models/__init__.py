@@ -81,8 +81,9 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     theory describes; its records then carry the theory's inputs (``record.theory_inputs``).
     ``eval_chunk``: evaluation (validation and test sets at every log point) runs the model on
     at most this many examples per forward pass, in equal chunks (None: the whole set at once),
-    counted over all the entries (seeds, learning rates) one program runs side by side: with 8
-    entries each evaluates 1/8 as many at a time. Evaluation sets are 10-30 training batches: a
+    counted over all the entries (seeds, learning rates) one program vmaps: with 8 vmapped
+    entries each evaluates 1/8 as many at a time (entries that run in sequence, on one CPU
+    device, each take the whole chunk). Evaluation sets are 10-30 training batches: a
     convolution's patches for all of them at once overflow the CPU caches, so the CNN
     evaluates in chunks (2x faster at depth 33; with 8 entries, dividing the chunk among them
     took the depth-9 step from 67.7 to 61.8 ms).
