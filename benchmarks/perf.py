@@ -2,7 +2,8 @@
 
 In one process: the f32 matmul GFLOP/s of this machine (the roofline), then the achieved
 GFLOP/s of the compiled training step for MLPs of depth 5/20/50 and width 128/512 at batch 128,
-with and without diagnostics; 1/8/32 vmapped seeds; compile time at depth 8/32/128; and a
+with and without diagnostics; 1/8/32 seeds in one program; 8 entries run in sequence against
+vmapped (``entries``: an MLP and the recurrent study's LSTM and GRU); compile time at depth 8/32/128; and a
 plain hand-written JAX SGD step (one model, and vmapped over the same seed counts) for
 comparison; and the flax adapter's step (the same ReLU MLP as a flax.linen module,
 ``vgbench.register_flax_model``) against the built-in MLP's at depth 20, width 128/512
@@ -75,11 +76,13 @@ def mlp_flops(spec: RunSpec, d_in: int = 64, d_out: int = 10) -> float:
     return 6.0 * spec.batch_size * macs
 
 
-def program_runner(spec: RunSpec, seeds: int, diagnostics: bool, record: dict):
-    """``steps -> run()`` for the compiled training program; stores compile seconds in ``record``."""
+def program_runner(spec: RunSpec, seeds: int, diagnostics: bool, record: dict,
+                   sequential: bool | None = None):
+    """``steps -> run()`` for the compiled training program; stores compile seconds in ``record``.
+    ``sequential``: entries one after another or vmapped (None: as vgbench runs them here)."""
     def build(steps: int):
         s = spec.replace(steps=steps, log_every=LOG_EVERY)
-        program = train.build_program(s, diagnostics=diagnostics)
+        program = train.build_program(s, diagnostics=diagnostics, sequential=sequential)
         params, state, keys = train.init_params(s, list(range(seeds)), task=program.task)
         lrs = jnp.full((seeds,), s.lr, jnp.float32)
         t0 = time.perf_counter()
@@ -195,12 +198,45 @@ def flax_rows(add, start_gflops: float, rounds: int, widths=(128, 512), depth: i
                     flops, per_step[(kind, diag)], roof)
 
 
+ENTRIES = {   # the suite's shapes: an MLP of depth_activation, the recurrent study's LSTM and GRU
+    "mlp depth=64 width=64": (RunSpec(depth=64, width=64, batch_size=BATCH, activation="relu",
+                                      init="he_normal", optimizer="sgd", lr=0.01), None),
+    "lstm adding T=200 width=32": (RunSpec(model="rnn", cell="lstm", task="adding", seq_len=200,
+                                           width=32, batch_size=32, activation="tanh",
+                                           init="xavier_normal", optimizer="adam", lr=0.003,
+                                           clip="global_norm"), 6.0 * 32 * 200 * (4 * 32 + 32 * 128)),
+    "gru adding T=200 width=32": (RunSpec(model="rnn", cell="gru", task="adding", seq_len=200,
+                                          width=32, batch_size=32, activation="tanh",
+                                          init="xavier_normal", optimizer="adam", lr=0.003,
+                                          clip="global_norm"), 6.0 * 32 * 200 * (3 * 32 + 32 * 96)),
+}
+
+
+def entries_rows(add, start_gflops: float, rounds: int, n: int = 8) -> None:
+    """``n`` entries (seeds) in one program: run one after another (``lax.map``) against vmapped,
+    per entry, next to one entry alone. ``cost_vs_one_entry`` is the time per entry over one
+    entry's step alone."""
+    for name, (spec, flops) in ENTRIES.items():
+        flops = mlp_flops(spec) if flops is None else flops
+        builders = {"alone": program_runner(spec, 1, True, {}),
+                    "sequential": program_runner(spec, n, True, {}, sequential=True),
+                    "vmapped": program_runner(spec, n, True, {}, sequential=False)}
+        per_step, roof = seconds_per_step(builders, steps_for(flops * n, start_gflops, 1.0), rounds)
+        for form in builders:
+            k = 1 if form == "alone" else n
+            add({"bench": "entries", "config": f"{name} entries={k} {form}", "seeds": k,
+                 "diagnostics": True, "cost_vs_one_entry": per_step[form] / k / per_step["alone"]},
+                k * flops, per_step[form], roof)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="results/perf.csv")
     parser.add_argument("--quick", action="store_true", help="fewer configurations")
     parser.add_argument("--flax-only", action="store_true",
                         help="only the flax adapter's rows (against the built-in MLP)")
+    parser.add_argument("--entries-only", action="store_true",
+                        help="only the rows of 8 entries run in sequence against vmapped")
     args = parser.parse_args(argv)
 
     start = Roofline()
@@ -216,6 +252,9 @@ def main(argv=None) -> int:
         print(_fmt(rows[-1]), flush=True)
 
     rounds = 4 if args.quick else 10
+    entries_rows(add, start.gflops, rounds // 2)
+    if args.entries_only:
+        return _write(rows, args.out)
     flax_rows(add, start.gflops, rounds)
     if args.flax_only:
         return _write(rows, args.out)
