@@ -89,6 +89,40 @@ def test_candidate_table_ranks_every_value_and_marks_one_choice_per_setting():
     assert int(row["n_lost"].iloc[0]) == 1 and row["val_mean"].iloc[0] == pytest.approx(0.96)
 
 
+def edge_records(val_at_top):
+    """One entry at depths 2 and 4, tried at {0.1, 0.3} at depth 2 and {0.01, 0.03} at depth 4;
+    at depth 2 the top value scores ``val_at_top`` against 0.5 next to it."""
+    recs = []
+    for depth, lrs, vals in ((2, (0.1, 0.3), (0.5, val_at_top)), (4, (0.01, 0.03), (0.7, 0.6))):
+        for lr, v in zip(lrs, vals):
+            rec = tuned_record(lr, depth, "relu", [v] * 3, [0.5] * 3)
+            rec["tuning"] = {"lr": list(lrs)}
+            recs.append(rec)
+    return recs
+
+
+@pytest.mark.parametrize("val_at_top, edge_at_2", [(0.9, True), (0.5, False), (0.4, True)])
+def test_a_value_chosen_at_an_end_of_its_settings_grid_is_marked(val_at_top, edge_at_2):
+    # 0.9: the top value wins outright; 0.5: a tie goes to 0.1, the bottom, but no better than
+    # its neighbour; 0.4: the bottom wins outright. At depth 4 the bottom (0.01) wins: an edge
+    chosen, table = tuning.choose(build_frames(edge_records(val_at_top)).runs)
+    edge = {int(r.frontier_value): bool(r.tuned_at_edge) for r in chosen.itertuples()}
+    assert edge == {2: edge_at_2, 4: True}
+    grids = {int(r.frontier_value): r.lr_grid for r in chosen.itertuples()}
+    assert grids == {2: "{0.1, 0.3}", 4: "{0.01, 0.03}"}      # each setting's own range
+    assert table["at_edge"].sum() == int(edge_at_2) + 1 and not table.loc[~table["chosen"], "at_edge"].any()
+
+
+def test_tables_name_each_settings_grid_and_mark_edge_choices(tmp_path):
+    results = write_results(tmp_path, edge_records(0.9))
+    build_report(results, formats=("png",), workers=1)
+    table = (results / "tables" / "tuned.md").read_text()
+    assert "lr from {0.1, 0.3} at depth 2; {0.01, 0.03} at depth 4" in table
+    assert "(lr 0.3‡)" in table and "‡: chosen at an end of its grid" in table
+    board = pd.read_csv(results / "leaderboards" / "tuned_by_depth.csv")
+    assert board["tuned_at_edge"].tolist() == [True, True]
+
+
 def test_report_of_a_tuned_study_shows_each_entry_at_its_chosen_lr(tmp_path):
     results = write_results(tmp_path, tuned_records())
     build_report(results, formats=("png",), workers=1)
@@ -127,6 +161,62 @@ def test_tune_section_runs_every_entry_at_every_value(tmp_path):
     assert g.meta()["tuning"] == {"lr": [0.01, 0.1, 0.3]}
     from vgbench.train import program_key
     assert len({program_key(r.spec).run_id for r in g.runs}) == 2     # one program per depth
+
+
+def test_tune_when_gives_the_matching_settings_their_own_values(tmp_path):
+    g = grid.load(write_grid(tmp_path, textwrap.dedent("""
+        [tune]
+        lr = [0.1, 0.3]
+        [[tune.when]]
+        depth = 3
+        lr = [0.001, 0.01, 0.03]
+        [[tune.when]]
+        depth = [2, 3]
+        lr = [0.5, 1.0]
+        """)))
+    tried = [(r.spec.depth, r.spec.lr, tuple(r.tuning["lr"])) for r in g.runs]
+    assert tried == ([(2, lr, (0.5, 1.0)) for lr in (0.5, 1.0)]            # the first rule
+                     + [(3, lr, (0.001, 0.01, 0.03)) for lr in (0.001, 0.01, 0.03)])  # that matches
+    assert g.tuning == {"lr": [0.1, 0.3]}
+    assert g.tuning_when[0] == {"match": {"depth": 3}, "values": {"lr": [0.001, 0.01, 0.03]}}
+
+
+def test_each_record_and_manifest_entry_carries_its_own_runs_values(tmp_path):
+    import json
+
+    from vgbench import cli
+
+    path = write_grid(tmp_path, "[tune]\nlr = [0.1, 0.3]\n[[tune.when]]\ndepth = 3\nlr = [0.01]\n",
+                      'task = "digits"\nwidth = 4\nbatch_size = 8\nsteps = 2\nlog_every = 1\n')
+    results = tmp_path / "results"
+    assert cli.main(["run", str(path), "--results", str(results), "--no-progress"]) == 0
+    manifest = json.loads((results / "studies" / "g.json").read_text())
+    by_run = {r["run_id"]: r["tuning"] for r in manifest["runs"]}
+    for f in (results / "runs").glob("*.json"):
+        rec = json.loads(f.read_text())
+        want = {"lr": [0.01]} if rec["config"]["depth"] == 3 else {"lr": [0.1, 0.3]}
+        assert rec["tuning"] == by_run[rec["run_id"]] == want
+
+
+@pytest.mark.parametrize("tune, message", [
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepth = 5\nlr = [0.01]\n",
+     r"tune\.when\[0\] matches no run of the grid"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepth = 2\nlr = [0.01]\n[[tune.when]]\ndepth = 2\nlr = [1.0]\n",
+     r"tune\.when\[1\] matches no run .*an earlier rule takes all it matches"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepth = 2\nsigma_w = [1.0]\n",
+     r"tune\.when\[0\]\.sigma_w: 'sigma_w' is not tuned by \[tune\]"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\nlr = [0.01]\n", r"tune\.when\[0\]: matches every run"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepth = 2\n", r"tune\.when\[0\]: gives no values"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepht = 2\nlr = [0.01]\n",
+     r"tune\.when\[0\]: unknown key 'depht'.*did you mean 'depth'"),
+    ("[tune]\nlr = [0.1]\n[[tune.when]]\ndepth = 2\nlr = [0.01, 0.01]\n",
+     r"tune\.when\[0\]\.lr: 0\.01 is listed twice"),
+])
+def test_bad_tune_when_rules_are_one_error_naming_file_and_rule(tmp_path, tune, message):
+    path = write_grid(tmp_path, tune)
+    with pytest.raises(grid.GridError, match=message) as err:
+        grid.load(path)
+    assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize("tune, fixed, message", [

@@ -179,7 +179,7 @@ def _records(batch: Batch, todo: list[Run]) -> tuple[list[dict], float, float]:
             layer_names=program.model.layer_names, compile_s=raw.compile_s, run_s=raw.run_s,
             study=batch.meta["study"], grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes)
         rec["study_baseline"] = batch.meta.get("study_baseline")
-        rec["tuning"] = batch.meta.get("tuning") or {}
+        rec["tuning"] = dict(run.tuning)
         rec["timing"].update(batch_runs=len(batch.runs), batch_entries=batch.entries, devices=n_dev)
         out.append(rec)
     return out, raw.compile_s, raw.run_s
@@ -226,7 +226,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
                 rec = record.failed_record(run.spec, run.seeds, message, **batch.meta,
                                            grid_axes=run.grid_axes)
                 rec["study_baseline"] = batch.meta.get("study_baseline")
-                rec["tuning"] = batch.meta.get("tuning") or {}
+                rec["tuning"] = dict(run.tuning)
                 rec["traceback"] = detail
                 records.append(rec)
         for rec in records:

@@ -31,9 +31,16 @@ A grid file has these parts (all optional except at least one run)::
     [tune]                       # every run at each of these values; the reporter keeps, per
     lr = [0.01, 0.03, 0.1, 0.3]  # entry and setting, the best on the validation split
 
+    [[tune.when]]                # the runs that match every key (a value or a list) are tried
+    depth = [32, 64]             # at these values instead; the first rule that matches applies
+    lr = [0.001, 0.003, 0.01, 0.03]
+
 A ``[tune]`` field (``lr``, ``sigma_w`` or ``sigma_b``: fields that do not change the compiled
 program, so all of an entry's values share one compilation) is not an entry axis: each entry
-is reported at its own chosen value (see :mod:`vgbench.report.tuning` for the rule).
+is reported at its own chosen value (see :mod:`vgbench.report.tuning` for the rule). Each run
+carries the values it was tried at (``Run.tuning``, the record's ``tuning``): a ``[[tune.when]]``
+rule gives the settings where the best value lies elsewhere (deep networks want smaller
+learning rates) their own range, so that every grid can bracket its optimum.
 
 A suite file lists study files instead: ``[suite] studies = ["a.toml", "b.toml"]``.
 
@@ -74,6 +81,7 @@ class Run:
     spec: RunSpec
     seeds: tuple[int, ...]
     grid_axes: dict[str, Any] = field(hash=False, compare=False)
+    tuning: dict[str, list] = field(default_factory=dict, hash=False, compare=False)  # values tried
 
     @property
     def run_id(self) -> str:
@@ -94,9 +102,11 @@ class Grid:
     axes: tuple[str, ...]             # the keys that vary across the study's runs
     runs: tuple[Run, ...]
     tuning: dict[str, list] = field(default_factory=dict)   # [tune]: field -> values tried
+    tuning_when: tuple[dict, ...] = ()   # [[tune.when]] rules: {"match": {...}, "values": {...}}
 
     def meta(self) -> dict[str, Any]:
-        """Fields every record of this study carries besides the run's own."""
+        """Fields every record of this study carries besides the run's own (``tuning``: the
+        [tune] values; a record carries its own run's, :attr:`Run.tuning`)."""
         return {"study": self.name, "grid_hash": self.grid_hash, "study_baseline": self.baseline,
                 "tuning": dict(self.tuning)}
 
@@ -199,7 +209,7 @@ def load(path: str | Path) -> Grid:
 
     axes_table = content.get("axes", {})
     axes, zipped = _axes(axes_table, fixed, sources, check)
-    tuning = _tune(content.get("tune"), fixed, sources, axes, check)
+    tuning, when = _tune(content.get("tune"), fixed, sources, axes, zipped, check)
     if axes:
         combos = [_combine(parts) for parts in itertools.product(*axes.values())]
     else:   # without axes the fixed fields are one run, unless [[include]] lists the runs
@@ -210,17 +220,22 @@ def load(path: str | Path) -> Grid:
     combos += _include(content.get("include", []), zipped, check)
     if not combos:
         raise GridError(f"{where}: the grid has no runs")
-    for key, values in tuning.items():   # every run at every tuned value, value innermost
-        combos = [{**combo, key: v} for combo in combos for v in values]
+    # every run at every tuned value of its grid, value innermost
+    tried = _values_tried(combos, tuning, when, fixed, where)
+    combos = [{**combo, **dict(zip(grid, values))} for combo, grid in zip(combos, tried)
+              for values in itertools.product(*grid.values())]
+    tried = [grid for grid in tried for _ in itertools.product(*grid.values())]
 
     expanded = _expand(combos, fixed, where)
-    varying = _varying_keys(expanded)
-    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying})
-                 for spec, combo in expanded)
+    varying = _varying_keys([(spec, combo) for spec, combo, _ in expanded])
+    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying},
+                     tuning=tried[i])
+                 for spec, combo, i in expanded)
     return Grid(path=where, name=name, description=description,
                 grid_hash=canonical_hash(content), seeds=seeds,
                 baseline=_baseline(study.get("baseline"), check, where),
-                plugins=resolved, axes=varying, runs=runs, tuning=tuning)
+                plugins=resolved, axes=varying, runs=runs, tuning=tuning,
+                tuning_when=tuple({"match": m, "values": v} for m, v in when))
 
 
 def _study_and_fixed(content: dict, check: _Checker) -> tuple[dict, dict, dict]:
@@ -315,43 +330,97 @@ def _axes(table: Any, fixed: dict, sources: dict,
     return axes, zipped
 
 
-def _tune(table: Any, fixed: dict, sources: dict, axes: dict, check: _Checker) -> dict[str, list]:
-    """The [tune] section: field -> the distinct values every run is tried at."""
+def _tune(table: Any, fixed: dict, sources: dict, axes: dict, zipped: set,
+          check: _Checker) -> tuple[dict[str, list], list[tuple[dict, dict]]]:
+    """The [tune] section: field -> the distinct values every run is tried at; and its
+    [[tune.when]] rules as (keys to match, field -> values) pairs."""
     from vgbench.spec import TUNABLE
 
     where = check.where
     if table is None:
-        return {}
-    if not isinstance(table, dict) or not table:
+        return {}, []
+    if not isinstance(table, dict) or not set(table) - {"when"}:
         raise GridError(f"{where}: tune must be a table such as  [tune] lr = [0.01, 0.03, 0.1]; "
                         f"got {table!r}")
     set_by_axes = {k: axis for axis, entries in axes.items() for e in entries for k in e}
     tuning = {}
     for key, values in table.items():
+        if key == "when":
+            continue
         ctx = f"tune.{key}"
         if key not in TUNABLE:
             why = ("it changes the compiled program, so its values could not share one "
                    "compilation; make it an axis" if key in check.fields else "unknown key")
             raise GridError(f"{where}: {ctx}: cannot tune {key!r} ({why}); tunable fields: "
-                            f"{', '.join(TUNABLE)}{did_you_mean(key, TUNABLE)}")
+                            f"{', '.join(TUNABLE)}{did_you_mean(key, [*TUNABLE, 'when'])}")
         if key in fixed:
             raise GridError(f"{where}: {ctx}: {key!r} is also fixed ({sources[key]}); a tuned "
                             "field takes only the [tune] values")
         if key in set_by_axes:
             raise GridError(f"{where}: {ctx}: {key!r} is also set by axes.{set_by_axes[key]}; "
                             "tune it or make it an axis, not both")
-        if not isinstance(values, list) or not values:
-            raise GridError(f"{where}: {ctx}: expected a non-empty list of values, got {values!r}")
-        checked = []
-        for i, v in enumerate(values):
-            v = check.value(key, v, f"{ctx}[{i}]")
-            if key == "lr" and not v > 0:
-                raise GridError(f"{where}: {ctx}[{i}]: a learning rate must be > 0, got {v!r}")
-            if v in checked:
-                raise GridError(f"{where}: {ctx}: {v!r} is listed twice")
-            checked.append(v)
-        tuning[key] = sorted(checked)
-    return tuning
+        tuning[key] = _tuned_values(key, values, ctx, check)
+    when = []
+    for i, rule in enumerate(_rules(table.get("when", []), "tune.when", where)):
+        ctx = f"tune.when[{i}]"
+        match, values = {}, {}
+        for k, v in rule.items():
+            if k in tuning:
+                values[k] = _tuned_values(k, v, f"{ctx}.{k}", check)
+            elif k in TUNABLE:
+                raise GridError(f"{where}: {ctx}.{k}: {k!r} is not tuned by [tune]; a rule "
+                                f"gives other values to the tuned fields ({', '.join(tuning)})")
+            else:
+                check.key(k, ctx, extra=tuple(zipped))
+                if k not in zipped:
+                    for x in _as_list(v):
+                        check.value(k, x, f"{ctx}.{k}")
+                match[k] = v
+        if not values:
+            raise GridError(f"{where}: {ctx}: gives no values; name a tuned field "
+                            f"({', '.join(tuning)}) with the values to try where it matches")
+        if not match:
+            raise GridError(f"{where}: {ctx}: matches every run; name the runs it is for "
+                            "(e.g. depth = [32, 64]), or change [tune] itself")
+        when.append((match, values))
+    return tuning, when
+
+
+def _tuned_values(key: str, values: Any, ctx: str, check: _Checker) -> list:
+    where = check.where
+    if not isinstance(values, list) or not values:
+        raise GridError(f"{where}: {ctx}: expected a non-empty list of values, got {values!r}")
+    checked = []
+    for i, v in enumerate(values):
+        v = check.value(key, v, f"{ctx}[{i}]")
+        if key == "lr" and not v > 0:
+            raise GridError(f"{where}: {ctx}[{i}]: a learning rate must be > 0, got {v!r}")
+        if v in checked:
+            raise GridError(f"{where}: {ctx}: {v!r} is listed twice")
+        checked.append(v)
+    return sorted(checked)
+
+
+def _values_tried(combos: list[dict], tuning: dict, when: list, fixed: dict,
+                  where: str) -> list[dict[str, list]]:
+    """Each combination's grid of tuned values: [tune], with the first matching rule's values."""
+    used = [False] * len(when)
+    grids = []
+    for combo in combos:
+        config = {**fixed, **combo}
+        config = {**RunSpec.defaults(config.get("model")), **config}
+        grid = dict(tuning)
+        for i, (match, values) in enumerate(when):
+            if _matches(match, config):
+                grid.update(values)
+                used[i] = True
+                break
+        grids.append(grid)
+    for i, u in enumerate(used):
+        if not u:
+            raise GridError(f"{where}: tune.when[{i}] matches no run of the grid (or an earlier "
+                            f"rule takes all it matches): {when[i][0]}")
+    return grids
 
 
 def _combine(parts) -> dict:
@@ -432,11 +501,12 @@ def _baseline(value: Any, check: _Checker, where: str) -> dict | None:
     return dict(value)
 
 
-def _expand(combos: list[dict], fixed: dict, where: str) -> list[tuple[RunSpec, dict]]:
-    """Specs of the combinations, in order, without duplicates (equal run ids)."""
+def _expand(combos: list[dict], fixed: dict, where: str) -> list[tuple[RunSpec, dict, int]]:
+    """Specs of the combinations, in order, without duplicates (equal run ids); with each its
+    combination and that combination's index."""
     fields = set(grid_fields())
     expanded, seen = [], set()
-    for combo in combos:
+    for i, combo in enumerate(combos):
         # plugin_hash is derived by RunSpec: the source hash of exactly the plugins it names
         config = {**fixed, **{k: v for k, v in combo.items() if k in fields}}
         label = ", ".join(f"{k}={v!r}" for k, v in combo.items()) or "the fixed fields"
@@ -446,7 +516,7 @@ def _expand(combos: list[dict], fixed: dict, where: str) -> list[tuple[RunSpec, 
             raise GridError(str(err)) from None
         if spec.run_id not in seen:
             seen.add(spec.run_id)
-            expanded.append((spec, combo))
+            expanded.append((spec, combo, i))
     return expanded
 
 

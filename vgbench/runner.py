@@ -108,8 +108,9 @@ def manifest(g: grid_mod.Grid) -> dict:
     return {"schema": "vgbench.study/1", "name": g.name, "description": g.description,
             "grid_file": g.path, "grid_hash": g.grid_hash, "seeds": list(g.seeds),
             "axes": list(g.axes), "baseline": g.baseline, "tuning": dict(g.tuning),
-            "plugins": list(g.plugins),
-            "runs": [{"run_id": r.run_id, "grid_axes": r.grid_axes} for r in g.runs]}
+            "tuning_when": list(g.tuning_when), "plugins": list(g.plugins),
+            "runs": [{"run_id": r.run_id, "grid_axes": r.grid_axes, "tuning": r.tuning}
+                     for r in g.runs]}
 
 
 @dataclass

@@ -94,10 +94,12 @@ def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per task x entry x frontier value of one study's ``runs`` rows.
 
     In a tuned study (``runs`` as :func:`vgbench.report.tuning.choose` leaves them) each row
-    also names the chosen value of every tuned field and the grid it was chosen from.
+    also names the chosen value of every tuned field, the setting's grid it was chosen from and
+    ``tuned_at_edge`` (the value is at an end of that grid and beats its neighbour).
     """
     keys = ["task", "entry", "entry_order", "frontier_value"]
     tuned = [c for f in tuned_fields(runs) for c in (f, f"{f}_grid") if c in runs]
+    tuned += ["tuned_at_edge"] if tuned and "tuned_at_edge" in runs else []
     rows = []
     for key, group in runs.groupby(keys, dropna=False, sort=True):
         first = group.iloc[0]

@@ -131,7 +131,7 @@ def study_memberships(results_dir: str | Path) -> dict[str, list[dict]]:
                     "study": name, "grid_axes": run.get("grid_axes") or {},
                     "grid_hash": manifest.get("grid_hash"),
                     "study_baseline": manifest.get("baseline"),
-                    "tuning": manifest.get("tuning") or {}})
+                    "tuning": run.get("tuning") or manifest.get("tuning") or {}})
     return members
 
 

@@ -43,6 +43,7 @@ class Dialect:
     infinity: str
     missing: str
     dagger: str
+    ddagger: str
     geq: str
     seed_range: str
     sci: Callable[[str, int], str]
@@ -55,13 +56,13 @@ class Dialect:
 
 LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"\textbf{{{s}}}",
                 code=lambda s: rf"\texttt{{{latex_escape(s)}}}", pm=r"$\pm$",
-                infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", geq=r"$\geq$",
-                seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
+                infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", ddagger=r"$^\ddagger$",
+                geq=r"$\geq$", seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
                 small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$", delta=r"$\Delta$",
                 log_a=r"$|\log_{10} a|$", percent=r"\%")
 MARKDOWN = Dialect(escape=lambda s: str(s).replace("|", r"\|"), bold=lambda s: f"**{s}**",
                    code=lambda s: f"`{s}`", pm="±", infinity="∞", missing="–", dagger="†",
-                   geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
+                   ddagger="‡", geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
                    arrow="→", delta="Δ", log_a=r"\|log10 a\|", percent="%")
 
 
@@ -141,7 +142,8 @@ def provenance_text(runs: pd.DataFrame, dialect: Dialect) -> str:
     p = provenance(runs)
     protocol = ""
     if "tuning_rule" in runs and runs["tuning_rule"].notna().any():
-        grids = [f"{c[:-5]} {runs[c].iloc[0]}" for c in runs.columns if c.endswith("_grid")]
+        grids = [f"{c[:-5]} {' or '.join(runs[c].dropna().unique())}" for c in runs.columns
+                 if c.endswith("_grid")]
         protocol = (f"tuned on validation ({dialect.escape('; '.join(grids))}, per entry and "
                     f"setting); ")
     return (f"{protocol}vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}; "
@@ -192,22 +194,47 @@ def tuned(row) -> list[tuple[str, float, str]]:
             if k.endswith("_grid") and k[:-5] in keys and isinstance(row[k], str)]
 
 
+def _edge_mark(row, dialect: Dialect) -> str:
+    """The mark of a value chosen at the edge of its grid ('' otherwise)."""
+    edge = row.get("tuned_at_edge") if hasattr(row, "get") else None
+    return dialect.ddagger if isinstance(edge, (bool, np.bool_)) and edge else ""
+
+
 def _chosen_text(row, dialect: Dialect) -> str:
-    return ", ".join(f"{dialect.escape(f)} {_value_text(v)}" for f, v, _ in tuned(row))
+    return ", ".join(f"{dialect.escape(f)} {_value_text(v)}" for f, v, _ in tuned(row)) + \
+        _edge_mark(row, dialect)
 
 
-def _tuning_caption(board: pd.DataFrame, dialect: Dialect) -> str:
+def grids_text(rows: pd.DataFrame, field: str, axis: str | None) -> str:
+    """``{...}``, or, where settings were tried at different values, each grid with the values
+    of the frontier axis it applies to: ``{0.1, 0.3} at depth 2, 4; {0.01, 0.03} at depth 32``."""
+    column = f"{field}_grid"
+    distinct = [str(g) for g in rows[column].dropna().unique()]
+    if len(distinct) <= 1 or axis is None or "frontier_value" not in rows:
+        return "; ".join(distinct)
+    grids = rows.dropna(subset=[column]).groupby(column, sort=False)["frontier_value"]
+    parts = sorted(((sorted(v.dropna().unique()), g) for g, v in grids), key=lambda p: p[0])
+    return "; ".join(f"{g} at {axis} {', '.join(_int_text(x) for x in vals)}" for vals, g in parts)
+
+
+def _tuning_caption(board: pd.DataFrame, dialect: Dialect, settings: pd.DataFrame | None = None) -> str:
     """The protocol, for the captions of a tuned study ('' for an untuned one)."""
     first = board.iloc[0]
     fields = tuned(first)
     if not fields:
         return ""
-    grids = "; ".join(f"{dialect.escape(f)} from {dialect.escape(g)}" for f, _, g in fields)
     axis = first["frontier_axis"] if isinstance(first["frontier_axis"], str) else None
+    rows = board if settings is None else settings
+    grids = "; ".join(f"{dialect.escape(f)} from {dialect.escape(grids_text(rows, f, axis))}"
+                      for f, _, _ in fields)
     per = f" and {dialect.escape(axis)}" if axis else ""
+    edge = ""
+    if "tuned_at_edge" in rows and rows["tuned_at_edge"].fillna(False).astype(bool).any():
+        edge = (f" {dialect.ddagger}: chosen at an end of its grid, above the value next to it: "
+                f"the best value may lie beyond the grid.")
     return (f" Each entry at its own tuned value ({grids}), chosen per entry{per} on the "
             f"validation split: fewest diverged or failed seeds, then best mean final validation "
-            f"metric, ties to the smaller value; test numbers are never used to choose.")
+            f"metric, ties to the smaller value; test numbers are never used to choose.{edge}")
 
 
 def _metric_cell(setting, best: float | None, dialect: Dialect, chosen: bool = False) -> str:
@@ -255,7 +282,7 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect)
                f"(k failed): seeds that diverged or failed. Frontier: the largest {axis} at which "
                f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried)."
                f"{' In brackets: the chosen value.' if tuned(board.iloc[0]) else ''}"
-               f"{_tuning_caption(board, dialect)}")
+               f"{_tuning_caption(board, dialect, settings)}")
     header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"]
     span = (dialect.escape(f"{info['metric']} at {info['axis']}"), 2, 1 + len(values))
     return Table(caption, header, rows, info["label"] + "-scaling", [span])
@@ -270,7 +297,7 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
     rows = []
     for _, row in board.iterrows():
         cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
-        cells += [_value_text(v) for _, v, _ in tuned(row)]
+        cells += [_value_text(v) + _edge_mark(row, dialect) for _, v, _ in tuned(row)]
         cells.append(_metric_cell(row, best, dialect))
         cells += [str(row["success"])] if with_success else []
         cells.append(f"{number(row['abs_log10_attenuation_init'], dialect, 1)} {dialect.arrow} "

@@ -11,7 +11,12 @@ reporter chooses one value:
 3. ties go to the smaller value.
 
 Nothing here reads a test metric: the test numbers of the chosen runs are what the
-leaderboards, tables and figures then report. :func:`choose` returns the runs at the chosen
+leaderboards, tables and figures then report.
+
+Each setting is chosen from the values its runs were tried at (a grid's ``[[tune.when]]`` rules
+give some settings another range). A chosen value at either end of its setting's range that
+beats the value next to it (not a tie) is marked ``at_edge``: the best value may lie beyond
+the range, and the tables say so. :func:`choose` returns the runs at the chosen
 values (the rest of the report sees only those) and the table of every candidate value.
 """
 
@@ -61,8 +66,9 @@ def candidates(runs: pd.DataFrame) -> pd.DataFrame:
         ranked.append(_rank(group, fields))
     table = pd.concat(ranked)
     table["chosen"] = table["choice_rank"] == 1
+    table["at_edge"] = _at_edge(table, fields)
     head = ["study", "task", "entry", "frontier_axis", "frontier_value", *fields, "chosen",
-            "choice_rank"]
+            "choice_rank", "at_edge"]
     return table[head + [c for c in table.columns if c not in head]].sort_values(
         ["task", "entry_order", "frontier_value", *fields], ignore_index=True)
 
@@ -79,6 +85,31 @@ def _rank(group: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
     return group.assign(choice_rank=ranks)
 
 
+def _at_edge(table: pd.DataFrame, fields: list[str]) -> pd.Series:
+    """True for a chosen row whose value of some tuned field is the smallest or largest its
+    setting tried and ranks strictly above the value next to it (the other fields equal)."""
+    edge = pd.Series(False, index=table.index)
+    for _, group in table.groupby(GROUP, dropna=False, sort=False):
+        chosen = group[group["chosen"]]
+        if chosen.empty:
+            continue
+        row = chosen.iloc[0]
+        for f in fields:
+            others = [g for g in fields if g != f]
+            line = group[(group[others] == row[others]).all(axis=1)] if others else group
+            values = np.sort(line[f].to_numpy(float))
+            if len(values) < 2 or row[f] not in (values[0], values[-1]):
+                continue
+            inward = values[1] if row[f] == values[0] else values[-2]
+            neighbour = line[line[f] == inward].iloc[0]
+            tie = (neighbour["n_lost"] == row["n_lost"]
+                   and (neighbour["val_mean"] == row["val_mean"]
+                        or (np.isnan(neighbour["val_mean"]) and np.isnan(row["val_mean"]))))
+            if not tie:
+                edge[chosen.index[0]] = True
+    return edge
+
+
 def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the rows of ``runs`` at each setting's chosen value, :func:`candidates` of ``runs``).
 
@@ -88,10 +119,13 @@ def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if table.empty:
         return runs, table
     fields = tuned_fields(runs)
-    chosen = table.loc[table["chosen"], GROUP + fields]
-    keep = runs.merge(chosen, on=GROUP + fields, how="inner")
-    grid = {f: sorted(runs[f].dropna().unique()) for f in fields}
-    keep = keep.assign(tuning_rule=RULE, **{f"{f}_grid": _grid_text(v) for f, v in grid.items()})
+    chosen = table.loc[table["chosen"], GROUP + fields + ["at_edge"]]
+    keep = runs.merge(chosen.rename(columns={"at_edge": "tuned_at_edge"}), on=GROUP + fields,
+                      how="inner")
+    # each setting's own range: the values its runs were tried at
+    grids = runs.groupby(GROUP, dropna=False, sort=False).agg(
+        **{f"{f}_grid": (f, lambda v: _grid_text(sorted(v.dropna().unique()))) for f in fields})
+    keep = keep.merge(grids.reset_index(), on=GROUP, how="left").assign(tuning_rule=RULE)
     return keep, table
 
 
