@@ -174,7 +174,7 @@ def test_unrolled_and_scanned_hidden_layers_give_the_same_run(monkeypatch):
     spec = RunSpec(**{**TINY, "depth": 5}, activation="prelu", init="he_normal", norm="batchnorm",
                    skip="skipinit", optimizer="momentum", lr=0.05)
     assert mlp.unrolled(spec.depth - 1, spec.width)
-    assert mlp.unrolled(20, 512) and not mlp.unrolled(20, 64) and mlp.unrolled(8, 64)
+    assert mlp.unrolled(20, 128) and not mlp.unrolled(20, 64) and mlp.unrolled(8, 64)
     _, unrolled = train.train(spec, [0, 1])
     monkeypatch.setattr(mlp, "UNROLL_MAX_HIDDEN", 0)
     _, scanned = train.train(spec, [0, 1])
