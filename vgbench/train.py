@@ -217,10 +217,13 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
 
     def run(params, state, data_keys, lrs):
         entries = lrs.shape[0]
-        if sequential or entries == 1:
+        one = functools.partial(run_one, chunk=eval_chunk)
+        if entries == 1:
             # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
             # entry, like each entry of a sequential program, runs unbatched
-            one = functools.partial(run_one, chunk=eval_chunk)
+            alone = jax.tree_util.tree_map(lambda a: a[0], (params, state, data_keys, lrs))
+            return jax.tree_util.tree_map(lambda a: a[None], one(*alone))
+        if sequential:
             return jax.lax.map(lambda args: one(*args), (params, state, data_keys, lrs))
         # a model's eval_chunk counts the examples of one forward pass over all vmapped entries
         chunk = None if eval_chunk is None else max(1, eval_chunk // entries)
