@@ -159,6 +159,12 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+def _resolved(combo: dict, fixed: dict) -> dict:
+    """A combination's full config: the model's defaults, the fixed fields, the combination."""
+    config = {**fixed, **combo}
+    return {**RunSpec.defaults(config.get("model")), **config}
+
+
 def _matches(rule: dict, combo: dict) -> bool:
     return all(combo.get(k, _MISSING) in _as_list(v) for k, v in rule.items())
 
@@ -407,8 +413,7 @@ def _values_tried(combos: list[dict], tuning: dict, when: list, fixed: dict,
     used = [False] * len(when)
     grids = []
     for combo in combos:
-        config = {**fixed, **combo}
-        config = {**RunSpec.defaults(config.get("model")), **config}
+        config = _resolved(combo, fixed)
         grid = dict(tuning)
         for i, (match, values) in enumerate(when):
             if _matches(match, config):
@@ -432,10 +437,6 @@ def _combine(parts) -> dict:
 
 def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _Checker) -> list[dict]:
     """Drop the combinations that match every key of a rule; a rule that matches none is an error."""
-    def resolved(combo: dict) -> dict:
-        config = {**fixed, **combo}
-        return {**RunSpec.defaults(config.get("model")), **config}
-
     for i, rule in enumerate(_rules(rules, "exclude", check.where)):
         for k, v in rule.items():
             check.key(k, f"exclude[{i}]", extra=tuple(zipped))
@@ -443,7 +444,7 @@ def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _C
                 for x in _as_list(v):
                     check.value(k, x, f"exclude[{i}].{k}")
         before = len(combos)
-        combos = [c for c in combos if not _matches(rule, resolved(c))]
+        combos = [c for c in combos if not _matches(rule, _resolved(c, fixed))]
         if len(combos) == before:
             raise GridError(f"{check.where}: exclude[{i}] matches no run of the grid: {rule}")
     return combos
