@@ -14,7 +14,12 @@ Implementations (``--compare``):
   einsum plus a bias for the input projection), differentiated by JAX;
 * ``vgbench cells, autodiff scan``: vgbench's cells (one tanh over the fused LSTM gates,
   sigmoid through tanh, the bias inside the projection matmul) under JAX's own scan transpose;
-* ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`).
+* ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`), its batch
+  split over the process's CPU devices as a training program splits it
+  (:func:`vgbench.train.batch_split`; one per usable core unless ``VGBENCH_CPU_DEVICES`` says);
+* ``vgbench, one device``: the same step on one device (when the batch splits).
+
+Every implementation but the last runs split like ``vgbench``.
 
 * ``vgbench at REV`` (``--before REV``): the model of an earlier git revision;
 * ``pytorch eager``: ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a linear head and
@@ -36,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vgbench import tasks
+from vgbench import tasks, train
 from vgbench.models import rnn
 from vgbench.spec import RunSpec
 
@@ -95,6 +100,7 @@ def straightforward(name: str):
 
 
 IMPLEMENTATIONS = ("straightforward", "vgbench cells, autodiff scan", "vgbench")
+ONE_DEVICE = "vgbench, one device"   # the step without the batch split (when it splits)
 PYTORCH = "pytorch eager"
 
 
@@ -228,11 +234,15 @@ def model_at(revision: str):
 
 
 def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, width=WIDTH,
-               batch=BATCH, module=rnn):
+               batch=BATCH, module=rnn, split: int | None = None):
     """(run, flops): ``run()`` does one compiled training step; flops counts its matmuls.
 
     ``module``: the rnn module whose model is timed (:func:`model_at` for an older one).
+    ``split``: CPU devices the batch is split over, laid out as a training program lays it
+    out (``vgbench.train.split_shardings``); None: as ``vgbench train`` would
+    (``train.batch_split``), 1: on one device.
     """
+
     spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width, seq_len=seq_len,
                    batch_size=batch, optimizer="adam", lr=1e-3)
     task = tasks.make(spec)
@@ -248,11 +258,19 @@ def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, w
     opt = optax.adam(1e-3)
     x, y = task.sample(jax.random.PRNGKey(1), batch)
 
-    @jax.jit
+    if implementation == ONE_DEVICE:
+        split = 1
+    by_batch, replicated = train.split_shardings(train.batch_split(spec) if split is None else split)
+
     def step(p, o, x, y):  # the batch is an argument, as in training: XLA cannot fold it
+        if by_batch is not None:
+            x, y = jax.lax.with_sharding_constraint((x, y), by_batch)
         value, grads = jax.value_and_grad(lambda p: task.loss(apply(p, x), y))(p)
         updates, o = opt.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
+
+    step = jax.jit(step) if by_batch is None else jax.jit(step, in_shardings=replicated,
+                                                         out_shardings=replicated)
 
     carry = jax.block_until_ready(step(params, opt.init(params), x, y))
 
@@ -291,6 +309,8 @@ def rnn_rows(roofline_gflops: float | None = None, *, cells=CELLS, compare: bool
     its eager step of the same network is timed in the same rounds.
     """
     chosen = IMPLEMENTATIONS if compare else ("vgbench",)
+    if train.batch_split(RunSpec(model="rnn", batch_size=sizes.get("batch", BATCH))) > 1:
+        chosen = (*chosen, ONE_DEVICE)
     cases = [(name, impl, *build_step(name, impl, **sizes)) for name in cells for impl in chosen]
     if before:
         old = model_at(before)

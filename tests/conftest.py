@@ -7,11 +7,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # more, and a multi-threaded OpenBLAS has been seen to stall on shared 2-core machines.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# Two CPU devices on every machine: the recurrent model's split batch (vgbench.train.batch_split)
+# runs in the tests whatever the number of cores.
+os.environ.setdefault("VGBENCH_CPU_DEVICES", "2")
+
 # Tests check numbers, not speed: cheaper XLA compilation halves the suite's wall time on CPU.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
 
+import vgbench  # noqa: E402,F401  (sets vgbench's XLA flags before a test module imports JAX)
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")

@@ -366,6 +366,7 @@ def test_cli_trains_a_recurrent_model_and_writes_its_record(tmp_path, capsys):
     assert "cell=lstm seq_len=6" in text and "baseline loss 0.1667" in text
     assert "target test_loss <= 0.05" in text and "target reached by" in text
     rec = json.loads(out.read_text())
+    assert rec["timing"]["batch_split"] == 2         # two CPU devices (tests/conftest.py)
     d, s = rec["diagnostics"], rec["summary"]
     assert np.array(d["time_delta_norm"], dtype=float).shape == (2, 3, 6)
     assert np.array(d["time_delta_underflow"]).shape == (2, 3, 6)

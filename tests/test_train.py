@@ -112,8 +112,43 @@ def test_entries_side_by_side_equal_each_entry_alone(sequential):
         for key in ("loss", "delta_norm", "grad_norm", "weight_samples"):
             np.testing.assert_allclose(joint.outputs["logs"][key][i], alone.outputs["logs"][key][0],
                                        rtol=2e-5, atol=1e-7, err_msg=key)
-    assert train.entries_in_sequence() == (jax.default_backend() == "cpu"
-                                           and jax.local_device_count() == 1)
+    assert train.entries_in_sequence() == (jax.default_backend() == "cpu")
+
+
+RECURRENT = dict(task="adding", model="rnn", cell="lstm", depth=1, width=8, seq_len=12,
+                 batch_size=8, optimizer="adam", lr=0.01, steps=6, log_every=3)
+
+
+@pytest.mark.parametrize("sequential", [True, False], ids=["in_sequence", "vmapped"])
+def test_a_batch_split_over_two_devices_equals_the_whole_batch(sequential):
+    # the split program is an SPMD program over two CPU devices (tests/conftest.py asks for
+    # two): each takes half of every batch and evaluation set, and XLA sums the gradients
+    assert jax.local_device_count() >= 2
+    spec = RunSpec(**RECURRENT)
+    whole = train.build_program(spec, split=1, sequential=sequential)
+    split = train.build_program(spec, split=2, sequential=sequential)
+    assert (whole.split, split.split) == (1, 2)
+    params, state, keys = train.init_params(spec, [0, 1], task=whole.task)
+    outs = [train.execute(p, params, state, keys, [0.01, 0.03]).outputs for p in (whole, split)]
+    logs = [o["logs"] for o in outs]
+    assert logs[0].keys() == logs[1].keys()
+    for key in logs[0]:
+        np.testing.assert_allclose(logs[1][key], logs[0][key], rtol=2e-5, atol=1e-7, err_msg=key)
+    assert np.ptp(logs[0]["time_delta_norm"][0, 0]) > 0      # a per-time-step profile, not a constant
+    for name in ("train", "val", "test"):
+        for key, value in outs[0]["final"][name].items():
+            np.testing.assert_allclose(outs[1]["final"][name][key], value, rtol=2e-5, err_msg=key)
+
+
+def test_batch_split_takes_the_largest_device_count_that_divides_the_batch():
+    assert jax.local_device_count() == 2
+    assert train.batch_split(RunSpec(**RECURRENT)) == 2                 # the recurrent model splits
+    assert train.batch_split(RunSpec(**{**RECURRENT, "batch_size": 7})) == 1
+    assert train.batch_split(RunSpec(**TINY)) == 1                      # the MLP does not
+    assert train.build_program(RunSpec(**RECURRENT)).split == 2
+    with pytest.raises(ValueError, match=r"split=3: expected a count of devices \(at most 2\) "
+                                         r"that divides batch_size=8"):
+        train.build_program(RunSpec(**RECURRENT), split=3)
 
 
 def test_jit_equals_eager():

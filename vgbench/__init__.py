@@ -4,7 +4,10 @@ The public extension API is one ``register_*`` function per axis; a plugin file 
 Names are imported lazily so that the reporter (``vgbench.report``) never pulls in JAX.
 
 Importing vgbench sets the XLA flags every vgbench process runs with, when JAX has not started
-yet: the command, ``python -m vgbench.jacobian``, benchmarks and runner workers alike.
+yet: the command, ``python -m vgbench.jacobian``, benchmarks and runner workers alike. One of
+them gives the process one JAX CPU device per core it may use (``VGBENCH_CPU_DEVICES`` sets
+the number; a runner's worker processes share the cores): a model that registers
+``batch_split=True`` splits each training batch over them (``vgbench.train.batch_split``).
 """
 
 import importlib
@@ -16,11 +19,44 @@ import sys
 _CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
+_CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+CPU_DEVICES_ENV = "VGBENCH_CPU_DEVICES"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a Slurm allocation)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # no affinity masks on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_devices() -> int:
+    """JAX CPU devices a vgbench process asks for: ``VGBENCH_CPU_DEVICES`` or its usable cores."""
+    value = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if not value:
+        return usable_cores()
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{CPU_DEVICES_ENV}={value!r}: expected a positive number of CPU devices")
+    return count
+
+
 def set_xla_flags() -> None:
     """Set vgbench's XLA flags, unless JAX has started or the user set that flag already."""
+    if "jax" in sys.modules:
+        return
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = (flags + " " + _CPU_SCHEDULER_FLAG).strip()
+    added = []
+    if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
+        added.append(_CPU_SCHEDULER_FLAG)
+    if _CPU_DEVICES_FLAG not in flags and "JAX_NUM_CPU_DEVICES" not in os.environ:
+        added.append(f"{_CPU_DEVICES_FLAG}={cpu_devices()}")
+    if added:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
 
 
 set_xla_flags()

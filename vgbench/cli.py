@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     program, raw = train.train(spec, args.seeds)
     rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
                               layer_names=program.model.layer_names, compile_s=raw.compile_s,
-                              run_s=raw.run_s)
+                              run_s=raw.run_s, batch_split=program.split)
     print(format_summary(rec))
     if args.out is not None:
         record.write_json_atomic(args.out, rec)
@@ -166,7 +166,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     program, raw = train.train(spec, args.seeds)
     rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
                               layer_names=program.model.layer_names, compile_s=raw.compile_s,
-                              run_s=raw.run_s, study="diagnose")
+                              run_s=raw.run_s, batch_split=program.split, study="diagnose")
     table = diagnose.record_table(rec, 0)
     print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
           f"(seed {args.seeds[0]})")

@@ -17,6 +17,7 @@ On a machine with several devices the batch is split across them along its leadi
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vgbench import CPU_DEVICES_ENV, usable_cores
 from vgbench.grid import Run
 from vgbench.store import Store
 
@@ -134,10 +136,14 @@ def _stack_on_devices(trees, lrs):
     import jax.numpy as jnp
     import numpy as np
 
+    from vgbench import train
+
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *trees)
     lrs = jnp.asarray(lrs, jnp.float32)
     devices = jax.local_devices()
-    if len(devices) == 1:
+    if len(devices) == 1 or train.entries_in_sequence():
+        # a CPU's devices are its cores: a program there runs its entries in sequence and may
+        # split each batch over them (train.batch_split); the entries are not sharded
         return stacked, lrs, 1
     n = lrs.shape[0]
     pad = (-n) % len(devices)
@@ -177,7 +183,8 @@ def _records(batch: Batch, todo: list[Run]) -> tuple[list[dict], float, float]:
         rec = record.build_record(
             run.spec, run.seeds, record.slice_outputs(raw.outputs, index), task=task,
             layer_names=program.model.layer_names, compile_s=raw.compile_s, run_s=raw.run_s,
-            study=batch.meta["study"], grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes)
+            batch_split=program.split, study=batch.meta["study"],
+            grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes)
         rec["study_baseline"] = batch.meta.get("study_baseline")
         rec["tuning"] = dict(run.tuning)
         rec["timing"].update(batch_runs=len(batch.runs), batch_entries=batch.entries, devices=n_dev)
@@ -271,6 +278,11 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         self.results, self.retry_failed = str(results), retry_failed
+        # the workers share the cores: each asks for its share of CPU devices (vgbench.cpu_devices)
+        # unless the user set the count; a spawned worker reads the environment it starts with
+        self._user_devices = os.environ.get(CPU_DEVICES_ENV)
+        if self._user_devices is None:
+            os.environ[CPU_DEVICES_ENV] = str(max(1, usable_cores() // jobs))
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def map(self, batches, on_start=None):
@@ -290,6 +302,8 @@ class ProcessExecutor:
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._user_devices is None:
+            os.environ.pop(CPU_DEVICES_ENV, None)
 
 
 def _ray_run_batch(batch, results, retry_failed):
@@ -321,8 +335,10 @@ class RayExecutor:
             self._owns = False
         if gpus_per_task is None:
             gpus_per_task = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        # a task holds one CPU: its worker asks for one CPU device (vgbench.cpu_devices)
+        env = {CPU_DEVICES_ENV: os.environ.get(CPU_DEVICES_ENV, "1")}
         self.task = ray.remote(_ray_run_batch).options(num_cpus=1, num_gpus=gpus_per_task,
-                                                       max_retries=0)
+                                                       max_retries=0, runtime_env={"env_vars": env})
 
     def map(self, batches, on_start=None):
         futures = {self.task.remote(b, self.results, self.retry_failed): b

@@ -263,13 +263,15 @@ def with_theory_inputs(record: dict) -> dict | None:
 # ---------------------------------------------------------------------------- the record
 
 def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, compile_s: float,
-                 run_s: float, study: str = "adhoc", grid_hash: str | None = None,
-                 grid_axes: dict | None = None, errors: list | None = None,
+                 run_s: float, batch_split: int = 1, study: str = "adhoc",
+                 grid_hash: str | None = None, grid_axes: dict | None = None,
+                 errors: list | None = None,
                  extra_diagnostics: dict | None = None, extra_summary: dict | None = None) -> dict:
     """The run record of ``spec`` from program outputs whose leading axis matches ``seeds``.
 
     ``extra_diagnostics`` and ``extra_summary`` are merged into ``diagnostics`` and ``summary``
     (e.g. the Jacobian spectra of :func:`vgbench.jacobian.jacobian_diagnostics`).
+    ``batch_split``: the CPU devices each batch was split over (``timing.batch_split``).
     """
     seeds = [int(s) for s in seeds]
     logs, final = outputs["logs"], outputs["final"]
@@ -338,7 +340,8 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         "target": {"metric": f"test_{metric_key}", "value": task.target,
                    "higher_is_better": task.higher_is_better},
         "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
-        "timing": {"compile_s": compile_s, "run_s": run_s}, "env": env_info(),
+        "timing": {"compile_s": compile_s, "run_s": run_s, "batch_split": int(batch_split)},
+        "env": env_info(),
     }
     inputs = theory_inputs(spec, int(np.prod(task.input_shape)))
     if inputs is not None:

@@ -49,6 +49,7 @@ class Program(NamedTuple):
     task: tasks.Task
     model: models.Model
     run: Any          # jitted (params_S, state_S, data_keys_S, lr_S) -> outputs with leading S
+    split: int = 1    # CPU devices each batch is split over (batch_split)
 
 
 def seed_keys(seeds) -> tuple[jax.Array, jax.Array]:
@@ -99,20 +100,60 @@ def forward_in_chunks(model, params, state, x, chunk: int | None):
 
 
 def entries_in_sequence() -> bool:
-    """Whether a program runs its entries one after another (one CPU device) or vmapped."""
-    return jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    """Whether a program runs its entries one after another (on a CPU) or vmapped."""
+    return jax.default_backend() == "cpu"
+
+
+def batch_split(spec: RunSpec) -> int:
+    """CPU devices a program of ``spec`` splits each batch over (1: no split).
+
+    A model that registers ``batch_split=True``, on a CPU backend with several devices (one per
+    usable core, ``vgbench.cpu_devices``): the largest count up to the devices that divides the
+    training batch, so every device gets an equal slice.
+    """
+    if not models.facts(spec.model).batch_split or jax.default_backend() != "cpu":
+        return 1
+    devices = jax.local_device_count()
+    return max(d for d in range(1, devices + 1) if spec.batch_size % d == 0)
+
+
+def split_shardings(split: int):
+    """(by_batch, replicated): the layouts of a program split over ``split`` CPU devices, its
+    batch along the first axis and everything else whole on every device (None, None: 1)."""
+    if split == 1:
+        return None, None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.local_devices()[:split]), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
 
 
 def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
-                  sequential: bool | None = None) -> Program:
+                  sequential: bool | None = None, split: int | None = None) -> Program:
     """Compile-ready program for every run that shares ``program_key(spec)``.
 
     ``sequential``: run the entries of a call one after another (``lax.map``) rather than
-    vmapped; None: :func:`entries_in_sequence` decides."""
+    vmapped; None: :func:`entries_in_sequence` decides. ``split``: CPU devices to split each
+    batch over; None: :func:`batch_split` decides. A split program is one SPMD program over
+    ``split`` devices: the batch (and each evaluation set whose size ``split`` divides) is laid
+    out along its first axis, everything else replicated; XLA partitions the rest and sums the
+    gradients across devices.
+    """
     if sequential is None:
         sequential = entries_in_sequence()
+    split = batch_split(spec) if split is None else int(split)
+    if split < 1 or spec.batch_size % split or split > jax.local_device_count():
+        raise ValueError(f"split={split}: expected a count of devices (at most "
+                         f"{jax.local_device_count()}) that divides batch_size={spec.batch_size}")
     task = tasks.make(spec)
     model = models.make(spec, task)
+    by_batch, replicated = split_shardings(split)
+
+    def split_batch(*arrays):
+        """The arrays laid out along their first (example) axis over the devices of the split."""
+        if by_batch is None:
+            return arrays
+        return tuple(jax.lax.with_sharding_constraint(a, by_batch) for a in arrays)
     batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
     remainder = spec.steps % every   # steps of a last, shorter block (0: every block is full)
     splits = {"train": task.eval_train, "val": task.eval_val, "test": task.eval_test}
@@ -138,6 +179,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
     def run_one(params, state, data_key, lr, *, chunk):
         def evaluate(params, state, sets):
             x, parts = sets
+            if x.shape[0] % split == 0:
+                x, = split_batch(x)
             outputs = forward_in_chunks(model, params, state, x, chunk)
             return {name: task.metrics(outputs[a:b], y) for name, y, a, b in parts}
 
@@ -153,7 +196,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
 
         def plain_step(carry, step):
             params, state, opt_state, diverged_at = carry
-            x, y = task.sample(jax.random.fold_in(data_key, step), batch)
+            x, y = split_batch(*task.sample(jax.random.fold_in(data_key, step), batch))
             (loss, (state, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
             params, opt_state, _ = update(params, opt_state, grads)
             bad = ~(jnp.isfinite(loss) & tree_finite(grads))
@@ -162,7 +205,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
 
         def diag_step(carry, step):
             params, state, opt_state, diverged_at = carry
-            x, y = task.sample(jax.random.fold_in(data_key, step), batch)
+            x, y = split_batch(*task.sample(jax.random.fold_in(data_key, step), batch))
             probes = model.probes(batch)
             grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 4), has_aux=True)
             (loss, (new_state, stats)), (grads, probe_grads) = grad_fn(params, state, x, y, probes)
@@ -229,7 +272,11 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
         chunk = None if eval_chunk is None else max(1, eval_chunk // entries)
         return jax.vmap(functools.partial(run_one, chunk=chunk))(params, state, data_keys, lrs)
 
-    return Program(spec=spec, task=task, model=model, run=jax.jit(run) if jit else run)
+    if jit and replicated is not None:
+        run = jax.jit(run, in_shardings=replicated, out_shardings=replicated)
+    elif jit:
+        run = jax.jit(run)
+    return Program(spec=spec, task=task, model=model, run=run, split=split)
 
 
 class RawRun(NamedTuple):

@@ -58,6 +58,7 @@ class ModelFacts(NamedTuple):
     describe: tuple[str, ...] = ()     # config fields that tell its runs apart in a summary
     mean_field: bool = False           # a stack of dense layers that mean-field theory describes
     eval_chunk: int | None = None      # most examples per forward pass when evaluating (None: all)
+    batch_split: bool = False          # split a training batch over the process's CPU devices
 
 
 _FACTS: dict[str, ModelFacts] = {}
@@ -67,7 +68,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
                    defaults: dict | None = None, input_layout: str = "flat",
                    cost: Callable | None = None, describe: tuple[str, ...] = (),
                    mean_field: bool = False, eval_chunk: int | None = None,
-                   doc: str | None = None, origin: str = "vgbench") -> Callable:
+                   batch_split: bool = False, doc: str | None = None, origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
     ``defaults``: config fields a run of this model takes where its config does not set them,
@@ -87,6 +88,12 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     convolution's patches for all of them at once overflow the CPU caches, so the CNN
     evaluates in chunks (2x faster at depth 33; with 8 entries, dividing the chunk among them
     took the depth-9 step from 67.7 to 61.8 ms).
+    ``batch_split``: on a CPU with several JAX devices (one per core, see ``vgbench``), each
+    training step, and each evaluation, splits its batch over them: every core then runs a
+    slice of the batch through the whole step, and XLA sums the gradients (the values are those
+    of the unsplit batch up to float rounding). Worth it where a step is a long chain of small
+    matmuls that one core runs at its peak and two cannot share: the recurrent step
+    (``benchmarks/perf_rnn.py``). The MLP and CNN leave it off: their steps were slower split.
     """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
@@ -103,10 +110,12 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
                              f"{', '.join(field_names())}")
     if eval_chunk is not None and (not isinstance(eval_chunk, int) or eval_chunk < 1):
         raise ValueError(f"model {name!r}: eval_chunk must be a positive int or None, got {eval_chunk!r}")
+    if not isinstance(batch_split, bool):
+        raise TypeError(f"model {name!r}: batch_split must be True or False, got {batch_split!r}")
     MODELS.register(name, make, doc=doc, origin=origin)
     _FACTS[name] = ModelFacts(check=check, defaults=dict(defaults or {}), input_layout=input_layout,
                               cost=cost, describe=tuple(describe), mean_field=bool(mean_field),
-                              eval_chunk=eval_chunk)
+                              eval_chunk=eval_chunk, batch_split=batch_split)
     return make
 
 

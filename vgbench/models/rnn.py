@@ -301,7 +301,7 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
         d_hw = d_xp if cell.additive else outputs[1]
         hs = states[-1]
         h_prev = jnp.concatenate([state0[-1][None], hs[:-1]])
-        d_w_h = jnp.dot(h_prev.reshape(-1, hs.shape[-1]).T, d_hw.reshape(-1, d_hw.shape[-1]))
+        d_w_h = _contract_steps(h_prev, d_hw)
         return d_cp, d_xp, d_w_h, d_state0, (outputs[-1] if with_probes else None)
 
     run.defvjp(run_fwd, run_bwd)
@@ -329,10 +329,14 @@ def _input_projection_fwd(u, w_x, b):
 
 def _input_projection_bwd(res, d_xp):
     u, w_x = res
-    d_flat = d_xp.reshape(-1, d_xp.shape[-1])                    # [T·B, K]
-    d_w_x = jnp.dot(u.reshape(-1, u.shape[-1]).T, d_flat)        # [C, K]
-    d_u = jnp.dot(d_flat, w_x.T).reshape(u.shape)                # dropped for the data input
-    return d_u, d_w_x, jnp.sum(d_flat, axis=0)
+    d_w_x = _contract_steps(u, d_xp)                             # [C, K]
+    d_u = jnp.einsum("tbk,ck->tbc", d_xp, w_x)                   # dropped for the data input
+    return d_u, d_w_x, jnp.sum(d_xp, axis=(0, 1))
+
+
+def _contract_steps(a, b):
+    """Σ over t and b of a[t, b]ᵀ b[t, b]: ``[T, B, I] x [T, B, K] -> [I, K]``."""
+    return jax.lax.dot_general(a, b, (((0, 1), (0, 1)), ((), ())))
 
 
 input_projection.defvjp(_input_projection_fwd, _input_projection_bwd)
@@ -484,5 +488,5 @@ COST_PER_LAYER_STEP = 6e-5   # seconds per layer and time step, laptop CPU
 
 register_model("rnn", make_rnn, check=_check,
                defaults={"task": "adding", "depth": 1, "activation": "tanh", "init": "xavier_normal"},
-               input_layout="channels", describe=("cell", "seq_len"),
+               input_layout="channels", describe=("cell", "seq_len"), batch_split=True,
                cost=lambda spec: spec.depth * spec.seq_len * COST_PER_LAYER_STEP)
