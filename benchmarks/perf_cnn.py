@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -37,6 +37,7 @@ import functools
 import sys
 import time
 
+import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
 import jax
 import jax.numpy as jnp
 import optax

@@ -269,6 +269,15 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
         states, saved = forward(cp, xp, w_h, state0, probes)  # saved: z_t (additive) or hw_t
         return states[-1], (cp, xp, w_h, state0, states, saved)
 
+    def example_vjp(cp, a, b, prev, d_state):
+        _, vjp = jax.vjp(local, cp, a, b, prev)
+        return vjp(d_state)
+
+    # per example: ∂L/∂cp stays [B, ...] inside the loop and is summed over the batch after it,
+    # so a batch split over devices (vgbench.train.batch_split) adds its halves once, not at
+    # every step (one all-reduce per time step cost the split GRU step a third of its time)
+    per_example_vjp = jax.vmap(example_vjp, in_axes=(None, 0, 0 if not cell.additive else None, 0, 0))
+
     def run_bwd(res, g_hs):
         cp, xp, w_h, state0, states, saved = res
         w_h_t = w_h.T  # transposed once, not at every step
@@ -283,10 +292,9 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
                 s, jnp.maximum(t - 1, 0), keepdims=False), s0) for s, s0 in zip(states, state0))
             d_state = (*d_next[:-1], d_next[-1] + g_t)  # total ∂L/∂s_t
             if cell.additive:
-                _, vjp = jax.vjp(local, cp, saved_t, zero, prev)
+                dcp_t, dxp_t, dhw_t, d_prev = per_example_vjp(cp, saved_t, zero, prev, d_state)
             else:
-                _, vjp = jax.vjp(local, cp, xp_t, saved_t, prev)
-            dcp_t, dxp_t, dhw_t, d_prev = vjp(d_state)
+                dcp_t, dxp_t, dhw_t, d_prev = per_example_vjp(cp, xp_t, saved_t, prev, d_state)
             if cell.additive:
                 dhw_t = dxp_t
             d_prev = (*d_prev[:-1], d_prev[-1] + dhw_t @ w_h_t)
@@ -294,9 +302,12 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
             outputs = (dxp_t,) if cell.additive else (dxp_t, dhw_t)
             return (d_prev, d_cp), outputs + ((d_state[-1],) if with_probes else ())
 
-        zeros = (tuple(jnp.zeros_like(s) for s in state0), jax.tree_util.tree_map(jnp.zeros_like, cp))
+        batch = xp.shape[1]
+        zeros = (tuple(jnp.zeros_like(s) for s in state0),
+                 jax.tree_util.tree_map(lambda a: jnp.zeros((batch, *a.shape), a.dtype), cp))
         xs = (jnp.arange(xp.shape[0]), saved, None if cell.additive else blockwise(xp), g_hs)
         (d_state0, d_cp), outputs = jax.lax.scan(step, zeros, xs, reverse=True, unroll=unroll)
+        d_cp = jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), d_cp)
         d_xp = outputs[0]
         d_hw = d_xp if cell.additive else outputs[1]
         hs = states[-1]
