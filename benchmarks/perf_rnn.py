@@ -102,6 +102,8 @@ def straightforward(name: str):
 
 IMPLEMENTATIONS = ("straightforward", "vgbench cells, autodiff scan", "vgbench")
 ONE_DEVICE = "vgbench, one device"   # the step without the batch split (when it splits)
+STEPS_PER_CALL = 10                  # vgbench's steps, timed inside one compiled loop
+ONE_PER_CALL = "vgbench, one step per call"
 PYTORCH = "pytorch eager"
 
 
@@ -235,8 +237,10 @@ def model_at(revision: str):
 
 
 def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, width=WIDTH,
-               batch=BATCH, module=rnn, split: int | None = None):
-    """(run, flops): ``run()`` does one compiled training step; flops counts its matmuls.
+               batch=BATCH, module=rnn, split: int | None = None,
+               steps_per_call: int = STEPS_PER_CALL):
+    """(run, flops): ``run()`` does ``steps_per_call`` compiled training steps (one compiled
+    loop, as a training program runs them); flops counts the matmuls of one step.
 
     ``module``: the rnn module whose model is timed (:func:`model_at` for an older one).
     ``split``: CPU devices the batch is split over, laid out as a training program lays it
@@ -257,7 +261,6 @@ def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, w
         def apply(p, x):
             return model.apply(p, state, x, train=True)[0]
     opt = optax.adam(1e-3)
-    x, y = task.sample(jax.random.PRNGKey(1), batch)
 
     if implementation == ONE_DEVICE:
         split = 1
@@ -270,14 +273,25 @@ def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, w
         updates, o = opt.update(grads, o, p)
         return optax.apply_updates(p, updates), o, value
 
-    step = jax.jit(step) if by_batch is None else jax.jit(step, in_shardings=replicated,
-                                                         out_shardings=replicated)
+    # a batch per step, as in training: nothing that depends on the batch can leave the loop
+    xs, ys = jax.vmap(lambda key: task.sample(key, batch))(
+        jax.random.split(jax.random.PRNGKey(1), steps_per_call))
 
-    carry = jax.block_until_ready(step(params, opt.init(params), x, y))
+    def steps(p, o, xs, ys):
+        def body(carry, batch_):
+            p, o, value = step(*carry, *batch_)
+            return (p, o), value
+
+        (p, o), values = jax.lax.scan(body, (p, o), (xs, ys))
+        return p, o, values[-1]
+
+    run_steps = jax.jit(steps) if by_batch is None else jax.jit(steps, in_shardings=replicated,
+                                                                out_shardings=replicated)
+    carry = jax.block_until_ready(run_steps(params, opt.init(params), xs, ys))
 
     def run():
         nonlocal carry
-        carry = step(*carry[:2], x, y)
+        carry = run_steps(*carry[:2], xs, ys)
         return carry
 
     flops = step_flops(rnn.get_cell(name), seq_len, width, batch, task.input_shape[1],
@@ -312,21 +326,28 @@ def rnn_rows(roofline_gflops: float | None = None, *, cells=CELLS, compare: bool
     chosen = IMPLEMENTATIONS if compare else ("vgbench",)
     if train.batch_split(RunSpec(model="rnn", batch_size=sizes.get("batch", BATCH))) > 1:
         chosen = (*chosen, ONE_DEVICE)
-    cases = [(name, impl, *build_step(name, impl, **sizes)) for name in cells for impl in chosen]
+    k = STEPS_PER_CALL
+    # (cell, implementation, run, FLOPs per step, steps per call)
+    cases = [(name, impl, *build_step(name, impl, **sizes), k) for name in cells for impl in chosen]
+    if compare:   # the same step dispatched from Python one at a time, as PyTorch's is
+        cases += [(name, ONE_PER_CALL, *build_step(name, steps_per_call=1, **sizes), 1)
+                  for name in cells]
     if before:
         old = model_at(before)
-        cases += [(name, f"vgbench at {before}", *build_step(name, module=old, **sizes))
+        cases += [(name, f"vgbench at {before}", *build_step(name, module=old, **sizes), k)
                   for name in cells]
     if torch_available():  # timed in the same rounds; FLOPs as vgbench's step of the same cell
-        cases += [(name, PYTORCH, build_torch_step(name, **sizes), case[3])
+        cases += [(name, PYTORCH, build_torch_step(name, **sizes), case[3], 1)
                   for name in cells for case in cases if case[:2] == (name, "vgbench")]
     n = 2048
     times = best_times([_matmul(n)] + [case[2] for case in cases], rounds=rounds)
     peak_wall, peak_cpu = (2 * n ** 3 / t / 1e9 for t in times[0])
     peak_wall = roofline_gflops or peak_wall
     rows = []
-    for (name, impl, _, flops), (wall, cpu) in zip(cases, times[1:]):
+    for (name, impl, _, flops, per_call), (wall, cpu) in zip(cases, times[1:]):
+        wall, cpu = wall / per_call, cpu / per_call
         rows.append({"benchmark": f"rnn_{name}_train_step", "implementation": impl,
+                     "steps_per_call": per_call,
                      "seq_len": sizes.get("seq_len", SEQ_LEN), "width": sizes.get("width", WIDTH),
                      "batch": sizes.get("batch", BATCH), "gflop_per_step": round(flops / 1e9, 3),
                      "ms_per_step": round(1e3 * wall, 2), "gflops": round(flops / wall / 1e9, 1),
