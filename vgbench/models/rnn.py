@@ -340,9 +340,11 @@ def _input_projection_fwd(u, w_x, b):
 
 def _input_projection_bwd(res, d_xp):
     u, w_x = res
-    d_w_x = _contract_steps(u, d_xp)                             # [C, K]
+    # ∂L/∂w_x and ∂L/∂b in one pass over ∂L/∂xp: the bias is the weight of a constant channel
+    ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
+    d_w_xb = _contract_steps(jnp.concatenate([u, ones], axis=-1), d_xp)   # [C + 1, K]
     d_u = jnp.einsum("tbk,ck->tbc", d_xp, w_x)                   # dropped for the data input
-    return d_u, d_w_x, jnp.sum(d_xp, axis=(0, 1))
+    return d_u, d_w_xb[:-1], d_w_xb[-1]
 
 
 def _contract_steps(a, b):
