@@ -253,21 +253,24 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     blockwise = functools.partial(_split, blocks=cell.blocks) if not cell.additive else (lambda a: a)
 
     def forward(cp, xp, w_h, state0, probes):
+        """(hs, prevs, saved): h_1..h_T; each step's input state s_{t-1} (what the backward
+        pass reads, h_{t-1} for ∂L/∂W_h among them); z_t (additive cells) or hw_t."""
         def step(state, inputs):
             xp_t, probe_t = _join(inputs[0]), inputs[1]
             hw = state[-1] @ w_h
             new = _with_probe(pointwise(cp, xp_t, hw, state), probe_t)
-            return new, (new, xp_t + hw if cell.additive else blockwise(hw))
+            return new, (state, xp_t + hw if cell.additive else blockwise(hw))
 
-        return jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)[1]
+        last, (prevs, saved) = jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)
+        return jnp.concatenate([prevs[-1][1:], last[-1][None]]), prevs, saved
 
     @jax.custom_vjp
     def run(cp, xp, w_h, state0, probes):
-        return forward(cp, xp, w_h, state0, probes)[0][-1]
+        return forward(cp, xp, w_h, state0, probes)[0]
 
     def run_fwd(cp, xp, w_h, state0, probes):
-        states, saved = forward(cp, xp, w_h, state0, probes)  # saved: z_t (additive) or hw_t
-        return states[-1], (cp, xp, w_h, state0, states, saved)
+        hs, prevs, saved = forward(cp, xp, w_h, state0, probes)
+        return hs, (cp, xp, w_h, prevs, saved)
 
     def example_vjp(cp, a, b, prev, d_state):
         _, vjp = jax.vjp(local, cp, a, b, prev)
@@ -279,17 +282,14 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     per_example_vjp = jax.vmap(example_vjp, in_axes=(None, 0, 0 if not cell.additive else None, 0, 0))
 
     def run_bwd(res, g_hs):
-        cp, xp, w_h, state0, states, saved = res
+        cp, xp, w_h, prevs, saved = res
         w_h_t = w_h.T  # transposed once, not at every step
         zero = jnp.zeros((), xp.dtype)
 
         def step(carry, inputs):
             d_next, d_cp = carry
-            t, saved_t, xp_t, g_t = inputs
+            prev, saved_t, xp_t, g_t = inputs
             saved_t, xp_t = _join(saved_t), _join(xp_t)
-            # s_{t-1} read in place: no shifted copy of the state sequences
-            prev = tuple(jnp.where(t > 0, jax.lax.dynamic_index_in_dim(
-                s, jnp.maximum(t - 1, 0), keepdims=False), s0) for s, s0 in zip(states, state0))
             d_state = (*d_next[:-1], d_next[-1] + g_t)  # total ∂L/∂s_t
             if cell.additive:
                 dcp_t, dxp_t, dhw_t, d_prev = per_example_vjp(cp, saved_t, zero, prev, d_state)
@@ -303,16 +303,14 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
             return (d_prev, d_cp), outputs + ((d_state[-1],) if with_probes else ())
 
         batch = xp.shape[1]
-        zeros = (tuple(jnp.zeros_like(s) for s in state0),
+        zeros = (tuple(jnp.zeros_like(s[0]) for s in prevs),
                  jax.tree_util.tree_map(lambda a: jnp.zeros((batch, *a.shape), a.dtype), cp))
-        xs = (jnp.arange(xp.shape[0]), saved, None if cell.additive else blockwise(xp), g_hs)
+        xs = (prevs, saved, None if cell.additive else blockwise(xp), g_hs)
         (d_state0, d_cp), outputs = jax.lax.scan(step, zeros, xs, reverse=True, unroll=unroll)
         d_cp = jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), d_cp)
         d_xp = outputs[0]
         d_hw = d_xp if cell.additive else outputs[1]
-        hs = states[-1]
-        h_prev = jnp.concatenate([state0[-1][None], hs[:-1]])
-        d_w_h = _contract_steps(h_prev, d_hw)
+        d_w_h = _contract_steps(prevs[-1], d_hw)     # Σ_t h_{t-1}ᵀ ∂L/∂hw_t
         return d_cp, d_xp, d_w_h, d_state0, (outputs[-1] if with_probes else None)
 
     run.defvjp(run_fwd, run_bwd)
