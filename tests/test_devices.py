@@ -16,8 +16,9 @@ SHOW = ("import json, os, vgbench, jax; "
         "print(json.dumps([len(jax.local_devices()), os.environ.get('XLA_FLAGS', '')]))")
 
 
-def devices_in_a_fresh_process(**env_changes):
-    env = {k: v for k, v in os.environ.items() if k not in ("VGBENCH_CPU_DEVICES", "XLA_FLAGS")}
+def devices_in_a_fresh_process(inherit=False, **env_changes):
+    own = ("VGBENCH_CPU_DEVICES", "XLA_FLAGS", "VGBENCH_XLA_DEVICES_FLAG")
+    env = {k: v for k, v in os.environ.items() if inherit or k not in own}
     env.update(env_changes)
     proc = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
@@ -34,6 +35,15 @@ def test_a_process_gets_one_cpu_device_per_usable_core_unless_told():
     count, flags = devices_in_a_fresh_process(VGBENCH_CPU_DEVICES="3",
                                               XLA_FLAGS="--xla_force_host_platform_device_count=1")
     assert count == 1 and flags.count("xla_force_host_platform_device_count") == 1
+
+
+def test_a_child_of_a_vgbench_process_decides_its_own_device_count():
+    # this process's XLA_FLAGS carry the count vgbench added (two, tests/conftest.py); a
+    # worker started from here with its own share must not inherit that count
+    assert "--xla_force_host_platform_device_count=2" in os.environ["XLA_FLAGS"]
+    count, flags = devices_in_a_fresh_process(inherit=True, VGBENCH_CPU_DEVICES="1")
+    assert count == 1 and flags.count("xla_force_host_platform_device_count") == 1
+    assert devices_in_a_fresh_process(inherit=True, VGBENCH_CPU_DEVICES="3")[0] == 3
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vgbench
 from vgbench import grid, train
 from vgbench.executors import make_executor, run_batch
 from vgbench.runner import make_batches
@@ -112,19 +113,29 @@ def test_unknown_executor_is_named():
         make_executor("dask", "results")
 
 
-def test_process_executor_matches_the_local_one(tmp_path, jax_cache, tiny):
+def test_process_executor_matches_the_local_one(tmp_path, jax_cache, tiny, monkeypatch):
     path, batches = tiny
     local = results_dir(tmp_path / "local", jax_cache)
     pooled = results_dir(tmp_path / "pooled", jax_cache)
     for b in batches:
         run_batch(b, local)
+    monkeypatch.delenv("VGBENCH_CPU_DEVICES")    # the workers share this machine's cores
     executor = make_executor("local", pooled, jobs=2)
     try:
         results = list(executor.map(batches))
     finally:
         executor.close()
     assert sorted(r.index for r in results) == [0, 1]
-    assert records(pooled) == records(local)
+
+    def without_device_count(recs):
+        return {rid: {**rec, "env": {k: v for k, v in rec["env"].items() if k != "device_count"}}
+                for rid, rec in recs.items()}
+
+    assert without_device_count(records(pooled)) == without_device_count(records(local))
+    # each of the two workers asked for its half of the cores, not this process's two devices
+    share = max(1, vgbench.usable_cores() // 2)
+    for path in (pooled / "runs").glob("*.json"):
+        assert json.loads(path.read_text())["env"]["device_count"] == share
 
 
 SHARDED = textwrap.dedent("""

@@ -45,18 +45,31 @@ def cpu_devices() -> int:
     return count
 
 
+_OWN_DEVICES_FLAG = "VGBENCH_XLA_DEVICES_FLAG"   # the device flag vgbench itself added, if any
+
+
 def set_xla_flags() -> None:
-    """Set vgbench's XLA flags, unless JAX has started or the user set that flag already."""
+    """Set vgbench's XLA flags, unless JAX has started or the user set that flag already.
+
+    A process started by a vgbench process inherits its XLA_FLAGS: the device count the parent
+    added is dropped and decided again here (a runner's workers get their share of the cores
+    through ``VGBENCH_CPU_DEVICES``); one the user wrote is kept.
+    """
     if "jax" in sys.modules:
         return
     flags = os.environ.get("XLA_FLAGS", "")
+    inherited = os.environ.get(_OWN_DEVICES_FLAG)
+    if inherited and inherited in flags.split():
+        flags = " ".join(f for f in flags.split() if f != inherited)
     added = []
     if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
         added.append(_CPU_SCHEDULER_FLAG)
     if _CPU_DEVICES_FLAG not in flags and "JAX_NUM_CPU_DEVICES" not in os.environ:
         added.append(f"{_CPU_DEVICES_FLAG}={cpu_devices()}")
-    if added:
-        os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+        os.environ[_OWN_DEVICES_FLAG] = added[-1]
+    else:
+        os.environ.pop(_OWN_DEVICES_FLAG, None)
+    os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
 
 
 set_xla_flags()
