@@ -223,8 +223,8 @@ def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll
 def fused_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = UNROLL):
     """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
 
-    The forward scan keeps every state and ``hw_t`` (``z_t = xp_t + hw_t`` for additive
-    cells), not every gate; the backward scan carries ∂L/∂s_t, recomputes the cell's
+    The forward scan keeps each step's input state s_{t-1} and ``hw_t`` (``z_t = xp_t + hw_t``
+    for additive cells), not every gate; the backward scan carries ∂L/∂s_t, recomputes the cell's
     elementwise part for its vector-Jacobian product, and sends ∂L/∂h_{t-1} through W_h. ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is
     then one [W, T·B] x [T·B, blocks·W] matmul after the loop instead of T small ones inside
     it. The cotangent of the probes is ∂L/∂h_t itself.
@@ -252,24 +252,29 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     # offsets (benchmarks/perf_rnn.py), and splitting once outside the loop is cheap.
     blockwise = functools.partial(_split, blocks=cell.blocks) if not cell.additive else (lambda a: a)
 
-    def forward(cp, xp, w_h, state0, probes):
-        """(hs, prevs, saved): h_1..h_T; each step's input state s_{t-1} (what the backward
-        pass reads, h_{t-1} for ∂L/∂W_h among them); z_t (additive cells) or hw_t."""
+    def forward(cp, xp, w_h, state0, probes, for_backward):
+        """h_1..h_T, and for the backward pass each step's input state s_{t-1} (h_{t-1} for
+        ∂L/∂W_h among them) and z_t (additive cells) or hw_t."""
         def step(state, inputs):
             xp_t, probe_t = _join(inputs[0]), inputs[1]
             hw = state[-1] @ w_h
             new = _with_probe(pointwise(cp, xp_t, hw, state), probe_t)
+            if not for_backward:
+                return new, new[-1]
             return new, (state, xp_t + hw if cell.additive else blockwise(hw))
 
-        last, (prevs, saved) = jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)
+        last, ys = jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)
+        if not for_backward:
+            return ys
+        prevs, saved = ys
         return jnp.concatenate([prevs[-1][1:], last[-1][None]]), prevs, saved
 
     @jax.custom_vjp
     def run(cp, xp, w_h, state0, probes):
-        return forward(cp, xp, w_h, state0, probes)[0]
+        return forward(cp, xp, w_h, state0, probes, False)
 
     def run_fwd(cp, xp, w_h, state0, probes):
-        hs, prevs, saved = forward(cp, xp, w_h, state0, probes)
+        hs, prevs, saved = forward(cp, xp, w_h, state0, probes, True)
         return hs, (cp, xp, w_h, prevs, saved)
 
     def example_vjp(cp, a, b, prev, d_state):
@@ -323,9 +328,11 @@ def input_projection(u, w_x, b):
 
     The bias rides in the matmul as a row of w_x against a constant input channel: XLA:CPU
     otherwise writes the [T, B, K] product and then reads and writes it again to add b.
-    The backward pass is written out as plain 2-D matmuls: JAX's own transpose of the einsum
-    made XLA:CPU copy ∂L/∂xp into a transposed [K, T·B] layout and contract over T·B in a slow
-    kernel (27 ms of CPU time against 5 ms at T = 200, batch 64, K = 512; benchmarks/perf_rnn.py).
+    The backward pass is written out as contractions over (T, B): JAX's own transpose of the
+    einsum made XLA:CPU copy ∂L/∂xp into a transposed [K, T·B] layout and contract over T·B in
+    a slow kernel (27 ms of CPU time against 5 ms at T = 200, batch 64, K = 512;
+    benchmarks/perf_rnn.py), and a reshape to T·B rows would merge the batch axis a split
+    program lays out over devices (vgbench.train.batch_split) with T, which XLA then gathers.
     """
     ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
     return jnp.einsum("tbi,ik->tbk", jnp.concatenate([u, ones], axis=-1),
