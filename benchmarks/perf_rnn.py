@@ -17,10 +17,8 @@ Implementations (``--compare``):
 * ``vgbench``: the model as trained (:func:`vgbench.models.rnn.fused_recurrence`), its batch
   split over the process's CPU devices as a training program splits it
   (:func:`vgbench.train.batch_split`; one per usable core unless ``VGBENCH_CPU_DEVICES`` says);
-* ``vgbench, one device``: the same step on one device (when the batch splits).
-
-Every implementation but the last runs split like ``vgbench``.
-
+* ``vgbench, one device``: the same step on one device (when the batch splits);
+* ``vgbench, one step per call``: the same step dispatched from Python one call at a time;
 * ``vgbench at REV`` (``--before REV``): the model of an earlier git revision;
 * ``pytorch eager``: ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a linear head and
   ``torch.optim.Adam``, when PyTorch is importable (the ``compare`` extra).
@@ -247,7 +245,6 @@ def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, w
     out (``vgbench.train.split_shardings``); None: as ``vgbench train`` would
     (``train.batch_split``), 1: on one device.
     """
-
     spec = RunSpec(task="adding", model="rnn", cell=name, depth=1, width=width, seq_len=seq_len,
                    batch_size=batch, optimizer="adam", lr=1e-3)
     task = tasks.make(spec)
@@ -264,7 +261,9 @@ def build_step(name: str, implementation: str = "vgbench", *, seq_len=SEQ_LEN, w
 
     if implementation == ONE_DEVICE:
         split = 1
-    by_batch, replicated = train.split_shardings(train.batch_split(spec) if split is None else split)
+    elif split is None:
+        split = train.batch_split(spec)
+    by_batch, replicated = train.split_shardings(split)
 
     def step(p, o, x, y):  # the batch is an argument, as in training: XLA cannot fold it
         if by_batch is not None:

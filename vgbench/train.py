@@ -16,10 +16,10 @@ updating; its ``update_ratio`` is that of the update it would apply.
 The entries of one call (seeds, and configs that share the program) run side by side: vmapped
 on an accelerator, where that is the parallelism, and one after another inside the program
 (``lax.map``) on a CPU, where a model that registers ``batch_split`` splits each batch over
-the CPU's devices instead (one per core: :func:`batch_split`). XLA:CPU gains nothing from batching small matmuls: one
-entry's step costs the same alone as inside a vmapped batch for the MLP and CNN, and with 8
-vmapped entries an LSTM entry (T = 200, width 32) costs 1.5x and a GRU entry 1.2x what it costs
-in sequence (``benchmarks/perf.py --entries-only``). The sequential
+the CPU's devices instead (one per core: :func:`batch_split`). XLA:CPU gains nothing from
+batching small matmuls: one entry's step costs the same alone as inside a vmapped batch for
+the MLP and CNN, and with 8 vmapped entries an LSTM entry (T = 200, width 32) costs 1.5x and
+a GRU entry 1.2x what it costs in sequence (``benchmarks/perf.py --entries-only``). The sequential
 program also compiles faster. An entry's numbers do not depend on which entries share its
 call, in either form (``tests/test_train.py``).
 """

@@ -68,7 +68,8 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
                    defaults: dict | None = None, input_layout: str = "flat",
                    cost: Callable | None = None, describe: tuple[str, ...] = (),
                    mean_field: bool = False, eval_chunk: int | None = None,
-                   batch_split: bool = False, doc: str | None = None, origin: str = "vgbench") -> Callable:
+                   batch_split: bool = False, doc: str | None = None,
+                   origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
     ``defaults``: config fields a run of this model takes where its config does not set them,

@@ -13,8 +13,8 @@ matmul (forward and backward) and writes the weight gradient through a dynamic u
 about a third of a depth-20 width-512 step (depth 20, width 128: 2.86 ms unrolled, 3.80 ms
 scanned). At width 64 that copy is cheap and unrolling only costs compile time: a depth-16
 program of 24 entries compiled in 7.7 s unrolled and 3.2 s scanned and ran 7.5 against
-7.1 s; a depth-12 batch-normalized one 6.5 against 3.9 s, running alike. ``apply``, ``per_layer`` and
-``weight_samples`` accept either layout and give the same numbers.
+7.1 s; a depth-12 batch-normalized one 6.5 against 3.9 s, running alike. ``apply``,
+``per_layer`` and ``weight_samples`` accept either layout and give the same numbers.
 """
 
 from __future__ import annotations

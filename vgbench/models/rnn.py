@@ -284,7 +284,8 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     # per example: ∂L/∂cp stays [B, ...] inside the loop and is summed over the batch after it,
     # so a batch split over devices (vgbench.train.batch_split) adds its halves once, not at
     # every step (one all-reduce per time step cost the split GRU step a third of its time)
-    per_example_vjp = jax.vmap(example_vjp, in_axes=(None, 0, 0 if not cell.additive else None, 0, 0))
+    per_example_vjp = jax.vmap(example_vjp,
+                               in_axes=(None, 0, None if cell.additive else 0, 0, 0))
 
     def run_bwd(res, g_hs):
         cp, xp, w_h, prevs, saved = res
