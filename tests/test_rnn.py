@@ -19,11 +19,11 @@ T, B, W, C = 7, 3, 5, 4
 KEYS = jax.random.split(jax.random.PRNGKey(0), 8)
 
 
-def random_inputs(cell, seed=0, scale=1.0):
+def random_inputs(cell, seed=0, scale=1.0, channels=C):
     keys = jax.random.split(jax.random.PRNGKey(seed), 6)
     k = cell.blocks * W
-    x = jax.random.normal(keys[0], (T, B, C))
-    w_x = scale * jax.random.normal(keys[1], (C, k)) / np.sqrt(C)
+    x = jax.random.normal(keys[0], (T, B, channels))
+    w_x = scale * jax.random.normal(keys[1], (channels, k)) / np.sqrt(channels)
     b = 0.3 * jax.random.normal(keys[2], (k,))
     w_h = scale * jax.random.normal(keys[3], (W, k)) / np.sqrt(W)
     state0 = tuple(0.5 * jax.random.normal(kk, (B, W)) for kk in jax.random.split(keys[4], cell.state_size))
@@ -46,7 +46,7 @@ def blocks(a, n):
 def test_lstm_matches_flax_lstm_cell(recurrence):
     cell = rnn.get_cell("lstm")
     x, w_x, b, w_h, state0, _ = random_inputs(cell)
-    hs = recurrence(cell, None, {}, jnp.einsum("tbc,ck->tbk", x, w_x) + b, w_h, state0)
+    hs = recurrence(cell, None, {}, x, w_x, b, w_h, state0)
     wi, wf, wg, wo = blocks(w_x, 4)
     hi, hf, hg, ho = blocks(w_h, 4)
     bi, bf, bg, bo = blocks(b, 4)
@@ -66,7 +66,7 @@ def test_gru_matches_flax_gru_cell(recurrence):
     cell = rnn.get_cell("gru")
     x, w_x, b, w_h, (h0,), key = random_inputs(cell)
     b_hn = 0.3 * jax.random.normal(key, (W,))
-    hs = recurrence(cell, None, {"b_hn": b_hn}, jnp.einsum("tbc,ck->tbk", x, w_x) + b, w_h, (h0,))
+    hs = recurrence(cell, None, {"b_hn": b_hn}, x, w_x, b, w_h, (h0,))
     wr, wz, wn = blocks(w_x, 3)
     hr, hz, hn = blocks(w_h, 3)
     br, bz, bn = blocks(b, 3)
@@ -110,36 +110,40 @@ def test_sigmoid_through_tanh_is_the_logistic_function():
 
 # ---------------------------------------------------------------------------- the recurrence
 
-def python_loop(cell, act, cp, xp, w_h, state0, probes):
+def python_loop(cell, act, cp, u, w_x, b, w_h, state0, probes):
     state, hs = tuple(state0), []
-    for t in range(xp.shape[0]):
-        state = cell.pointwise(act, cp, xp[t], state[-1] @ w_h, state)
+    for t in range(u.shape[0]):
+        state = cell.pointwise(act, cp, u[t] @ w_x + b, state[-1] @ w_h, state)
         state = (*state[:-1], state[-1] + probes[t])
         hs.append(state[-1])
     return jnp.stack(hs)
 
 
+@pytest.mark.parametrize("channels", [C, W + 1])
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
-def test_scan_and_fused_backward_equal_the_unrolled_loop(name):
-    """Values and every gradient (inputs, weights, initial state, probes, cell parameters)."""
+def test_scan_and_fused_backward_equal_the_unrolled_loop(name, channels):
+    """Values and every gradient (inputs, weights, initial state, probes, cell parameters).
+
+    The fused recurrence projects a narrow input (C < W) of an additive cell (rnn, lstm) inside
+    its loop, and a wide one (a stacked layer's) or the gru's before it: every path is here.
+    """
     cell = rnn.get_cell(name)
-    x, w_x, b, w_h, state0, key = random_inputs(cell, seed=1)
-    xp = jnp.einsum("tbc,ck->tbk", x, w_x) + b
+    x, w_x, b, w_h, state0, key = random_inputs(cell, seed=1, channels=channels)
     probes = 0.1 * jax.random.normal(key, (T, B, W))
     cp = {"rnn": {"act": None}, "lstm": {}, "gru": {"b_hn": 0.2 * jnp.ones(W)}}[name]
     act = tanh_act()
     weights = jnp.arange(1.0, W + 1)
 
-    def loss(recurrence, cp, xp, w_h, state0, probes):
-        return jnp.sum(jnp.sin(recurrence(cell, act, cp, xp, w_h, state0, probes)) * weights)
+    def loss(recurrence, *args):
+        return jnp.sum(jnp.sin(recurrence(cell, act, *args)) * weights)
 
-    args = (cp, xp, w_h, state0, probes)
+    args = (cp, x, w_x, b, w_h, state0, probes)
     grads = {}
     for label, recurrence in {"loop": python_loop, "scan": rnn.scan_recurrence,
                               "fused": rnn.fused_recurrence}.items():
         np.testing.assert_allclose(recurrence(cell, act, *args), python_loop(cell, act, *args),
                                    atol=1e-6, err_msg=label)
-        grads[label] = jax.grad(functools.partial(loss, recurrence), argnums=range(5))(*args)
+        grads[label] = jax.grad(functools.partial(loss, recurrence), argnums=range(7))(*args)
     for label in ("scan", "fused"):
         for a, b_ in zip(jax.tree_util.tree_leaves(grads[label]), jax.tree_util.tree_leaves(grads["loop"])):
             np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5, err_msg=label)
@@ -175,11 +179,10 @@ def test_input_projection_and_its_backward_equal_the_plain_einsum():
 def test_fused_backward_works_under_vmap_over_seeds():
     cell = rnn.get_cell("lstm")
     x, w_x, b, w_h, state0, _ = random_inputs(cell)
-    xp = jnp.einsum("tbc,ck->tbk", x, w_x) + b
     stack = jnp.stack([w_h, 0.5 * w_h])
 
     def grad_w(recurrence, w):
-        return jax.grad(lambda w: jnp.sum(recurrence(cell, None, {}, xp, w, state0) ** 2))(w)
+        return jax.grad(lambda w: jnp.sum(recurrence(cell, None, {}, x, w_x, b, w, state0) ** 2))(w)
 
     np.testing.assert_allclose(jax.vmap(functools.partial(grad_w, rnn.fused_recurrence))(stack),
                                jnp.stack([grad_w(rnn.scan_recurrence, w) for w in stack]),
@@ -318,8 +321,7 @@ def test_register_cell_adds_a_user_cell():
             rnn.register_cell("leaky_test", leaky, blocks=1)
         cell = rnn.get_cell("leaky_test")
         x, w_x, b, w_h, state0, _ = random_inputs(cell)
-        xp = jnp.einsum("tbc,ck->tbk", x, w_x) + b
-        grads = [jax.grad(lambda w: jnp.sum(rec(cell, None, {}, xp, w, state0) ** 3))(w_h)
+        grads = [jax.grad(lambda w: jnp.sum(rec(cell, None, {}, x, w_x, b, w, state0) ** 3))(w_h)
                  for rec in (rnn.scan_recurrence, rnn.fused_recurrence)]
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
         model, *_ = probe_setup("leaky_test")

@@ -2,8 +2,8 @@
 
 Layer l reads a sequence u_1..u_T and computes, for t = 1..T,
 
-    xp_t = u_t W_x + b            (for every t at once: one large matmul outside the scan)
-    hw_t = h_{t-1} W_h            (the only matmul inside the scan; all gates fused)
+    xp_t = u_t W_x + b            (the input projection)
+    hw_t = h_{t-1} W_h            (the recurrent matmul; all gates fused)
     s_t  = cell(xp_t, hw_t, s_{t-1})      s = (h,) or (c, h); h_0 = c_0 = 0
 
 The top layer's last h_T feeds a linear head (one output per sequence), or every h_t does
@@ -30,9 +30,12 @@ Diagnostics (layers ordered recurrent_1 .. recurrent_depth, output):
   activation for Elman cells, tanh for gated ones; the gates' sigmoids are not counted).
 
 Training speed (benchmarks/perf_rnn.py): the backward pass is a hand-written scan
-(:func:`fused_recurrence`) that carries only ∂L/∂s_t and leaves ∂L/∂W_h to one large matmul
-after the scan; gate sigmoids are ½(1 + tanh(x/2)), the LSTM's as one tanh over all four
-fused blocks; the input bias rides inside the projection matmul. XLA:CPU leaves a fused
+(:func:`fused_recurrence`) that carries only ∂L/∂s_t and leaves the weight gradients to one
+large matmul after the scan; gate sigmoids are ½(1 + tanh(x/2)), the LSTM's as one tanh over
+all four fused blocks; the input bias rides inside the projection matmul. Cells that read
+xp_t + hw_t only (Elman, LSTM) get a narrow input's projection inside the scan's matmul,
+[h_{t-1}, u_t, 1] [W_h; W_x; b]; a wide input (a stacked layer's) and the GRU's are projected
+for every t at once, one large matmul before the scan. XLA:CPU leaves a fused
 kernel unvectorized when it reads one scanned sequence at several column offsets, so the
 loops never slice a scanned array: a cell that reads its blocks separately (GRU) gets one
 sequence per block. :func:`scan_recurrence` is the plain autodiff reference.
@@ -207,11 +210,17 @@ def _with_probe(state, probe):
     return state if probe is None else (*state[:-1], state[-1] + probe)
 
 
-def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = 1):
+def scan_recurrence(cell: Cell, act, cp, u, w_x, b, w_h, state0, probes=None, *,
+                    unroll: int = 1):
     """Hidden states h_1..h_T ``[T, B, W]`` by lax.scan; JAX differentiates the scan itself.
 
-    ``xp`` is ``[T, B, blocks * W]``; ``probes`` (``[T, B, W]`` or None) is added to each h_t.
+    ``u`` ``[T, B, C]`` is the layer's input, ``w_x`` ``[C, blocks * W]`` and ``b``
+    ``[blocks * W]`` its input weights and bias, ``w_h`` ``[W, blocks * W]`` the recurrent
+    weights; ``probes`` (``[T, B, W]`` or None) is added to each h_t. Every recurrence takes
+    this signature (``make_rnn(recurrence=...)``).
     """
+    xp = input_projection(u, w_x, b)
+
     def step(state, inputs):
         xp_t, probe_t = inputs
         new = _with_probe(cell.pointwise(act, cp, xp_t, state[-1] @ w_h, state), probe_t)
@@ -220,16 +229,28 @@ def scan_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll
     return jax.lax.scan(step, tuple(state0), (xp, probes), unroll=unroll)[1]
 
 
-def fused_recurrence(cell: Cell, act, cp, xp, w_h, state0, probes=None, *, unroll: int = UNROLL):
+def fused_recurrence(cell: Cell, act, cp, u, w_x, b, w_h, state0, probes=None, *,
+                     unroll: int = UNROLL):
     """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
 
-    The forward scan keeps each step's input state s_{t-1} and ``hw_t`` (``z_t = xp_t + hw_t``
-    for additive cells), not every gate; the backward scan carries ∂L/∂s_t, recomputes the cell's
-    elementwise part for its vector-Jacobian product, and sends ∂L/∂h_{t-1} through W_h. ∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂hw_t is
-    then one [W, T·B] x [T·B, blocks·W] matmul after the loop instead of T small ones inside
-    it. The cotangent of the probes is ∂L/∂h_t itself.
+    Additive cells (Elman, LSTM: they read ``xp_t + hw_t`` only) take the projection of an
+    input narrower than the state (C < W: the first layer on every built-in task) into the
+    loop: z_t = [h_{t-1}, u_t, 1] [W_h; W_x; b], one matmul per step, so the [T, B, blocks·W]
+    projection is never written to memory and read back (for a few input channels it is bound
+    by that traffic: 3 of the LSTM step's 46 ms on CPU at T = 200, batch 64;
+    benchmarks/perf_rnn.py). A wide input (a stacked layer's, C = W) would double the loop's
+    matmul and measured slower for the Elman cell, and the GRU reads ``xp_t`` and ``hw_t``
+    apart: their projection is one matmul before the loop (:func:`input_projection`).
+
+    The forward scan keeps each step's input state s_{t-1} (with u_t and 1 beside h_{t-1}
+    where the projection is in the loop) and ``z_t`` (additive cells) or ``hw_t``, not every
+    gate; the backward scan carries ∂L/∂s_t, recomputes the cell's elementwise part for its
+    vector-Jacobian product, and sends ∂L/∂h_{t-1} through W_h. The weight gradients
+    (Σ_t [h_{t-1}, u_t, 1]ᵀ ∂L/∂z_t) are then one matmul over (T, B) after the loop instead of T
+    small ones inside it. The cotangent of the probes is ∂L/∂h_t itself.
     """
-    return _fused(cell, act, unroll, probes is not None)(cp, xp, w_h, tuple(state0), probes)
+    return _fused(cell, act, unroll, probes is not None)(cp, u, w_x, b, w_h, tuple(state0),
+                                                         probes)
 
 
 def _split(a, blocks: int):
@@ -238,6 +259,11 @@ def _split(a, blocks: int):
 
 def _join(parts):
     return parts if not isinstance(parts, tuple) else jnp.concatenate(parts, axis=-1)
+
+
+def _with_ones(u):
+    """[..., C] -> [..., C + 1]: a constant channel, whose weight is the bias."""
+    return jnp.concatenate([u, jnp.ones((*u.shape[:-1], 1), u.dtype)], axis=-1)
 
 
 def _fused(cell: Cell, act, unroll: int, with_probes: bool):
@@ -252,30 +278,51 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
     # offsets (benchmarks/perf_rnn.py), and splitting once outside the loop is cheap.
     blockwise = functools.partial(_split, blocks=cell.blocks) if not cell.additive else (lambda a: a)
 
-    def forward(cp, xp, w_h, state0, probes, for_backward):
-        """h_1..h_T, and for the backward pass each step's input state s_{t-1} (h_{t-1} for
-        ∂L/∂W_h among them) and z_t (additive cells) or hw_t."""
+    def inside(u, w_h):
+        """Whether the input projection runs inside the loop (see :func:`fused_recurrence`)."""
+        return cell.additive and u.shape[-1] < w_h.shape[0]
+
+    def forward(cp, u, w_x, b, w_h, state0, probes, for_backward):
+        """h_1..h_T, and for the backward pass each step's input state s_{t-1} (its h_{t-1}
+        as ``a_t`` = [h_{t-1}, u_t, 1] where the projection is inside), z_t (additive cells)
+        or hw_t, and xp (other cells)."""
+        width, fused = w_h.shape[0], inside(u, w_h)
+        if fused:
+            w = jnp.concatenate([w_h, w_x, b[None]], axis=0)    # [W + C + 1, blocks·W]
+            seq = _with_ones(u)
+        else:
+            w, seq = w_h, blockwise(input_projection(u, w_x, b))
+
         def step(state, inputs):
-            xp_t, probe_t = _join(inputs[0]), inputs[1]
-            hw = state[-1] @ w_h
-            new = _with_probe(pointwise(cp, xp_t, hw, state), probe_t)
+            seq_t, probe_t = _join(inputs[0]), inputs[1]
+            if fused:
+                a = jnp.concatenate([state[-1], seq_t], axis=-1)
+                z = a @ w
+                new = pointwise(cp, z, jnp.zeros((), z.dtype), state)
+            else:
+                a = state[-1]
+                hw = a @ w
+                new = pointwise(cp, seq_t, hw, state)
+                z = seq_t + hw if cell.additive else blockwise(hw)
+            new = _with_probe(new, probe_t)
             if not for_backward:
                 return new, new[-1]
-            return new, (state, xp_t + hw if cell.additive else blockwise(hw))
+            return new, (state[:-1], a, z)
 
-        last, ys = jax.lax.scan(step, state0, (blockwise(xp), probes), unroll=unroll)
+        last, ys = jax.lax.scan(step, state0, (seq, probes), unroll=unroll)
         if not for_backward:
             return ys
-        prevs, saved = ys
-        return jnp.concatenate([prevs[-1][1:], last[-1][None]]), prevs, saved
+        rest, a, saved = ys
+        hs = jnp.concatenate([a[1:, :, :width], last[-1][None]])
+        return hs, (rest, a, saved, None if cell.additive else seq)
 
     @jax.custom_vjp
-    def run(cp, xp, w_h, state0, probes):
-        return forward(cp, xp, w_h, state0, probes, False)
+    def run(cp, u, w_x, b, w_h, state0, probes):
+        return forward(cp, u, w_x, b, w_h, state0, probes, False)
 
-    def run_fwd(cp, xp, w_h, state0, probes):
-        hs, prevs, saved = forward(cp, xp, w_h, state0, probes, True)
-        return hs, (cp, xp, w_h, prevs, saved)
+    def run_fwd(cp, u, w_x, b, w_h, state0, probes):
+        hs, kept = forward(cp, u, w_x, b, w_h, state0, probes, True)
+        return hs, (cp, u, w_x, w_h, kept)
 
     def example_vjp(cp, a, b, prev, d_state):
         _, vjp = jax.vjp(local, cp, a, b, prev)
@@ -288,36 +335,44 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
                                in_axes=(None, 0, None if cell.additive else 0, 0, 0))
 
     def run_bwd(res, g_hs):
-        cp, xp, w_h, prevs, saved = res
+        cp, u, w_x, w_h, (rest, a, saved, xp) = res
+        width, fused = w_h.shape[0], inside(u, w_h)
         w_h_t = w_h.T  # transposed once, not at every step
-        zero = jnp.zeros((), xp.dtype)
+        zero = jnp.zeros((), w_h.dtype)
 
         def step(carry, inputs):
             d_next, d_cp = carry
-            prev, saved_t, xp_t, g_t = inputs
+            rest_t, a_t, saved_t, xp_t, g_t = inputs
             saved_t, xp_t = _join(saved_t), _join(xp_t)
+            prev = (*rest_t, a_t[:, :width] if fused else a_t)
             d_state = (*d_next[:-1], d_next[-1] + g_t)  # total ∂L/∂s_t
             if cell.additive:
-                dcp_t, dxp_t, dhw_t, d_prev = per_example_vjp(cp, saved_t, zero, prev, d_state)
+                dcp_t, dxp_t, _, d_prev = per_example_vjp(cp, saved_t, zero, prev, d_state)
+                dhw_t = dxp_t
             else:
                 dcp_t, dxp_t, dhw_t, d_prev = per_example_vjp(cp, xp_t, saved_t, prev, d_state)
-            if cell.additive:
-                dhw_t = dxp_t
             d_prev = (*d_prev[:-1], d_prev[-1] + dhw_t @ w_h_t)
             d_cp = jax.tree_util.tree_map(jnp.add, d_cp, dcp_t)
             outputs = (dxp_t,) if cell.additive else (dxp_t, dhw_t)
             return (d_prev, d_cp), outputs + ((d_state[-1],) if with_probes else ())
 
-        batch = xp.shape[1]
-        zeros = (tuple(jnp.zeros_like(s[0]) for s in prevs),
-                 jax.tree_util.tree_map(lambda a: jnp.zeros((batch, *a.shape), a.dtype), cp))
-        xs = (prevs, saved, None if cell.additive else blockwise(xp), g_hs)
+        batch = a.shape[1]
+        zeros = (tuple(jnp.zeros((batch, width), w_h.dtype) for _ in range(cell.state_size)),
+                 jax.tree_util.tree_map(lambda p: jnp.zeros((batch, *p.shape), p.dtype), cp))
+        xs = (rest, a, saved, xp, g_hs)
         (d_state0, d_cp), outputs = jax.lax.scan(step, zeros, xs, reverse=True, unroll=unroll)
-        d_cp = jax.tree_util.tree_map(lambda a: jnp.sum(a, axis=0), d_cp)
+        d_cp = jax.tree_util.tree_map(lambda p: jnp.sum(p, axis=0), d_cp)
         d_xp = outputs[0]
-        d_hw = d_xp if cell.additive else outputs[1]
-        d_w_h = _contract_steps(prevs[-1], d_hw)     # Σ_t h_{t-1}ᵀ ∂L/∂hw_t
-        return d_cp, d_xp, d_w_h, d_state0, (outputs[-1] if with_probes else None)
+        if fused:   # Σ_t [h_{t-1}, u_t, 1]ᵀ ∂L/∂z_t: ∂L/∂W_h, ∂L/∂W_x and ∂L/∂b in one matmul
+            d_w = _contract_steps(a, d_xp)
+            d_w_h, d_w_x, d_b = d_w[:width], d_w[width:-1], d_w[-1]
+            d_u = jnp.einsum("tbk,ck->tbc", d_xp, w_x)          # dropped for the data input
+        else:
+            d_hw = d_xp if cell.additive else outputs[1]
+            d_w_h = _contract_steps(a, d_hw)                    # Σ_t h_{t-1}ᵀ ∂L/∂hw_t
+            d_u, d_w_x, d_b = _input_projection_bwd((u, w_x), d_xp)
+        return (d_cp, d_u, d_w_x, d_b, d_w_h, d_state0,
+                outputs[-1] if with_probes else None)
 
     run.defvjp(run_fwd, run_bwd)
     return run
@@ -423,13 +478,13 @@ def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence,
 
     def layer(p, u, probe, diag):
         """One recurrent layer over a time-major sequence u [T, B, in] -> h [T, B, W]."""
-        xp = input_projection(u, p["w_x"], p["b"])
         state0 = tuple(jnp.zeros((u.shape[1], width), u.dtype) for _ in range(cell.state_size))
-        h = recurrence(cell, act, p["cell"], xp, p["w_h"], state0, probe)
-        return h, (layer_diagnostics(p, xp, h) if diag else {})
+        h = recurrence(cell, act, p["cell"], u, p["w_x"], p["b"], p["w_h"], state0, probe)
+        return h, (layer_diagnostics(p, u, h) if diag else {})
 
-    def layer_diagnostics(p, xp, h):
-        p, xp, h = jax.lax.stop_gradient((p, xp, h))
+    def layer_diagnostics(p, u, h):
+        p, u, h = jax.lax.stop_gradient((p, u, h))
+        xp = input_projection(u, p["w_x"], p["b"])
         h_prev = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])
         hw = jnp.einsum("tbi,ik->tbk", h_prev, p["w_h"])
         theta = p["cell"].get("act")
