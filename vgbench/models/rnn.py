@@ -80,7 +80,8 @@ class Cell:
     gate: ``gate(act, cp, xp, hw) -> gate values`` whose mean is ``gate_mean``, or None.
     spectral_block: the block of W_h whose spectral radius is recorded.
     additive: ``pointwise`` reads ``xp`` and ``hw`` only through their sum (Elman, LSTM); the
-      fused backward pass then keeps and returns one array where it would keep two.
+      fused backward pass then keeps and returns one array where it would keep two, and a
+      narrow input's projection runs inside the loop's matmul (:func:`fused_recurrence`).
     """
 
     pointwise: Callable
@@ -237,8 +238,8 @@ def fused_recurrence(cell: Cell, act, cp, u, w_x, b, w_h, state0, probes=None, *
     input narrower than the state (C < W: the first layer on every built-in task) into the
     loop: z_t = [h_{t-1}, u_t, 1] [W_h; W_x; b], one matmul per step, so the [T, B, blocks·W]
     projection is never written to memory and read back (for a few input channels it is bound
-    by that traffic: 3 of the LSTM step's 46 ms on CPU at T = 200, batch 64;
-    benchmarks/perf_rnn.py). A wide input (a stacked layer's, C = W) would double the loop's
+    by that traffic: 3.6 of the LSTM step's 45 ms on CPU at T = 200, batch 64, with the
+    projection before the loop; benchmarks/perf_rnn.py). A wide input (a stacked layer's, C = W) would double the loop's
     matmul and measured slower for the Elman cell, and the GRU reads ``xp_t`` and ``hw_t``
     apart: their projection is one matmul before the loop (:func:`input_projection`).
 
