@@ -235,13 +235,14 @@ def fused_recurrence(cell: Cell, act, cp, u, w_x, b, w_h, state0, probes=None, *
     """Same values as :func:`scan_recurrence`, with a hand-written backward pass.
 
     Additive cells (Elman, LSTM: they read ``xp_t + hw_t`` only) take the projection of an
-    input narrower than the state (C < W: the first layer of every shipped recurrent grid) into the
-    loop: z_t = [h_{t-1}, u_t, 1] [W_h; W_x; b], one matmul per step, so the [T, B, blocks·W]
-    projection is never written to memory and read back (for a few input channels it is bound
-    by that traffic: 3.6 of the LSTM step's 45 ms on CPU at T = 200, batch 64, with the
-    projection before the loop; benchmarks/perf_rnn.py). A wide input (a stacked layer's, C = W) would double the loop's
-    matmul and measured slower for the Elman cell, and the GRU reads ``xp_t`` and ``hw_t``
-    apart: their projection is one matmul before the loop (:func:`input_projection`).
+    input narrower than the state (C < W: the first layer of every shipped recurrent grid)
+    into the loop: z_t = [h_{t-1}, u_t, 1] [W_h; W_x; b], one matmul per step, so the
+    [T, B, blocks·W] projection is never written to memory and read back (for a few input
+    channels it is bound by that traffic: 3.6 of the LSTM step's 45 ms on CPU at T = 200,
+    batch 64, with the projection before the loop; benchmarks/perf_rnn.py). A wide input (a
+    stacked layer's, C = W) would double the loop's matmul and measured slower for the Elman
+    cell, and the GRU reads ``xp_t`` and ``hw_t`` apart: their projection is one matmul
+    before the loop (:func:`input_projection`).
 
     The forward scan keeps each step's input state s_{t-1} (with u_t and 1 beside h_{t-1}
     where the projection is in the loop) and ``z_t`` (additive cells) or ``hw_t``, not every
