@@ -18,8 +18,9 @@ on an accelerator, where that is the parallelism, and one after another inside t
 (``lax.map``) on a CPU, where a model that registers ``batch_split`` splits each batch over
 the CPU's devices instead (one per core: :func:`batch_split`). XLA:CPU gains nothing from
 batching small matmuls: one entry's step costs the same alone as inside a vmapped batch for
-the MLP and CNN, and with 8 vmapped entries an LSTM entry (T = 200, width 32) costs 1.5x and
-a GRU entry 1.2x what it costs in sequence (``benchmarks/perf.py --entries-only``). The sequential
+the MLP and CNN, and with 8 vmapped entries an LSTM entry (T = 200, width 32) costs 1.1-1.5x
+and a GRU entry 1.0-1.2x what it costs in sequence (``benchmarks/perf.py --entries-only``;
+docs/running.md). The sequential
 program also compiles faster. An entry's numbers do not depend on which entries share its
 call, in either form (``tests/test_train.py``).
 """

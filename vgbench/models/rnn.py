@@ -367,8 +367,8 @@ def _fused(cell: Cell, act, unroll: int, with_probes: bool):
         d_xp = outputs[0]
         if fused:   # Σ_t [h_{t-1}, u_t, 1]ᵀ ∂L/∂z_t: ∂L/∂W_h, ∂L/∂W_x and ∂L/∂b in one matmul
             d_w = _contract_steps(a, d_xp)
-            d_w_h, d_w_x, d_b = d_w[:width], d_w[width:-1], d_w[-1]
-            d_u = jnp.einsum("tbk,ck->tbc", d_xp, w_x)          # dropped for the data input
+            d_w_h = d_w[:width]
+            d_u, d_w_x, d_b = _input_grads(d_xp, w_x, d_w[width:])
         else:
             d_hw = d_xp if cell.additive else outputs[1]
             d_w_h = _contract_steps(a, d_hw)                    # Σ_t h_{t-1}ᵀ ∂L/∂hw_t
@@ -392,9 +392,7 @@ def input_projection(u, w_x, b):
     benchmarks/perf_rnn.py), and a reshape to T·B rows would merge the batch axis a split
     program lays out over devices (vgbench.train.batch_split) with T, which XLA then gathers.
     """
-    ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
-    return jnp.einsum("tbi,ik->tbk", jnp.concatenate([u, ones], axis=-1),
-                      jnp.concatenate([w_x, b[None]], axis=0))
+    return jnp.einsum("tbi,ik->tbk", _with_ones(u), jnp.concatenate([w_x, b[None]], axis=0))
 
 
 def _input_projection_fwd(u, w_x, b):
@@ -404,8 +402,11 @@ def _input_projection_fwd(u, w_x, b):
 def _input_projection_bwd(res, d_xp):
     u, w_x = res
     # ∂L/∂w_x and ∂L/∂b in one pass over ∂L/∂xp: the bias is the weight of a constant channel
-    ones = jnp.ones((*u.shape[:-1], 1), u.dtype)
-    d_w_xb = _contract_steps(jnp.concatenate([u, ones], axis=-1), d_xp)   # [C + 1, K]
+    return _input_grads(d_xp, w_x, _contract_steps(_with_ones(u), d_xp))
+
+
+def _input_grads(d_xp, w_x, d_w_xb):
+    """(∂L/∂u, ∂L/∂w_x, ∂L/∂b) from ∂L/∂xp and the [C + 1, K] gradient of [w_x; b]."""
     d_u = jnp.einsum("tbk,ck->tbc", d_xp, w_x)                   # dropped for the data input
     return d_u, d_w_xb[:-1], d_w_xb[-1]
 
