@@ -95,7 +95,8 @@ def test_grid_hash_ignores_layout_and_follows_content(tmp_path):
     c = grid.load(write(tmp_path, '[axes]\ndepth = [2, 8]\nactivation = ["relu"]\n', "c.toml"))
     assert a.grid_hash == b.grid_hash != c.grid_hash
     assert [r.run_id for r in a.runs] == [r.run_id for r in b.runs]
-    assert a.meta() == {"study": "a", "grid_hash": a.grid_hash, "study_baseline": None, "tuning": {}}
+    assert a.meta() == {"study": "a", "grid_hash": a.grid_hash, "study_baseline": None,
+                        "compare_within": None, "tuning": {}}
 
 
 def test_baseline_and_description(tmp_path):

@@ -186,16 +186,23 @@ def test_each_record_and_manifest_entry_carries_its_own_runs_values(tmp_path):
 
     from vgbench import cli
 
-    path = write_grid(tmp_path, "[tune]\nlr = [0.1, 0.3]\n[[tune.when]]\ndepth = 3\nlr = [0.01]\n",
+    path = write_grid(tmp_path, "[tune]\nlr = [0.1, 0.3]\nextend = 0\n[[tune.when]]\ndepth = 3\n"
+                      "lr = [0.01]\n",
                       'task = "digits"\nwidth = 4\nbatch_size = 8\nsteps = 2\nlog_every = 1\n')
     results = tmp_path / "results"
     assert cli.main(["run", str(path), "--results", str(results), "--no-progress"]) == 0
     manifest = json.loads((results / "studies" / "g.json").read_text())
     by_run = {r["run_id"]: r["tuning"] for r in manifest["runs"]}
+    roles = []
     for f in (results / "runs").glob("*.json"):
         rec = json.loads(f.read_text())
         want = {"lr": [0.01]} if rec["config"]["depth"] == 3 else {"lr": [0.1, 0.3]}
-        assert rec["tuning"] == by_run[rec["run_id"]] == want
+        roles.append(rec["role"])
+        if rec["role"] == "tune":
+            assert rec["tuning"] == by_run[rec["run_id"]] == want
+        else:   # the confirmation run of the chosen value carries the values it was chosen from
+            assert rec["tuning"] == want and rec["chosen"]["values"]["lr"] in want["lr"]
+    assert sorted(roles) == ["confirm"] * 2 + ["tune"] * 3
 
 
 @pytest.mark.parametrize("tune, message", [

@@ -66,7 +66,8 @@ class Batch:
         s = self.runs[0].spec
         extra = f" {described}" if (described := models.describe(s)) else ""
         return (f"{self.study}: {s.model} {s.task} depth={s.depth} {s.activation} norm={s.norm} "
-                f"skip={s.skip}{extra} [{len(self.runs)} runs x {len(self.runs[0].seeds)} seeds]")
+                f"skip={s.skip}{extra} [{len(self.runs)} runs x {len(self.runs[0].seeds)} seeds"
+                + ("" if self.runs[0].role == "study" else f", {self.runs[0].role}") + "]")
 
 
 @dataclass
@@ -185,11 +186,23 @@ def _records(batch: Batch, todo: list[Run]) -> tuple[list[dict], float, float]:
             layer_names=program.model.layer_names, compile_s=raw.compile_s, run_s=raw.run_s,
             batch_split=program.split, study=batch.meta["study"],
             grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes)
-        rec["study_baseline"] = batch.meta.get("study_baseline")
-        rec["tuning"] = dict(run.tuning)
+        _protocol_fields(rec, batch, run)
         rec["timing"].update(batch_runs=len(batch.runs), batch_entries=batch.entries, devices=n_dev)
         out.append(rec)
     return out, raw.compile_s, raw.run_s
+
+
+def _protocol_fields(rec: dict, batch: Batch, run: Run) -> None:
+    """What a record says about its place in the study's protocol: its role (``study``,
+    ``tune`` or ``confirm``; a confirmation record is stored under its own id), the values its
+    entry was tried at, and for a confirmation run the choice it confirms."""
+    rec["run_id"] = run.run_id
+    rec["role"] = run.role
+    rec["study_baseline"] = batch.meta.get("study_baseline")
+    rec["compare_within"] = batch.meta.get("compare_within")
+    rec["tuning"] = dict(run.tuning)
+    if run.chosen:
+        rec["chosen"] = dict(run.chosen)
 
 
 def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) -> BatchResult:
@@ -232,8 +245,7 @@ def run_batch(batch: Batch, results: str | Path, *, retry_failed: bool = False) 
             for run in todo:
                 rec = record.failed_record(run.spec, run.seeds, message, **batch.meta,
                                            grid_axes=run.grid_axes)
-                rec["study_baseline"] = batch.meta.get("study_baseline")
-                rec["tuning"] = dict(run.tuning)
+                _protocol_fields(rec, batch, run)
                 rec["traceback"] = detail
                 records.append(rec)
         for rec in records:

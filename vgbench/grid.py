@@ -28,8 +28,11 @@ A grid file has these parts (all optional except at least one run)::
     depth = 64
     activation_init = {activation = "relu", init = "he_normal"}
 
-    [tune]                       # every run at each of these values; the reporter keeps, per
-    lr = [0.01, 0.03, 0.1, 0.3]  # entry and setting, the best on the validation split
+    [tune]                       # every run at each of these values, on the tuning seeds; per
+    lr = [0.01, 0.03, 0.1, 0.3]  # entry and setting the best on the validation split is then
+    seeds = 2                    # run again on the study's own (confirmation) seeds
+    limits = {lr = [1e-4, 3.0]}  # an end value that wins is extended one step at a time up to
+    extend = 2                   # these limits and at most this many steps per side
 
     [[tune.when]]                # the runs that match every key (a value or a list) are tried
     depth = [32, 64]             # at these values instead; the first rule that matches applies
@@ -41,6 +44,21 @@ is reported at its own chosen value (see :mod:`vgbench.report.tuning` for the ru
 carries the values it was tried at (``Run.tuning``, the record's ``tuning``): a ``[[tune.when]]``
 rule gives the settings where the best value lies elsewhere (deep networks want smaller
 learning rates) their own range, so that every grid can bracket its optimum.
+
+Tune, then confirm: a tuned study's runs first run at every tuned value on the *tuning seeds*
+(``tune.seeds``, default 2: seeds 0, 1). Per entry and setting the runner picks the winner on
+validation (:mod:`vgbench.selection`); a winner at an end of its range that beats its
+neighbour gets the range extended one step that way (same ratio, or the next value of a 1-3
+series), until it is inside, a ``tune.limits`` bound or the ``tune.extend`` budget stops it,
+or the entry learned nothing at any value (at chance). The chosen configuration then runs on
+the *confirmation seeds* (``study.seeds``; a count n means seeds 1000..1000+n-1, so that they
+never meet the tuning seeds) and every table reports those. A study without ``[tune]`` runs
+its configs on ``study.seeds`` (a count n: seeds 0..n-1) once.
+
+``study.baseline`` names config fields (``{init = "naive"}``); each entry is compared with the
+entry that matches the baseline and shares its values on the other entry axes, or on the axes
+``study.compare_within`` names. A baseline that matches no run, or leaves an entry without a
+baseline to compare with, is an error naming the file and key.
 
 A suite file lists study files instead: ``[suite] studies = ["a.toml", "b.toml"]``.
 
@@ -60,14 +78,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vgbench import registry
+from vgbench import registry, selection
 from vgbench import spec as spec_mod
 from vgbench.registry import did_you_mean
 from vgbench.spec import RunSpec
 
-STUDY_KEYS = ("name", "description", "seeds", "baseline", "plugins")
+STUDY_KEYS = ("name", "description", "seeds", "baseline", "compare_within", "plugins")
+TUNE_KEYS = ("seeds", "limits", "extend", "when")   # [tune] keys that are not tuned fields
+DEFAULT_TUNE_SEEDS = 2
+DEFAULT_EXTEND = 2
+CONFIRM_SEED_START = 1000   # a count of confirmation seeds n means 1000..1000+n-1
 SECTIONS = ("study", "fixed", "axes", "exclude", "include", "tune")
 LABEL = "label"   # in a zipped axis entry: the value the axis itself takes in grid_axes
+
+
+CONFIRM_SUFFIX = "-confirm"
+SETTING_AXES = ("task", "depth", "seq_len")   # not entry axes: the reporter's task and frontier
 
 
 class GridError(ValueError):
@@ -82,10 +108,15 @@ class Run:
     seeds: tuple[int, ...]
     grid_axes: dict[str, Any] = field(hash=False, compare=False)
     tuning: dict[str, list] = field(default_factory=dict, hash=False, compare=False)  # values tried
+    role: str = "study"     # "study" (untuned), "tune" (a candidate value) or "confirm"
+    group: str = ""         # the entry and setting: runs that differ only in their tuned values
+    chosen: dict = field(default_factory=dict, hash=False, compare=False)   # confirm: the choice
 
     @property
     def run_id(self) -> str:
-        return self.spec.run_id
+        """The config's hash; a confirmation run's record is kept apart from the tuning run of
+        the same config (other seeds, another role) under the hash with ``-confirm``."""
+        return self.spec.run_id + (CONFIRM_SUFFIX if self.role == "confirm" else "")
 
 
 @dataclass(frozen=True)
@@ -96,19 +127,31 @@ class Grid:
     name: str
     description: str
     grid_hash: str
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]            # the study's seeds: the confirmation seeds of a tuned study
     baseline: dict[str, Any] | None
     plugins: tuple[str, ...]          # resolved: absolute file paths or module names
     axes: tuple[str, ...]             # the keys that vary across the study's runs
-    runs: tuple[Run, ...]
+    runs: tuple[Run, ...]             # a tuned study: the tuning runs (role "tune")
     tuning: dict[str, list] = field(default_factory=dict)   # [tune]: field -> values tried
     tuning_when: tuple[dict, ...] = ()   # [[tune.when]] rules: {"match": {...}, "values": {...}}
+    tune_seeds: tuple[int, ...] = ()  # the seeds that choose; never reported in tables
+    limits: dict[str, tuple] = field(default_factory=dict)   # tuned field -> (low, high)
+    extend: int = 0                   # most extension steps per entry, setting and side
+    compare_within: tuple[str, ...] | None = None   # the entry axes a baseline is matched on
 
     def meta(self) -> dict[str, Any]:
         """Fields every record of this study carries besides the run's own (``tuning``: the
         [tune] values; a record carries its own run's, :attr:`Run.tuning`)."""
         return {"study": self.name, "grid_hash": self.grid_hash, "study_baseline": self.baseline,
+                "compare_within": list(self.compare_within) if self.compare_within else None,
                 "tuning": dict(self.tuning)}
+
+    def protocol(self) -> dict[str, Any]:
+        """The tune-then-confirm protocol of a tuned study, as records and manifests carry it."""
+        if not self.tuning:
+            return {}
+        return {"tune_seeds": list(self.tune_seeds), "confirm_seeds": list(self.seeds),
+                "limits": {k: list(v) for k, v in self.limits.items()}, "extend": self.extend}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -172,11 +215,12 @@ def _matches(rule: dict, combo: dict) -> bool:
 _MISSING = object()
 
 
-def _parse_seeds(value: Any, where: str) -> tuple[int, ...]:
+def _parse_seeds(value: Any, where: str, start: int = 0) -> tuple[int, ...]:
     try:
-        return spec_mod.seeds_from(value)
+        seeds = spec_mod.seeds_from(value)
     except ValueError as err:
         raise GridError(f"{where}: study.seeds: {err}") from None
+    return tuple(start + s for s in seeds) if isinstance(value, int) else seeds
 
 
 # ---------------------------------------------------------------------------- loading
@@ -208,14 +252,18 @@ def load(path: str | Path) -> Grid:
     description = study.get("description", "")
     if not isinstance(description, str):
         raise GridError(f"{where}: study.description must be a string, got {description!r}")
-    seeds = _parse_seeds(study.get("seeds", 1), where)
+    tune_table = content.get("tune")
+    tuned = isinstance(tune_table, dict) and bool(set(tune_table) - set(TUNE_KEYS))
+    seeds = _parse_seeds(study.get("seeds", 1), where,
+                         start=CONFIRM_SEED_START if tuned and isinstance(study.get("seeds", 1), int) else 0)
     # each spec takes the hash of the plugins whose entries it names (RunSpec.plugin_hash)
     resolved = _load_plugins(study.get("plugins", []), path, where)
     check = _Checker(where)          # the plugins may have registered new names
 
     axes_table = content.get("axes", {})
     axes, zipped = _axes(axes_table, fixed, sources, check)
-    tuning, when = _tune(content.get("tune"), fixed, sources, axes, zipped, check)
+    tuning, when = _tune(tune_table, fixed, sources, axes, zipped, check)
+    tune_seeds, limits, extend = _protocol(tune_table, tuning, when, seeds, where)
     if axes:
         combos = [_combine(parts) for parts in itertools.product(*axes.values())]
     else:   # without axes the fixed fields are one run, unless [[include]] lists the runs
@@ -234,14 +282,116 @@ def load(path: str | Path) -> Grid:
 
     expanded = _expand(combos, fixed, where)
     varying = _varying_keys([(spec, combo) for spec, combo, _ in expanded])
-    runs = tuple(Run(spec=spec, seeds=seeds, grid_axes={k: _value(spec, combo, k) for k in varying},
-                     tuning=tried[i])
+    role = "tune" if tuning else "study"
+    runs = tuple(Run(spec=spec, seeds=tune_seeds if tuning else seeds,
+                     grid_axes={k: _value(spec, combo, k) for k in varying},
+                     tuning=tried[i], role=role, group=_group_key(combo, tuning))
                  for spec, combo, i in expanded)
+    baseline = _baseline(study.get("baseline"), check, where)
+    within = _compare_within(study.get("compare_within"), baseline, varying, where)
+    _check_baseline(baseline, within, runs, varying, where)
     return Grid(path=where, name=name, description=description,
                 grid_hash=canonical_hash(content), seeds=seeds,
-                baseline=_baseline(study.get("baseline"), check, where),
-                plugins=resolved, axes=varying, runs=runs, tuning=tuning,
-                tuning_when=tuple({"match": m, "values": v} for m, v in when))
+                baseline=baseline, plugins=resolved, axes=varying, runs=runs, tuning=tuning,
+                tuning_when=tuple({"match": m, "values": v} for m, v in when),
+                tune_seeds=tune_seeds, limits=limits, extend=extend, compare_within=within)
+
+
+def _group_key(combo: dict, tuning: dict) -> str:
+    """The entry and setting of a combination: its keys other than the tuned fields."""
+    return canonical_hash({k: v for k, v in combo.items() if k not in tuning})
+
+
+def _protocol(table, tuning: dict, when: list, seeds: tuple, where: str):
+    """[tune] seeds, limits and extend: (tuning seeds, field -> (low, high), extend)."""
+    if not tuning:
+        return (), {}, 0
+    try:
+        tune_seeds = spec_mod.seeds_from(table.get("seeds", DEFAULT_TUNE_SEEDS))
+    except ValueError as err:
+        raise GridError(f"{where}: tune.seeds: {err}") from None
+    overlap = sorted(set(tune_seeds) & set(seeds))
+    if overlap:
+        raise GridError(f"{where}: study.seeds: the confirmation seeds {list(seeds)} share "
+                        f"{overlap} with the tuning seeds (tune.seeds = {list(tune_seeds)}); a "
+                        "seed that helped choose cannot report. Give study.seeds as a count "
+                        f"(seeds {CONFIRM_SEED_START}, {CONFIRM_SEED_START + 1}, ...) or disjoint lists")
+    extend = table.get("extend", DEFAULT_EXTEND)
+    if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
+        raise GridError(f"{where}: tune.extend: expected a count >= 0 of extension steps per "
+                        f"side, got {extend!r}")
+    raw = table.get("limits", {})
+    if not isinstance(raw, dict):
+        raise GridError(f"{where}: tune.limits: expected a table such as "
+                        f"{{lr = [1e-4, 3.0]}}, got {raw!r}")
+    limits = {}
+    for key, bounds in raw.items():
+        ctx = f"tune.limits.{key}"
+        if key not in tuning:
+            raise GridError(f"{where}: {ctx}: {key!r} is not a tuned field; tuned: "
+                            f"{', '.join(tuning)}{did_you_mean(key, list(tuning))}")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or not bounds[0] < bounds[1]):
+            raise GridError(f"{where}: {ctx}: expected [low, high] with low < high, got {bounds!r}")
+        low, high = float(bounds[0]), float(bounds[1])
+        ranges = [("tune." + key, tuning[key])] + [(f"tune.when[{i}].{key}", v[key])
+                                                    for i, (_, v) in enumerate(when) if key in v]
+        for name, values in ranges:
+            if min(values) < low or max(values) > high:
+                raise GridError(f"{where}: {ctx}: [{low:g}, {high:g}] leaves out values of "
+                                f"{name} ({', '.join(f'{v:g}' for v in values)}); a limit lies "
+                                "beyond the values tried, on their own side")
+        limits[key] = (low, high)
+    return tune_seeds, limits, extend
+
+
+def _compare_within(value, baseline, axes: tuple, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if baseline is None:
+        raise GridError(f"{where}: study.compare_within: needs study.baseline (what each "
+                        "group's entries are compared with)")
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+        raise GridError(f"{where}: study.compare_within: expected a list of axis names, got {value!r}")
+    for a in value:
+        if a not in axes:
+            raise GridError(f"{where}: study.compare_within: {a!r} is not an axis that varies "
+                            f"in this study; axes: {', '.join(axes)}{did_you_mean(a, list(axes))}")
+    return tuple(value)
+
+
+def _run_field(run: Run, key: str):
+    return run.grid_axes.get(key, getattr(run.spec, key, None))
+
+
+def _check_baseline(baseline, within, runs, axes, where: str) -> None:
+    """A declared baseline must match runs, through an axis, and every comparison group must
+    hold one: otherwise an entry would be compared with something other than what was declared."""
+    if baseline is None:
+        return
+    for key, value in baseline.items():
+        if not any(_run_field(r, key) == value for r in runs):
+            seen = sorted({str(_run_field(r, key)) for r in runs})
+            raise GridError(f"{where}: study.baseline.{key}: no run has {key} = {value!r}; "
+                            f"the runs have {', '.join(seen)}")
+    if all(selection.is_baseline({**r.spec.to_dict(), **r.grid_axes}, baseline) for r in runs):
+        raise GridError(f"{where}: study.baseline: every run matches {baseline}, so it picks no "
+                        "baseline among the entries; name a field that varies")
+    tuned = set(runs[0].tuning) if runs else set()
+    axes = [a for a in axes if a not in tuned]
+    rows = [{**r.spec.to_dict(), **r.grid_axes} for r in runs]
+    on = selection.comparison_axes(rows, baseline, [a for a in axes if a not in SETTING_AXES], within)
+    on += ["task"] if "task" in axes else []
+    groups: dict[str, bool] = {}
+    for row in rows:
+        key = json.dumps({a: row.get(a) for a in on}, sort_keys=True, default=str)
+        groups[key] = groups.get(key, False) or selection.is_baseline(row, baseline)
+    missing = [k for k, has in groups.items() if not has]
+    if missing:
+        raise GridError(f"{where}: study.baseline: no run matches {baseline} among the runs with "
+                        f"{missing[0]}; every entry needs its baseline beside it "
+                        "(add it to the grid, or group with study.compare_within)")
 
 
 def _study_and_fixed(content: dict, check: _Checker) -> tuple[dict, dict, dict]:
@@ -345,13 +495,13 @@ def _tune(table: Any, fixed: dict, sources: dict, axes: dict, zipped: set,
     where = check.where
     if table is None:
         return {}, []
-    if not isinstance(table, dict) or not set(table) - {"when"}:
+    if not isinstance(table, dict) or not set(table) - set(TUNE_KEYS):
         raise GridError(f"{where}: tune must be a table such as  [tune] lr = [0.01, 0.03, 0.1]; "
                         f"got {table!r}")
     set_by_axes = {k: axis for axis, entries in axes.items() for e in entries for k in e}
     tuning = {}
     for key, values in table.items():
-        if key == "when":
+        if key in TUNE_KEYS:
             continue
         ctx = f"tune.{key}"
         if key not in TUNABLE:

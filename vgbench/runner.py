@@ -107,6 +107,7 @@ def manifest(g: grid_mod.Grid) -> dict:
     """The study file: what the study is and which runs belong to it."""
     return {"schema": "vgbench.study/1", "name": g.name, "description": g.description,
             "grid_file": g.path, "grid_hash": g.grid_hash, "seeds": list(g.seeds),
+            "protocol": g.protocol(), "compare_within": g.compare_within,
             "axes": list(g.axes), "baseline": g.baseline, "tuning": dict(g.tuning),
             "tuning_when": list(g.tuning_when), "plugins": list(g.plugins),
             "runs": [{"run_id": r.run_id, "grid_axes": r.grid_axes, "tuning": r.tuning}
@@ -141,11 +142,38 @@ class StudyTally:
 # ---------------------------------------------------------------------------- main
 
 def main(args: argparse.Namespace) -> int:
+    """Phase 1 runs every study's grid (a tuned study: every candidate on its tuning seeds);
+    then, for tuned studies, extension rounds grow the ranges whose winner sits at an end
+    (:mod:`vgbench.selection`), and the chosen configurations run on the confirmation seeds."""
     t_start = time.perf_counter()
     grids = grid_mod.load_many(args.grids)            # every mistake is found before any run
     grid_mod.check_fit(grids)                         # ... including a model that cannot take its task
-    batches = select_shard(make_batches(grids, args.max_batch), args.shard)
     store = Store(args.results)
+    code = _phase(args, grids, store, t_start, "", manifests=True)
+    tuned = [g for g in grids if g.tuning]
+    if code or not tuned or args.dry_run:
+        if args.dry_run and tuned:
+            print("then, per tuned study: extensions where a winner sits at an end of its range, "
+                  "and the chosen values on the confirmation seeds (they depend on the results)")
+        return code
+    rounds = max(g.extend for g in tuned)
+    for k in range(rounds):
+        extended = [g for g in (extension_grid(g, store) for g in tuned) if g.runs]
+        if not extended:
+            break
+        code = _phase(args, extended, store, time.perf_counter(), f"extension round {k + 1}: ")
+        if code:
+            return code
+    confirm = [g for g in (confirmation_grid(g, store) for g in tuned) if g.runs]
+    if confirm:
+        code = _phase(args, confirm, store, time.perf_counter(), "confirmation: ")
+    print(f"suite wall time {time.perf_counter() - t_start:.1f} s")
+    return code
+
+
+def _phase(args, grids, store: Store, t_start: float, label: str, manifests=False) -> int:
+    """Run the given studies' runs (those not done yet) and print a tally per study."""
+    batches = select_shard(make_batches(grids, args.max_batch), args.shard)
     wanted = set(RUN_STATES) | ({"failed"} if args.retry_failed else set())
 
     tallies = {g.name: StudyTally() for g in grids}
@@ -188,21 +216,161 @@ def main(args: argparse.Namespace) -> int:
         print(f"{total} runs{shard}: {done} done, {total - done} to run in {len(pending)} batches")
         return 0
 
-    for g in grids:
+    for g in grids if manifests else ():
         store.write_study(manifest(g))
     _backfill(store, backfill)
     if not pending:
-        print(f"nothing to run: all {total} runs{shard} are done "
+        print(f"{label}nothing to run: all {total} runs{shard} are done "
               f"({time.perf_counter() - t_start:.1f} s)")
         for name, tally in tallies.items():
-            print(tally.line(name))
+            print(label + tally.line(name))
         return 0
 
     exit_code = _execute(args, pending, store, tallies, done, total)
     for name, tally in tallies.items():
-        print(tally.line(name))
-    print(f"total wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
+        print(label + tally.line(name))
+    print(f"{label}wall time {time.perf_counter() - t_start:.1f} s; records in {store.runs}")
     return exit_code
+
+
+# ---------------------------------------------------------------------------- tune, then confirm
+
+def _candidates(g: grid_mod.Grid, store: Store, runs) -> dict[str, list]:
+    """group -> [(run, record)] of the tuning runs whose records are done; a group with a
+    missing record is left out (another shard, or a failed write, has it still to come)."""
+    groups: dict[str, list] = {}
+    missing: set[str] = set()
+    for run in runs:
+        state = store.check(run.run_id, run.spec.to_dict(), run.seeds)
+        if state.state != "done" and state.state != "failed":
+            missing.add(run.group)
+            continue
+        groups.setdefault(run.group, []).append((run, store.read(run.run_id)))
+    return {k: v for k, v in groups.items() if k not in missing}
+
+
+def _all_tuning_runs(g: grid_mod.Grid, store: Store) -> list:
+    """The grid's tuning runs and every extension made so far (recomputed from the records,
+    so a resumed invocation finds the same ones)."""
+    runs = list(g.runs)
+    for _ in range(g.extend):
+        more = extensions(g, store, runs)
+        if not more:
+            break
+        runs += more
+    return runs
+
+
+def _choice(g: grid_mod.Grid, pairs: list) -> dict:
+    """The selection rule over one group's candidates (see :mod:`vgbench.selection`)."""
+    import numpy as np
+
+    from vgbench import selection
+
+    fields = list(g.tuning)
+    values = np.array([[getattr(run.spec, f) for f in fields] for run, _ in pairs], float)
+    n_lost, val_mean, val_loss = [], [], []
+    higher, baseline = True, None
+    for _, rec in pairs:
+        status = rec.get("status") or []
+        ok = [s == "ok" for s in status]
+        n_lost.append(len(status) - sum(ok))
+        target = rec.get("target") or {}
+        metric = str(target.get("metric") or "test_loss").removeprefix("test_")
+        higher = bool(target.get("higher_is_better", metric.endswith("accuracy")))
+        metrics = rec.get("metrics") or {}
+        val_mean.append(_mean_ok(metrics.get(f"final_val_{metric}"), ok))
+        val_loss.append(_mean_ok(metrics.get("final_val_loss"), ok))
+        baseline = baseline if baseline is not None else _first(metrics.get("task_baseline"))
+    ranks = selection.rank(values, n_lost, val_mean, higher)
+    chosen = int(np.argmin(ranks))
+    return {"fields": fields, "values": values, "n_lost": n_lost, "val_mean": val_mean,
+            "chosen": chosen, "at_chance": selection.at_chance(val_loss, baseline)}
+
+
+def _mean_ok(values, ok) -> float:
+    finite = [v for v, good in zip(values or [], ok) if good and isinstance(v, (int, float))]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def _first(values):
+    return values[0] if isinstance(values, list) and values else None
+
+
+def extensions(g: grid_mod.Grid, store: Store, runs=None) -> list:
+    """The next extension runs of a tuned study: per group whose winner sits at an end of its
+    range and beats its neighbour, one value further that way, unless the entry is at chance,
+    the value passes a ``tune.limits`` bound, or the group has had ``tune.extend`` steps that
+    way. Empty when every group's winner is inside (or stopped)."""
+    import dataclasses
+
+    from vgbench import selection
+
+    runs = list(g.runs) if runs is None else runs
+    base_values = {run.group: run.tuning for run in g.runs}
+    new = []
+    for group, pairs in _candidates(g, store, runs).items():
+        c = _choice(g, pairs)
+        if c["at_chance"]:
+            continue
+        chosen_run = pairs[c["chosen"]][0]
+        for j, f in enumerate(c["fields"]):
+            others = [k for k in range(len(c["fields"])) if k != j]
+            line = [i for i in range(len(pairs))
+                    if all(c["values"][i, k] == c["values"][c["chosen"], k] for k in others)]
+            side = selection.edge_side(c["values"][line, j], [c["n_lost"][i] for i in line],
+                                       [c["val_mean"][i] for i in line], line.index(c["chosen"]))
+            if not side:
+                continue
+            tried = sorted(set(c["values"][line, j].tolist()))
+            start = base_values[group][f]
+            done = sum(v < min(start) for v in tried) if side < 0 else sum(v > max(start) for v in tried)
+            value = selection.next_value(tried, side)
+            low, high = g.limits.get(f, (-float("inf"), float("inf")))
+            if done >= g.extend or not low <= value <= high:
+                continue
+            spec = dataclasses.replace(chosen_run.spec, **{f: value})
+            tuning = {**chosen_run.tuning, f: sorted({*chosen_run.tuning[f], *tried, value})}
+            new.append(dataclasses.replace(chosen_run, spec=spec, tuning=tuning))
+    return new
+
+
+def extension_grid(g: grid_mod.Grid, store: Store) -> grid_mod.Grid:
+    """``g`` holding the extension runs that are not done yet (one round's work)."""
+    import dataclasses
+
+    todo = [r for r in _all_tuning_runs(g, store)[len(g.runs):]
+            if store.check(r.run_id, r.spec.to_dict(), r.seeds).state != "done"]
+    return dataclasses.replace(g, runs=tuple(todo))
+
+
+def confirmation_grid(g: grid_mod.Grid, store: Store) -> grid_mod.Grid:
+    """``g`` holding one confirmation run per group whose tuning is complete: the chosen
+    config on the study's own seeds, carrying the values tried and why the choice stands."""
+    import dataclasses
+
+    from vgbench import selection
+
+    runs = _all_tuning_runs(g, store)
+    out = []
+    for group, pairs in _candidates(g, store, runs).items():
+        c = _choice(g, pairs)
+        run = pairs[c["chosen"]][0]
+        tried = {f: sorted(set(c["values"][:, j].tolist())) for j, f in enumerate(c["fields"])}
+        edge = {}
+        for j, f in enumerate(c["fields"]):
+            side = selection.edge_side(c["values"][:, j], c["n_lost"], c["val_mean"], c["chosen"])
+            if side and not c["at_chance"] and len(c["fields"]) == 1:
+                low, high = g.limits.get(f, (None, None))
+                nxt = selection.next_value(tried[f], side)
+                past = (low is not None and nxt < low) or (high is not None and nxt > high)
+                edge[f] = "limit" if past else "budget"
+        chosen = {"values": {f: getattr(run.spec, f) for f in c["fields"]},
+                  "at_chance": bool(c["at_chance"]), "at_edge": edge,
+                  "tune_seeds": list(g.tune_seeds)}
+        out.append(dataclasses.replace(run, seeds=g.seeds, role="confirm", tuning=tried,
+                                       chosen=chosen))
+    return dataclasses.replace(g, runs=tuple(out))
 
 
 def _backfill(store: Store, runs: list) -> None:
