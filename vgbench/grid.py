@@ -92,7 +92,7 @@ SECTIONS = ("study", "fixed", "axes", "exclude", "include", "tune")
 LABEL = "label"   # in a zipped axis entry: the value the axis itself takes in grid_axes
 
 
-CONFIRM_SUFFIX = "-confirm"
+CONFIRM_SUFFIX = selection.CONFIRM_SUFFIX
 SETTING_AXES = ("task", "depth", "seq_len")   # not entry axes: the reporter's task and frontier
 
 

@@ -135,6 +135,30 @@ def plateau(test_loss: np.ndarray, test_metric: np.ndarray, target: float,
     return False, None
 
 
+IMPROVING_FRACTION = 0.25   # the last quarter of training
+IMPROVING_ACCURACY = 0.01    # an accuracy still gaining at least a point over it
+IMPROVING_LOSS = 0.02        # a loss still falling by at least 2 % (relative) over it
+
+
+def still_improving(val_metric: np.ndarray, steps, higher_is_better: bool) -> bool | None:
+    """Whether the validation metric still improved over the last quarter of training: from
+    the log point nearest 75 % of the steps to the last, by at least ``IMPROVING_ACCURACY``
+    (higher-is-better metrics, accuracies) or ``IMPROVING_LOSS`` of its value (losses). A run
+    that failed while still improving was limited by its step budget, not by its gradient.
+    None without two log points after initialisation or with a non-finite value."""
+    steps = np.asarray(steps, np.float64)
+    if len(steps) < 3:
+        return None
+    start = int(np.argmin(np.abs(steps - (1 - IMPROVING_FRACTION) * steps[-1])))
+    start = min(max(start, 1), len(steps) - 2)
+    a, b = float(val_metric[start]), float(val_metric[-1])
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return None
+    if higher_is_better:
+        return bool(b - a >= IMPROVING_ACCURACY)
+    return bool(a - b >= IMPROVING_LOSS * max(abs(a), 1e-12))
+
+
 def _mean_hidden(values: np.ndarray) -> float | None:
     hidden = np.asarray(values[:-1], np.float64)
     hidden = hidden[np.isfinite(hidden)]
@@ -321,6 +345,10 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
             first_hit = None
         steps_to_target.append(first_hit)
     metrics["steps_to_target"] = steps_to_target
+    summary["still_improving"] = [
+        still_improving(np.asarray(logs["val_metric"][i], np.float64), steps,
+                        task.higher_is_better) if "val_metric" in logs and status[i] == "ok"
+        else None for i in range(len(seeds))]
     metrics["task_baseline"] = [task.baseline] * len(seeds)
     if "time_delta_norm" in logs:
         add_recurrent_summary(diagnostics, summary, logs)

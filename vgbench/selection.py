@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+CONFIRM_SUFFIX = "-confirm"   # a confirmation record's id: its config's hash and this
 CHANCE_LOSS_FRACTION = 0.9   # learned something: validation loss below 0.9 x the trivial predictor's
 
 

@@ -12,6 +12,7 @@ from vgbench.report.frames import load_frames
 from vgbench.report.index import Output, safe_name, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
 from vgbench.report.parallel import default_workers, run_tasks
+from vgbench.selection import CONFIRM_SUFFIX
 from vgbench.report import sensitivity, tuning
 from vgbench.report.tables import latex_table, markdown_table
 
@@ -85,7 +86,10 @@ def _study_boards(runs: pd.DataFrame, baseline):
     axes = str(runs["entry_axes"].iloc[0])
     entry_axes = tuple(a for a in axes.split(" / ") if a and a in runs)
     settings = by_setting(runs)
-    return leaderboard(runs, baseline=baseline, entry_axes=entry_axes, settings=settings), settings
+    within = str(runs["compare_within"].iloc[0]) if "compare_within" in runs else ""
+    within = [a for a in within.split(" / ") if a] or None
+    return leaderboard(runs, baseline=baseline, entry_axes=entry_axes, settings=settings,
+                       within=within), settings
 
 
 def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: tuple):
@@ -102,8 +106,12 @@ def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: 
     chosen = set(runs["run_id"])
     if not candidates.empty:
         outputs += _write_tuning(study, safe_name(study), candidates, results_dir)
+        # the sensitivity figure shows the tuning runs: the chosen ones are the tuning runs of
+        # the configs that were confirmed (a confirmation run's id is its config's + a suffix)
+        tuning_runs = every_run[every_run.get("role", "study") != "confirm"]
+        picked = {rid.removesuffix(CONFIRM_SUFFIX) for rid in chosen}
         outputs += [Output("figure", study, name, caption, tuple(paths)) for name, caption, paths
-                    in sensitivity.sensitivity_figures(every_run, chosen, figure_dir, formats)]
+                    in sensitivity.sensitivity_figures(tuning_runs, picked, figure_dir, formats)]
     parts = [f[(f["study"] == study) & f["run_id"].isin(chosen)]
              for f in (frames.grad_stats, frames.time_stats, frames.curves)]
     written = study_figures(runs, *parts, figure_dir, formats)

@@ -23,8 +23,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vgbench.report.stats import censored_median, describe, paired_comparison
+from vgbench import selection
+from vgbench.report.stats import MIN_INTERVAL_N, censored_median, describe, paired_comparison
 from vgbench.report.tuning import tuned_fields
+
+FRONTIER_RULE = "the largest {axis} at which at least 2/3 of the seeds reach the target"
+SIGNAL_FALL = 1.2   # decades (vgbench.verdict.FALL): a failing cell past it vanished / exploded
+LIMITS = ("none", "diverged", "vanished", "exploded", "budget", "plateau")
+LIMITED_BY = {
+    "none": "reached the target on at least 2/3 of the seeds",
+    "diverged": "most seeds diverged or failed",
+    "vanished": f"the signal at the input end ended more than {SIGNAL_FALL} decades below the output's",
+    "exploded": f"the signal at the input end ended more than {SIGNAL_FALL} decades above the output's",
+    "budget": "the validation metric was still improving over the last quarter of training "
+              "on most finished seeds: more steps might have reached the target",
+    "plateau": "a healthy signal, the validation metric no longer improving: not a gradient problem",
+}
 
 
 def group_summary(rows: pd.DataFrame) -> dict:
@@ -55,6 +69,10 @@ def group_summary(rows: pd.DataFrame) -> dict:
         "steps_to_target": censored_median(steps) if steps is not None else np.nan,
         "abs_log10_attenuation_init": mean_ok("log10_attenuation_init", np.abs),
         "abs_log10_attenuation_final": mean_ok("log10_attenuation_final", np.abs),
+        # signed: negative when the input end gets less signal than the output end (vanishing)
+        "log10_attenuation_init": mean_ok("log10_attenuation_init"),
+        "log10_attenuation_final": mean_ok("log10_attenuation_final"),
+        "still_improving_rate": mean_ok("still_improving"),
         "decay_per_layer": mean_ok("decay_per_layer"),
         # recurrent records fit the decay over time steps rather than layers
         "decay_over": "time step" if _recurrent(rows) else "layer",
@@ -67,7 +85,28 @@ def group_summary(rows: pd.DataFrame) -> dict:
         "plateau_rate": mean_ok("plateau"),
         "effective_horizon": mean_ok("effective_horizon"),
         "verdict": verdict_summary(rows),
+        "seed_values": "; ".join(f"{v:.4g}" for v in rows["metric"].to_numpy(float)[ok]
+                                 if np.isfinite(v)) if ok.sum() < MIN_INTERVAL_N else "",
     }
+
+
+def limited_by(summary: dict, target_missing: bool = False) -> str:
+    """What limited one setting (:data:`LIMITED_BY` says each in words), from its summary:
+    ``none`` where it met the frontier rule, then diverged, vanished, exploded (the signed
+    attenuation at the end of training), budget (still improving), else plateau."""
+    n = summary["n_seeds"]
+    if target_missing or (3 * summary["n_reached"] >= 2 * n):
+        return "none" if not target_missing else ""
+    if 2 * (summary["n_diverged"] + summary["n_failed"]) > n:
+        return "diverged"
+    final = summary["log10_attenuation_final"]
+    if np.isfinite(final) and final <= -SIGNAL_FALL or final == -np.inf:
+        return "vanished"
+    if np.isfinite(final) and final >= SIGNAL_FALL:
+        return "exploded"
+    if summary["still_improving_rate"] > 0.5:
+        return "budget"
+    return "plateau"
 
 
 def verdict_summary(rows: pd.DataFrame) -> str:
@@ -99,7 +138,8 @@ def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
     """
     keys = ["task", "entry", "entry_order", "frontier_value"]
     tuned = [c for f in tuned_fields(runs) for c in (f, f"{f}_grid") if c in runs]
-    tuned += ["tuned_at_edge"] if tuned and "tuned_at_edge" in runs else []
+    tuned += [c for c in ("tuned_at_edge", "tuned_at_chance", "same_seeds", "tune_seed_text",
+                          "choice_agrees") if tuned and c in runs]
     rows = []
     for key, group in runs.groupby(keys, dropna=False, sort=True):
         first = group.iloc[0]
@@ -109,12 +149,30 @@ def by_setting(runs: pd.DataFrame) -> pd.DataFrame:
                      "metric": first["target_metric"],
                      "higher_is_better": bool(first["higher_is_better"]),
                      "target": first["target_value"], **group_summary(group)})
+        rows[-1]["limited_by"] = limited_by(rows[-1], np.isnan(first["target_value"]))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     head = ["study", "task", "entry", "entry_order", "frontier_axis", "frontier_value", *tuned,
             "metric", "higher_is_better", "target"]
     return frame[head + [c for c in frame.columns if c not in head]]
+
+
+def frontier_one_seed(settings: pd.DataFrame) -> bool:
+    """Whether one seed's outcome decides the frontier: at the frontier one success fewer, or at
+    the next value tried one success more, would move it."""
+    best, _ = frontier(settings)
+    order = settings.sort_values("frontier_value")
+    reached = order["n_reached"].to_numpy(float)
+    n = order["n_seeds"].to_numpy(float)
+    values = order["frontier_value"].to_numpy(float)
+    for i, v in enumerate(values):
+        if not np.isnan(best) and v == best and 3 * (reached[i] - 1) < 2 * n[i]:
+            return True
+        if (np.isnan(best) or v > best) and 3 * (reached[i] + 1) >= 2 * n[i]:
+            if i == 0 or np.isnan(best) or values[i - 1] <= best:
+                return True
+    return False
 
 
 def frontier(settings: pd.DataFrame) -> tuple[float, bool]:
@@ -131,38 +189,38 @@ def frontier(settings: pd.DataFrame) -> tuple[float, bool]:
     return (best, best >= np.nanmax(values))
 
 
-def baseline_map(entries: pd.DataFrame, baseline=None, axes=()) -> dict:
+def baseline_map(entries: pd.DataFrame, baseline=None, axes=(), within=None) -> dict:
     """Entry -> the entry it is compared against (None where the grid lacks it).
 
-    ``entries``: one row per entry in entry order, with ``entry`` and the axis columns;
-    ``axes``: the entry axes. See the module docstring for the rules.
+    ``entries``: one row per entry in entry order, with ``entry``, the axis columns and the
+    config columns; ``axes``: the entry axes. A dict baseline picks the entries that match
+    every field it names (:func:`vgbench.selection.baseline_of`): each entry is compared with
+    the one that shares its other axes (or the ``within`` axes). A declared baseline that
+    matches no entry is an error, never replaced by another entry.
     """
     labels = entries["entry"].tolist()
     if isinstance(baseline, str):
         if baseline not in labels:
             raise ValueError(f"baseline {baseline!r} is not an entry; entries: {', '.join(labels)}")
         return dict.fromkeys(labels, baseline)
-    named = {k: v for k, v in (baseline or {}).items() if k in axes}
-    if named:  # each entry against the one that differs from it only on the named axes
+    if baseline:
         rows = entries.to_dict("records")
-        by_values = {tuple(_key(row[a]) for a in axes): row["entry"] for row in rows}
-        matched = {row["entry"]: by_values.get(tuple(
-            _key(named[a]) if a in named else _key(row[a]) for a in axes)) for row in rows}
-        if not any(matched.values()):
+        index = selection.baseline_of(rows, baseline, list(axes), within)
+        if all(i is None for i in index):
             raise ValueError(f"no entry matches baseline {baseline}; entries: {', '.join(labels)}")
-        return matched
+        return {row["entry"]: (None if i is None else labels[i]) for row, i in zip(rows, index)}
     nones = [sum(part.strip().lower() == "none" for part in label.split(" / ")) for label in labels]
     return dict.fromkeys(labels, labels[int(np.argmax(nones))])
 
 
-def baseline_rule(baseline, axes=()) -> str:
+def baseline_rule(baseline, axes=(), within=None) -> str:
     """How the baseline was chosen, in words, for captions."""
     if isinstance(baseline, str):
         return baseline
-    named = {k: v for k, v in (baseline or {}).items() if k in axes}
-    if named:
-        return ", ".join(f"{k} = {v}" for k, v in named.items())
-    return "the entry with the most axes set to none, else the first"
+    if baseline:
+        rule = ", ".join(f"{k} = {v}" for k, v in baseline.items())
+        return rule + (f" within each {' / '.join(within)}" if within else "")
+    return "the entry with the most axes set to none, else the first (no baseline declared)"
 
 
 def _key(value) -> str:
@@ -173,7 +231,7 @@ def _key(value) -> str:
 
 
 def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
-                settings: pd.DataFrame | None = None) -> pd.DataFrame:
+                settings: pd.DataFrame | None = None, within=None) -> pd.DataFrame:
     """The leaderboard of one study (see the module docstring); ``entry_axes`` adds columns;
     ``settings`` is :func:`by_setting` of ``runs`` where the caller has it already."""
     settings = by_setting(runs) if settings is None else settings
@@ -184,7 +242,7 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
     for task, task_settings in settings.groupby("task", sort=True):
         task_runs = runs[runs["task"] == task]
         entries = task_runs.drop_duplicates("entry").sort_values("entry_order")
-        bases = baseline_map(entries, baseline, axes)
+        bases = baseline_map(entries, baseline, axes, within)
         at = headline_value(task_settings)
         rows = []
         for entry, entry_settings in task_settings.groupby("entry", sort=False):
@@ -194,9 +252,12 @@ def leaderboard(runs: pd.DataFrame, *, baseline=None, entry_axes=(),
                 continue
             row = here.iloc[0].to_dict()
             row["frontier"], row["frontier_censored"] = frontier(entry_settings)
+            has_axis = isinstance(row["frontier_axis"], str)
+            row["frontier_one_seed"] = has_axis and frontier_one_seed(entry_settings)
+            row["frontier_rule"] = FRONTIER_RULE.format(axis=row["frontier_axis"]) if has_axis else ""
             base = bases.get(entry)
             row["baseline"], row["baseline_entry"] = entry == base, base
-            row["baseline_rule"] = baseline_rule(baseline, axes)
+            row["baseline_rule"] = baseline_rule(baseline, axes, within)
             row.update(_versus(task_runs, entry, base, value, row["higher_is_better"]))
             first = entries[entries["entry"] == entry].iloc[0]
             row.update({axis: first.get(axis) for axis in entry_axes})
@@ -232,7 +293,7 @@ def _versus(task_runs: pd.DataFrame, entry: str, base: str | None, value: float,
     keys = ("diff", "diff_ci_low", "diff_ci_high", "p_improve", "p_improve_ci_low",
             "p_improve_ci_high")
     if base is None or entry == base:
-        return {"n_paired": 0, **{k: np.nan for k in keys}}
+        return {"n_paired": 0, "diff_values": "", **{k: np.nan for k in keys}}
     here = task_runs[_same(task_runs["frontier_value"], value)]
 
     def seed_metric(label):
@@ -243,4 +304,6 @@ def _versus(task_runs: pd.DataFrame, entry: str, base: str | None, value: float,
                        keys=["entry", "base"])
     result = paired_comparison(paired["entry"].to_numpy(), paired["base"].to_numpy(),
                                higher_is_better=higher)
-    return {"n_paired": result["n_paired"], **{k: result[k] for k in keys}}
+    values = "" if not np.isnan(result["diff_ci_low"]) else "; ".join(
+        f"{d:+.4g}" for d in result["diff_values"])
+    return {"n_paired": result["n_paired"], "diff_values": values, **{k: result[k] for k in keys}}

@@ -19,18 +19,21 @@ import numpy as np
 BOOTSTRAP_SEED = 0
 N_BOOTSTRAP = 2000
 LEVEL = 0.95
+MIN_INTERVAL_N = 5   # no interval from fewer values: the report shows the values themselves
 
 
 def bootstrap_ci(values, statistic=np.mean, *, n_boot: int = N_BOOTSTRAP, level: float = LEVEL,
                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``statistic`` over the finite entries of ``values``.
 
-    ``statistic`` takes an array and ``axis=``. With fewer than two values there is no spread
-    to resample, and the interval is ``(nan, nan)``.
+    ``statistic`` takes an array and ``axis=``. With fewer than ``MIN_INTERVAL_N`` values a
+    percentile bootstrap cannot cover 95 % (from 2 values its "interval" is the two values), and
+    without spread there is nothing to resample: the interval is then ``(nan, nan)`` and the
+    report shows the values instead.
     """
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
-    if len(values) < 2:
+    if len(values) < MIN_INTERVAL_N or np.unique(values).size < 2:
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     resamples = values[rng.integers(0, len(values), size=(n_boot, len(values)))]
@@ -93,7 +96,8 @@ def paired_comparison(entry, baseline, *, higher_is_better: bool = True,
     Returns:
       ``n_paired`` (seeds in the comparison), ``n_both_finished``;
       ``diff`` = mean of ``entry - baseline`` over seeds where both finished, and its bootstrap
-      interval ``diff_ci_low``/``diff_ci_high`` (pairs resampled together);
+      interval ``diff_ci_low``/``diff_ci_high`` (pairs resampled together; NaN from fewer than
+      ``MIN_INTERVAL_N`` pairs or without spread: then ``diff_values`` lists the differences);
       ``p_improve`` = fraction of seeds on which the entry beats the baseline, a tie counting
       one half and a failed seed losing to any finished one (two failures tie), and its
       bootstrap interval ``p_improve_ci_low``/``p_improve_ci_high``.
@@ -112,6 +116,7 @@ def paired_comparison(entry, baseline, *, higher_is_better: bool = True,
     diff_low, diff_high = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
     p_low, p_high = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
     return {"n_paired": len(entry), "n_both_finished": int(both.sum()),
+            "diff_values": [float(d) for d in diff],
             "diff": float(diff.mean()) if len(diff) else np.nan,
             "diff_ci_low": diff_low, "diff_ci_high": diff_high,
             "p_improve": float(wins.mean()) if len(wins) else np.nan,

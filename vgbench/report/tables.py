@@ -59,11 +59,11 @@ LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"\textbf{{{s}}}",
                 infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", ddagger=r"$^\ddagger$",
                 geq=r"$\geq$", seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
                 small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$", delta=r"$\Delta$",
-                log_a=r"$|\log_{10} a|$", percent=r"\%")
+                log_a=r"$\log_{10} a$", percent=r"\%")
 MARKDOWN = Dialect(escape=lambda s: str(s).replace("|", r"\|"), bold=lambda s: f"**{s}**",
                    code=lambda s: f"`{s}`", pm="±", infinity="∞", missing="–", dagger="†",
                    ddagger="‡", geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
-                   arrow="→", delta="Δ", log_a=r"\|log10 a\|", percent="%")
+                   arrow="→", delta="Δ", log_a="log10 a", percent="%")
 
 
 def number(x, dialect: Dialect, decimals: int | None = None, sign: bool = False) -> str:
@@ -195,9 +195,16 @@ def tuned(row) -> list[tuple[str, float, str]]:
 
 
 def _edge_mark(row, dialect: Dialect) -> str:
-    """The mark of a value chosen at the edge of its grid ('' otherwise)."""
-    edge = row.get("tuned_at_edge") if hasattr(row, "get") else None
-    return dialect.ddagger if isinstance(edge, (bool, np.bool_)) and edge else ""
+    """The mark of a value chosen at the edge of its grid ('' otherwise); an entry that learned
+    nothing at any value is marked as at chance instead."""
+    get = row.get if hasattr(row, "get") else (lambda k: None)
+    if _flag(get("tuned_at_chance")):
+        return " (chance)"
+    return dialect.ddagger if _flag(get("tuned_at_edge")) else ""
+
+
+def _flag(value) -> bool:
+    return isinstance(value, (bool, np.bool_)) and bool(value)
 
 
 def _chosen_text(row, dialect: Dialect) -> str:
@@ -230,11 +237,22 @@ def _tuning_caption(board: pd.DataFrame, dialect: Dialect, settings: pd.DataFram
     per = f" and {dialect.escape(axis)}" if axis else ""
     edge = ""
     if "tuned_at_edge" in rows and rows["tuned_at_edge"].fillna(False).astype(bool).any():
-        edge = (f" {dialect.ddagger}: chosen at an end of its grid, above the value next to it: "
-                f"the best value may lie beyond the grid.")
+        edge = (f" {dialect.ddagger}: still at an end of its range after the range was extended "
+                f"up to a declared limit (the grid's tune.limits or extension budget): the best "
+                f"value may lie beyond it.")
+    if "tuned_at_chance" in rows and rows["tuned_at_chance"].fillna(False).astype(bool).any():
+        edge += (" (chance): no value learned (validation loss above 0.9 times the trivial "
+                 "predictor's at every value); the range was not extended.")
+    seeds = ""
+    if "same_seeds" in rows and not rows["same_seeds"].fillna(True).astype(bool).any() \
+            and "tune_seed_text" in rows:
+        seeds = (f" Chosen on tuning seeds {dialect.escape(rows['tune_seed_text'].iloc[0])}; "
+                 f"every number shown comes from other seeds.")
+    elif "same_seeds" in rows and rows["same_seeds"].fillna(False).astype(bool).any():
+        seeds = " Chosen and reported on the same seeds (records made before confirmation runs)."
     return (f" Each entry at its own tuned value ({grids}), chosen per entry{per} on the "
             f"validation split: fewest diverged or failed seeds, then best mean final validation "
-            f"metric, ties to the smaller value; test numbers are never used to choose.{edge}")
+            f"metric, ties to the smaller value; test numbers are never used to choose.{seeds}{edge}")
 
 
 def _metric_cell(setting, best: float | None, dialect: Dialect, chosen: bool = False) -> str:
@@ -272,15 +290,17 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect)
             cells.append(_metric_cell(here.iloc[0], best, dialect, chosen=True)
                          if len(here) else dialect.missing)
         f = row["frontier"]
-        cells.append(dialect.missing if np.isnan(f) else
-                     (dialect.geq if row["frontier_censored"] else "") + _int_text(f))
+        one = "*" if _flag(row.get("frontier_one_seed")) else ""
+        cells.append(dialect.missing + one if np.isnan(f) else
+                     (dialect.geq if row["frontier_censored"] else "") + _int_text(f) + one)
         rows.append(cells)
     axis = dialect.escape(info["axis"])
     caption = (f"{info['where']}: final {dialect.escape(info['metric'])} against {axis} "
                f"({info['direction']} is better{info['target']}), mean {dialect.pm} std over the "
                f"seeds that finished; best per column in bold; {dialect.dagger} baseline entry; "
                f"(k failed): seeds that diverged or failed. Frontier: the largest {axis} at which "
-               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried)."
+               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried; *: one "
+               f"seed's outcome decides it)."
                f"{' In brackets: the chosen value.' if tuned(board.iloc[0]) else ''}"
                f"{_tuning_caption(board, dialect, settings)}")
     header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"]
@@ -300,12 +320,19 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
         cells += [_value_text(v) + _edge_mark(row, dialect) for _, v, _ in tuned(row)]
         cells.append(_metric_cell(row, best, dialect))
         cells += [str(row["success"])] if with_success else []
-        cells.append(f"{number(row['abs_log10_attenuation_init'], dialect, 1)} {dialect.arrow} "
-                     f"{number(row['abs_log10_attenuation_final'], dialect, 1)}")
+        cells.append(f"{_signed(row.get('log10_attenuation_init'), dialect)} {dialect.arrow} "
+                     f"{_signed(row.get('log10_attenuation_final'), dialect)}")
+        cells.append(dialect.escape(row.get("limited_by") or "") or dialect.missing)
         if row["baseline"] or np.isnan(row["p_improve"]):
             cells += [dialect.missing, dialect.missing]
         elif np.isnan(row["diff"]):   # no seed on which both finished: P(better) still counts
             cells += [dialect.missing, number(row["p_improve"], dialect, 2)]
+        elif np.isnan(row["diff_ci_low"]):   # too few pairs, or no spread: the differences
+            values = str(row.get("diff_values") or "").split("; ")
+            text = ", ".join(number(float(v), dialect, _decimals(abs(row["diff"])) or 3, sign=True)
+                             for v in values if v)
+            cells += [f"{number(row['diff'], dialect, _decimals(abs(row['diff'])), sign=True)} "
+                      + dialect.small(f"({text})"), number(row["p_improve"], dialect, 2)]
         else:
             diff = [row["diff_ci_low"], row["diff"], row["diff_ci_high"]]
             decimals = _decimals(np.nanmax(np.abs(diff)))
@@ -319,15 +346,20 @@ def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
                f"({info['direction']} is better), mean {dialect.pm} std over the seeds that "
                f"finished, best in bold; (k failed): seeds that diverged or failed. Success: "
                f"seeds reaching the target{info['target'].replace('; target', '')}. "
-               f"{dialect.log_a}: orders of magnitude the backpropagated signal loses between the "
-               f"output and the input end, at initialisation {dialect.arrow} end of training. "
+               f"{dialect.log_a}: log10 of the backpropagated signal at the input end over the "
+               f"output end, at initialisation {dialect.arrow} end of training (negative: "
+               f"vanishing; positive: exploding). Limited by: why a setting missed the target "
+               f"(vanished or exploded past 1.2 decades at the end, diverged, budget: still "
+               f"improving at the end, plateau: neither). "
                f"{dialect.delta}: paired difference from the baseline{info['rule']} on shared "
-               f"seeds, with its 95{dialect.percent} bootstrap interval; P(better): share of those seeds on which the entry "
-               f"beats the baseline (ties count half, failures lose)."
+               f"seeds, with its 95{dialect.percent} bootstrap interval from 5 or more pairs, "
+               f"else the differences themselves in brackets; P(better): share of those seeds "
+               f"on which the entry beats the baseline (ties count half, failures lose)."
                f"{_tuning_caption(board, dialect)}")
     header = [info["entry"], *(dialect.escape(f) for f in fields), dialect.escape(info["metric"])]
     header += ["success"] if with_success else []
-    header += [dialect.log_a, f"{dialect.delta} vs. baseline [95{dialect.percent} CI]", "P(better)"]
+    header += [dialect.log_a, "limited by", f"{dialect.delta} vs. baseline [95{dialect.percent} CI]",
+               "P(better)"]
     return Table(caption, header, rows, info["label"], [])
 
 
@@ -453,6 +485,15 @@ def _short_commit(commit: str) -> str:
     """``"6b3b9728d87d...+dirty"`` -> ``"6b3b9728d87d+dirty"``: 12 hex digits, flags kept."""
     head, plus, flags = commit.partition("+")
     return head[:12] + plus + flags
+
+
+def _signed(x, dialect: Dialect) -> str:
+    """A signed attenuation in decades, one decimal: −4.6 (vanishing), +2.1 (exploding)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return dialect.missing
+    return number(x, dialect, 1, sign=True)
 
 
 def _value_text(x) -> str:

@@ -13,7 +13,9 @@ reporter chooses one value:
 Nothing here reads a test metric: the test numbers of the chosen runs are what the
 leaderboards, tables and figures then report.
 
-Each setting is chosen from the values its runs were tried at (a grid's ``[[tune.when]]`` rules
+The runner applies the same rule (:mod:`vgbench.selection`) to the tuning seeds' records,
+extends a range whose winner sits at an end, and runs the winner on the confirmation seeds;
+the tables report those. Each setting is chosen from the values its runs were tried at (a grid's ``[[tune.when]]`` rules
 give some settings another range). A chosen value at either end of its setting's range that
 beats the value next to it (not a tie) is marked ``at_edge``: the best value may lie beyond
 the range, and the tables say so. :func:`choose` returns the runs at the chosen
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from vgbench import selection
 
 RULE = ("each entry and setting at its own value, chosen on the validation split: fewest "
         "diverged or failed seeds, then best mean final validation metric, ties to the smaller value")
@@ -59,74 +63,99 @@ def candidates(runs: pd.DataFrame) -> pd.DataFrame:
                      "val_mean": float(values.mean()) if len(values) else np.nan,
                      "val_std": float(values.std(ddof=1)) if len(values) > 1 else np.nan,
                      "val_min": float(values.min()) if len(values) else np.nan,
-                     "val_max": float(values.max()) if len(values) else np.nan})
+                     "val_max": float(values.max()) if len(values) else np.nan,
+                     "val_loss_mean": _mean(group["final_val_loss"].to_numpy(float)[ok])
+                     if "final_val_loss" in group else np.nan,
+                     "task_baseline": float(group["task_baseline"].iloc[0])
+                     if "task_baseline" in group else np.nan})
     table = pd.DataFrame(rows)
     ranked = []
     for _, group in table.groupby(GROUP, dropna=False, sort=False):
         ranked.append(_rank(group, fields))
     table = pd.concat(ranked)
     table["chosen"] = table["choice_rank"] == 1
+    table["at_chance"] = _at_chance(table)
     table["at_edge"] = _at_edge(table, fields)
     head = ["study", "task", "entry", "frontier_axis", "frontier_value", *fields, "chosen",
-            "choice_rank", "at_edge"]
+            "choice_rank", "at_edge", "at_chance"]
     return table[head + [c for c in table.columns if c not in head]].sort_values(
         ["task", "entry_order", "frontier_value", *fields], ignore_index=True)
 
 
 def _rank(group: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
-    """The rule of the module docstring as a sort: lost seeds, then validation, then value."""
-    higher = bool(group["higher_is_better"].iloc[0])
-    score = group["val_mean"].to_numpy(float)
-    score = np.where(np.isnan(score), np.inf, -score if higher else score)   # smaller is better
-    order = np.lexsort([group[f].to_numpy(float) for f in reversed(fields)]
-                       + [score, group["n_lost"].to_numpy(float)])
-    ranks = np.empty(len(group), int)
-    ranks[order] = np.arange(1, len(group) + 1)
+    """The rule of :mod:`vgbench.selection` over one entry and setting's candidates."""
+    ranks = selection.rank(group[fields].to_numpy(float), group["n_lost"].to_numpy(float),
+                           group["val_mean"].to_numpy(float), bool(group["higher_is_better"].iloc[0]))
     return group.assign(choice_rank=ranks)
 
 
 def _at_edge(table: pd.DataFrame, fields: list[str]) -> pd.Series:
     """True for a chosen row whose value of some tuned field is the smallest or largest its
-    setting tried and ranks strictly above the value next to it (the other fields equal)."""
+    setting tried and ranks strictly above the value next to it (the other fields equal);
+    never for an entry at chance."""
     edge = pd.Series(False, index=table.index)
     for _, group in table.groupby(GROUP, dropna=False, sort=False):
         chosen = group[group["chosen"]]
-        if chosen.empty:
+        if chosen.empty or bool(chosen["at_chance"].iloc[0]):
             continue
         row = chosen.iloc[0]
         for f in fields:
             others = [g for g in fields if g != f]
             line = group[(group[others] == row[others]).all(axis=1)] if others else group
-            values = np.sort(line[f].to_numpy(float))
-            if len(values) < 2 or row[f] not in (values[0], values[-1]):
-                continue
-            inward = values[1] if row[f] == values[0] else values[-2]
-            neighbour = line[line[f] == inward].iloc[0]
-            tie = (neighbour["n_lost"] == row["n_lost"]
-                   and (neighbour["val_mean"] == row["val_mean"]
-                        or (np.isnan(neighbour["val_mean"]) and np.isnan(row["val_mean"]))))
-            if not tie:
+            where = list(line.index).index(chosen.index[0])
+            if selection.edge_side(line[f].to_numpy(float), line["n_lost"].to_numpy(),
+                                   line["val_mean"].to_numpy(float), where):
                 edge[chosen.index[0]] = True
     return edge
 
 
-def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the rows of ``runs`` at each setting's chosen value, :func:`candidates` of ``runs``).
+def _at_chance(table: pd.DataFrame) -> pd.Series:
+    """Per candidate row: whether its entry and setting learned nothing at any value."""
+    flags = pd.Series(False, index=table.index)
+    for _, group in table.groupby(GROUP, dropna=False, sort=False):
+        flags[group.index] = selection.at_chance(group["val_loss_mean"].to_numpy(float),
+                                                 float(group["task_baseline"].iloc[0]))
+    return flags
 
-    Without tuned fields, ``runs`` comes back whole with an empty candidate table.
+
+def choose(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows to report, :func:`candidates` of the tuning rows).
+
+    Records of the tune-then-confirm protocol (``role``): the confirmation rows, each with its
+    setting's values tried (``<field>_grid``), ``tuned_at_edge`` and ``tuned_at_chance`` from
+    the tuning rows. Older records, chosen and reported on the same seeds: the rows at each
+    setting's chosen value (``same_seeds`` says so). Without tuned fields, ``runs`` comes back
+    whole with an empty candidate table.
     """
-    table = candidates(runs)
+    roles = runs["role"] if "role" in runs else pd.Series("study", index=runs.index)
+    confirm = runs[roles == "confirm"]
+    tuning_rows = runs[roles != "confirm"]
+    table = candidates(tuning_rows)
     if table.empty:
         return runs, table
-    fields = tuned_fields(runs)
-    chosen = table.loc[table["chosen"], GROUP + fields + ["at_edge"]]
-    keep = runs.merge(chosen.rename(columns={"at_edge": "tuned_at_edge"}), on=GROUP + fields,
-                      how="inner")
-    # each setting's own range: the values its runs were tried at
-    grids = runs.groupby(GROUP, dropna=False, sort=False).agg(
+    fields = tuned_fields(tuning_rows)
+    marks = table.loc[table["chosen"], GROUP + fields + ["at_edge", "at_chance"]].rename(
+        columns={"at_edge": "tuned_at_edge", "at_chance": "tuned_at_chance"})
+    grids = tuning_rows.groupby(GROUP, dropna=False, sort=False).agg(
         **{f"{f}_grid": (f, lambda v: _grid_text(sorted(v.dropna().unique()))) for f in fields})
+    if len(confirm):
+        keep = confirm.merge(marks, on=GROUP, how="left", suffixes=("", "_rule"))
+        # the runner chose with the same rule; a difference means the records disagree
+        keep["choice_agrees"] = np.all([np.isclose(keep[f].astype(float), keep[f + "_rule"].astype(float))
+                                        for f in fields], axis=0)
+        seeds = sorted({int(x) for x in tuning_rows["seed"]})
+        keep = keep.drop(columns=[f + "_rule" for f in fields]).assign(
+            same_seeds=False, tune_seed_text=", ".join(map(str, seeds)))
+    else:
+        keep = tuning_rows.merge(marks, on=GROUP + fields, how="inner").assign(same_seeds=True)
     keep = keep.merge(grids.reset_index(), on=GROUP, how="left").assign(tuning_rule=RULE)
     return keep, table
+
+
+def _mean(values) -> float:
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else np.nan
 
 
 def _grid_text(values) -> str:
