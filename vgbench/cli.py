@@ -231,7 +231,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from vgbench.report import compare
 
-    table = compare.compare_results(args.dir_a, args.dir_b)
+    try:
+        table = compare.compare_results(args.dir_a, args.dir_b)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"vgbench compare: error: {err}", file=sys.stderr)
+        return 2
     print(compare.summary_text(table, args.dir_a, args.dir_b))
     return 0 if table["agree"].all() else 1
 
@@ -274,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="do two results directories agree within their seed "
-                       "spread? (exit status 1 if any setting does not)")
-    p.add_argument("dir_a", help="a results directory (with runs/)")
-    p.add_argument("dir_b", help="another results directory")
+    p = sub.add_parser("compare", help="do two results agree within their seed spread? (exit "
+                       "status 1 if any setting does not)")
+    p.add_argument("dir_a", help="a results directory (its runs/, else its reference/ files) or "
+                   "a per-seed reference CSV file")
+    p.add_argument("dir_b", help="another results directory or reference file")
     p.set_defaults(func=cmd_compare)
     return parser
 

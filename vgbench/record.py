@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from vgbench.fingerprint import program_fingerprint
+
 from vgbench.spec import SCHEMA, RunSpec
 
 PLATEAU_TOL = 0.01        # relative change of the test loss below which it "stops changing"
@@ -86,7 +88,7 @@ def env_info() -> dict[str, Any]:
             **{p: ver(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")},
             "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "device_count": len(devices), "platform": f"{platform.system()}-{platform.machine()}",
-            "git_commit": git_commit()}
+            "git_commit": git_commit(), "program_fingerprint": program_fingerprint()}
 
 
 # ---------------------------------------------------------------------------- summaries

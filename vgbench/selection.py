@@ -47,11 +47,16 @@ def rank(values, n_lost, val_mean, higher_is_better: bool) -> np.ndarray:
 
 def edge_side(values, n_lost, val_mean, chosen: int) -> int:
     """-1 / +1 when candidate ``chosen`` is the smallest / largest of ``values`` (one field, the
-    others equal) and strictly beats the value next to it; 0 otherwise (inside, or a tie)."""
+    others equal) and strictly beats the value next to it; 0 otherwise (inside, or a tie).
+    Where every value lost every seed (diverged everywhere), the smallest value is at the edge
+    (-1): the range grows towards smaller values until a seed survives or a limit stops it."""
     values = np.asarray(values, float)
     order = np.argsort(values)
     if len(values) < 2 or chosen not in (order[0], order[-1]):
         return 0
+    if all(math.isnan(v) for v in val_mean) and len(set(n_lost)) == 1 and n_lost[0] > 0:
+        # every value lost every seed: smaller steps are the way out of divergence
+        return -1 if chosen == order[0] else 0
     side = -1 if chosen == order[0] else 1
     inward = order[1] if side < 0 else order[-2]
     tie = n_lost[inward] == n_lost[chosen] and (
@@ -66,6 +71,8 @@ def at_chance(val_loss_mean, task_baseline: float) -> bool:
     predictor's loss. Such an entry is reported as at chance, not as a choice at an edge."""
     losses = np.asarray(val_loss_mean, float)
     if task_baseline is None or not np.isfinite(task_baseline) or task_baseline <= 0:
+        return False
+    if not np.isfinite(losses).any():   # diverged at every value: not chance, too large a step
         return False
     learned = np.isfinite(losses) & (losses < CHANCE_LOSS_FRACTION * task_baseline)
     return not learned.any()

@@ -77,6 +77,13 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
         from vgbench.report.theory import theory_outputs
         outputs += theory_outputs(results_dir, results_dir / "theory", frames=frames,
                                   formats=formats)
+    if len(frames.runs):   # the per-seed reference files (vgbench.report.reference)
+        from vgbench.report.reference import write_reference
+        paths = write_reference(frames.runs[frames.runs["study"].isin(chosen)], results_dir)
+        outputs += [Output("reference", p.stem, p.stem, "one row per run and seed: role, "
+                           "axes, tuned values, status, validation and test metric, signed "
+                           "attenuation, program fingerprint (what vgbench compare reads)", (p,))
+                    for p in paths]
     n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
     index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]

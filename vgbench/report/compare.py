@@ -1,9 +1,13 @@
-"""Do two result directories agree? Per study, task, entry and setting, within the seed spread.
+"""Do two results agree? Per study, task, entry and setting, within the seed spread.
+
+Either side is a results directory (its run records, else its per-seed ``reference/`` files)
+or one per-seed reference file (:mod:`vgbench.report.reference`): ``vgbench compare results/
+my_results/`` checks a fresh run of the suite against the committed reference.
 
 Two runs of the same suite on different machines are not bitwise equal (XLA's kernels and
 thread counts differ), so "the same result" means: the same entries were run, each at the same
 chosen value of its tuned fields, the same number of seeds was lost, and the two 95 %
-bootstrap intervals of the mean final metric overlap. :func:`compare_results` lists every
+intervals of the mean final metric overlap (bootstrap from 5 seeds, Student-t below). :func:`compare_results` lists every
 setting with one row per check; ``vgbench compare DIR_A DIR_B`` prints the ones that disagree.
 """
 
@@ -14,30 +18,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vgbench.report import tuning
-from vgbench.report.frames import load_frames
-from vgbench.report.leaderboard import by_setting
+from vgbench.report import reference, tuning
+from vgbench.report.stats import describe, t_interval
 
 KEYS = ["study", "task", "entry", "frontier_value"]
 
 
-def settings_of(results_dir: str | Path) -> pd.DataFrame:
-    """Every study's per-setting statistics (at the chosen values, for tuned studies)."""
-    results_dir = Path(results_dir)
-    if not (results_dir / "runs").is_dir():
-        raise FileNotFoundError(f"{results_dir}: no runs/ folder of run records here")
-    frames = load_frames(results_dir)
+def settings_of(source: str | Path) -> pd.DataFrame:
+    """Every study's per-setting statistics, from the reported rows (the confirmation runs of a
+    tuned study; for older records, the rows at each setting's chosen value)."""
+    table = reference.per_seed_table(source)
     parts = []
-    for study, runs in frames.runs.groupby("study", sort=True):
-        chosen, _ = tuning.choose(runs)
-        settings = by_setting(chosen)
-        fields = tuning.tuned_fields(runs)
-        settings["chosen"] = [", ".join(f"{f}={row[f]:g}" for f in fields)
-                              for _, row in settings.iterrows()] if fields else ""
-        parts.append(settings)
+    for study, rows in table.groupby("study", sort=True):
+        fields = tuning.tuned_fields(rows) if "tuned_axes" in rows else []
+        if fields and "role" in rows and (rows["role"] == "confirm").any():
+            rows = rows[rows["role"] == "confirm"]
+        elif fields and {"ok", "val_metric", "entry_order"} <= set(rows):
+            rows, _ = tuning.choose(rows)
+        for key, group in rows.groupby(KEYS, dropna=False, sort=True):
+            ok = group["status"] == "ok"
+            values = group.loc[ok, "metric"].to_numpy(float)
+            stats = describe(values)
+            low, high = stats["ci_low"], stats["ci_high"]
+            if np.isnan(low) and stats["n"] > 1:
+                _, low, high, _ = t_interval(values)
+            first = group.iloc[0]
+            parts.append({**dict(zip(KEYS, key)), "mean": stats["mean"], "ci_low": low,
+                          "ci_high": high, "n_seeds": len(group), "n_ok": int(ok.sum()),
+                          "chosen": ", ".join(f"{f}={first[f]:g}" for f in fields),
+                          "metric": first.get("target_metric", "")})
     if not parts:
-        raise ValueError(f"{results_dir}: no readable run records")
-    return pd.concat(parts, ignore_index=True)
+        raise ValueError(f"{source}: no readable run records or reference rows")
+    return pd.DataFrame(parts)
 
 
 def compare_settings(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +82,7 @@ def _disagreement(row: dict) -> str:
 
 
 def compare_results(dir_a: str | Path, dir_b: str | Path) -> pd.DataFrame:
-    """:func:`compare_settings` of two results directories."""
+    """:func:`compare_settings` of two results directories or reference files."""
     return compare_settings(settings_of(dir_a), settings_of(dir_b))
 
 

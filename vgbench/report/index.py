@@ -30,8 +30,28 @@ class Output:
     paths: tuple[Path, ...]
 
 
+def untracked(paths, results_dir: Path) -> set[Path]:
+    """The ``paths`` that the repository holding ``results_dir`` ignores (``git check-ignore``):
+    they exist where the report was built but not in a clone, so the index names them without a
+    link. Outside a repository (or without git) every file is linked."""
+    import subprocess
+
+    paths = [Path(p) for p in paths]
+    try:
+        done = subprocess.run(["git", "check-ignore", "--stdin"], cwd=results_dir, text=True,
+                              input="\n".join(str(p.resolve()) for p in paths),
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    if done.returncode not in (0, 1):   # 128: not a repository
+        return set()
+    ignored = {Path(line).resolve() for line in done.stdout.splitlines() if line}
+    return {p for p in paths if p.resolve() in ignored}
+
+
 def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path,
                n_records: int) -> str:
+    unlinked = untracked([p for o in outputs for p in o.paths], results_dir)
     lines = ["# Results", "",
              f"Built by `vgbench report` from {n_records} run record"
              f"{'s' * (n_records != 1)} in `runs/`; rebuild with `vgbench report --results DIR` "
@@ -42,16 +62,17 @@ def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path
                   f"({_relative(guide, results_dir, up=True)}) walks through these figures.", ""]
     frames = [o for o in outputs if o.kind == "frame"]
     if frames:
-        lines += ["## Tidy frames", ""] + [_line(o, results_dir) for o in frames] + [""]
+        lines += ["## Tidy frames", ""] + [_line(o, results_dir, unlinked) for o in frames] + [""]
     studies = sorted({o.study for o in outputs if o.study is not None})
     for study in studies:
         lines += [f"## Study `{study}`", ""]
-        for kind in ("leaderboard", "table"):
-            lines += [_line(o, results_dir) for o in outputs if o.study == study and o.kind == kind]
+        for kind in ("leaderboard", "table", "reference"):
+            lines += [_line(o, results_dir, unlinked) for o in outputs
+                      if o.study == study and o.kind == kind]
         lines.append("")
         for output in outputs:
             if output.study == study and output.kind == "figure":
-                lines += _figure(output, results_dir)
+                lines += _figure(output, results_dir, unlinked)
     if problems:
         lines += ["## Skipped records", "",
                   f"{len(problems)} file{'s' * (len(problems) != 1)} could not be used:", ""]
@@ -67,14 +88,21 @@ def write_index(outputs: list[Output], problems: list[Problem], results_dir: Pat
     return path
 
 
-def _line(output: Output, results_dir: Path) -> str:
-    links = ", ".join(f"[{p.suffix.lstrip('.')}]({_relative(p, results_dir)})" for p in output.paths)
+def _link(p: Path, results_dir: Path, unlinked: set) -> str:
+    """A link to a file kept in the repository; a generated, ignored file by name only."""
+    if p in unlinked:
+        return f"{p.suffix.lstrip('.')}: `{_relative(p, results_dir)}`, made by `vgbench report`, not kept in git"
+    return f"[{p.suffix.lstrip('.')}]({_relative(p, results_dir)})"
+
+
+def _line(output: Output, results_dir: Path, unlinked: set = frozenset()) -> str:
+    links = ", ".join(_link(p, results_dir, unlinked) for p in output.paths)
     return f"- {output.kind} **{output.name}**: {output.caption} ({links})"
 
 
-def _figure(output: Output, results_dir: Path) -> list[str]:
+def _figure(output: Output, results_dir: Path, unlinked: set = frozenset()) -> list[str]:
     """A figure inline (its PNG), then its caption, what to look at, and its files."""
-    links = ", ".join(f"[{p.suffix.lstrip('.')}]({_relative(p, results_dir)})" for p in output.paths)
+    links = ", ".join(_link(p, results_dir, unlinked) for p in output.paths)
     image = next((p for p in output.paths if p.suffix == ".png"), None)
     look = LOOK_AT.get(figure_kind(output.name) or "", "")
     caption = output.caption[:1].upper() + output.caption[1:]

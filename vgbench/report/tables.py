@@ -130,6 +130,7 @@ def provenance(runs: pd.DataFrame) -> dict[str, str]:
     per_run = runs.groupby("run_id")["seed"].nunique()
     return {
         "vgbench": values("vgbench_version"), "commit": values("env_git_commit", _short_commit),
+        "program": values("env_program_fingerprint"),
         "grid": values("grid_hash"), "seeds": list(runs["seed"].unique()),
         "seeds_per_run": "/".join(str(n) for n in sorted(per_run.unique())),
         "date": dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "unknown",
@@ -146,7 +147,8 @@ def provenance_text(runs: pd.DataFrame, dialect: Dialect) -> str:
                  if c.endswith("_grid")]
         protocol = (f"tuned on validation ({dialect.escape('; '.join(grids))}, per entry and "
                     f"setting); ")
-    return (f"{protocol}vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}; "
+    return (f"{protocol}vgbench {dialect.escape(p['vgbench'])}; commit {dialect.code(p['commit'])}"
+            f"{'' if p['program'] == 'unknown' else ' (program ' + dialect.code(p['program']) + ')'}; "
             f"grid {dialect.code(p['grid'])}; {p['runs']} run{'s' * (p['runs'] != '1')}, seeds "
             f"{seed_text(p['seeds'], dialect)} ({p['seeds_per_run']} per run); run "
             f"{dialect.escape(p['date'])}; {dialect.escape(p['device'])}; "
