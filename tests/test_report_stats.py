@@ -40,7 +40,9 @@ def test_describe_matches_numpy():
     assert stats["mean"] == pytest.approx(finite.mean())
     assert stats["std"] == pytest.approx(finite.std(ddof=1))
     assert stats["median"] == pytest.approx(0.4)
-    assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    assert np.isnan(stats["ci_low"]) and np.isnan(stats["ci_high"])   # no interval from 3 values
+    five = describe([0.2, 0.4, 0.9, 0.5, 0.6])
+    assert five["ci_low"] <= five["mean"] <= five["ci_high"]
     assert describe([])["n"] == 0 and np.isnan(describe([])["mean"])
     assert np.isnan(describe([0.3])["std"])
 
@@ -77,18 +79,24 @@ def test_paired_comparison_against_a_direct_computation(higher):
     assert result["n_paired"] == 6 and result["n_both_finished"] == 3
     assert result["diff"] == pytest.approx(diff)
     assert result["p_improve"] == pytest.approx(p_improve)
-    assert (result["diff_ci_low"], result["diff_ci_high"]) == pytest.approx(bootstrap_ci(diffs))
+    assert np.isnan(result["diff_ci_low"])          # 3 pairs: the differences, no interval
+    assert result["diff_values"] == pytest.approx(diffs)
     assert (result["p_improve_ci_low"], result["p_improve_ci_high"]) == pytest.approx(
         bootstrap_ci(wins))
 
 
 def test_paired_comparison_sees_a_consistent_improvement():
-    base = np.array([0.50, 0.52, 0.49, 0.51, 0.50])
-    result = paired_comparison(base + 0.1, base, higher_is_better=True)
-    assert result["diff"] == pytest.approx(0.1)
-    assert result["diff_ci_low"] == pytest.approx(0.1) and result["p_improve"] == 1.0
-    lower = paired_comparison(base + 0.1, base, higher_is_better=False)
-    assert lower["p_improve"] == 0.0 and lower["diff"] == pytest.approx(0.1)
+    base = np.array([0.5, 0.25, 0.75, 0.5, 0.5])
+    gain = np.array([0.125, 0.25, 0.125, 0.0625, 0.125])
+    result = paired_comparison(base + gain, base, higher_is_better=True)
+    assert result["diff"] == pytest.approx(gain.mean())
+    assert 0.0625 <= result["diff_ci_low"] < gain.mean() < result["diff_ci_high"] <= 0.25
+    assert result["p_improve"] == 1.0
+    lower = paired_comparison(base + gain, base, higher_is_better=False)
+    assert lower["p_improve"] == 0.0 and lower["diff"] == pytest.approx(gain.mean())
+    # the same gain on every seed has no spread to resample: the values, not an interval
+    same = paired_comparison(base + 0.125, base, higher_is_better=True)
+    assert np.isnan(same["diff_ci_low"]) and same["diff_values"] == [0.125] * 5
 
 
 def test_paired_comparison_rejects_unaligned_inputs():
