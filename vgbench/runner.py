@@ -7,6 +7,12 @@ Every grid is read and checked before anything runs. Runs of a study that share 
 program form batches (one vmapped call each); a run whose record exists is skipped, so a
 stopped grid resumes and an edited grid runs only what is new. ``--shard i/N`` keeps the
 i-th of N deterministic, cost-balanced slices of the batches (for Slurm job arrays).
+
+A tuned study runs in phases (docs/reporting.md, "Tuning protocol"): its candidates on the
+tuning seeds; extension rounds while some entry's winner sits at an end of its range
+(:func:`extensions`); then each entry's choice on the confirmation seeds
+(:func:`confirmation_grid`). Every phase is worked out again from the stored records, so a
+stopped or resumed run finds the same extensions and the same choices.
 """
 
 from __future__ import annotations
