@@ -355,3 +355,12 @@ def test_the_committed_reference_results_were_made_by_this_program():
         f"the reference results under {folder} were made by program {sorted(made_by)}; this code "
         f"is program {now}. Re-make them (make bench), or, if this change cannot move a number, "
         f"add '{now} <reason>' to {declared}")
+
+
+def test_at_chance_reads_the_loss_and_an_accuracy_gain_over_initialisation():
+    # a classifier right on most examples can keep a high loss: its accuracy gain says it learned
+    assert not selection.at_chance([2.2, 2.3], 2.3, [0.5, 0.0], higher_is_better=True)
+    assert selection.at_chance([2.2, 2.3], 2.3, [0.01, 0.02], higher_is_better=True)
+    assert not selection.at_chance([1.0, 2.3], 2.3)                 # the loss fell below 0.9x
+    assert selection.at_chance([2.2, 2.3], 2.3, [0.5, 0.5], higher_is_better=False)
+    assert not selection.at_chance([np.nan, np.nan], 2.3)          # diverged everywhere

@@ -171,10 +171,30 @@ def main(args: argparse.Namespace) -> int:
         if code:
             return code
     confirm = [g for g in (confirmation_grid(g, store) for g in tuned) if g.runs]
+    _set_aside_stale_confirmations(store, confirm)
     if confirm:
         code = _phase(args, confirm, store, time.perf_counter(), "confirmation: ")
     print(f"suite wall time {time.perf_counter() - t_start:.1f} s")
     return code
+
+
+def _set_aside_stale_confirmations(store: Store, confirm) -> None:
+    """Move aside (runs/superseded/) the confirmation records of a study that no longer match
+    its choice (the tuning records or the rule changed since they were made): each entry and
+    setting has one confirmation, the current one. Nothing is deleted."""
+    import json
+
+    current = {g.name: {r.run_id for r in g.runs} for g in confirm}
+    for path in sorted(store.runs.glob(f"*{grid_mod.CONFIRM_SUFFIX}.json")):
+        try:
+            study = json.loads(path.read_bytes()).get("study")
+        except (OSError, ValueError):
+            continue
+        run_id = path.name.removesuffix(".json")
+        if study in current and run_id not in current[study]:
+            store.supersede(run_id)
+            print(f"note: {study}: the confirmation {run_id} no longer matches the choice; "
+                  f"kept under {store.runs / 'superseded'}", file=sys.stderr)
 
 
 def _phase(args, grids, store: Store, t_start: float, label: str, manifests=False) -> int:
@@ -275,7 +295,7 @@ def _choice(g: grid_mod.Grid, pairs: list) -> dict:
 
     fields = list(g.tuning)
     values = np.array([[getattr(run.spec, f) for f in fields] for run, _ in pairs], float)
-    n_lost, val_mean, val_loss = [], [], []
+    n_lost, val_mean, val_loss, val_gain = [], [], [], []
     higher, baseline = True, None
     for _, rec in pairs:
         status = rec.get("status") or []
@@ -285,13 +305,19 @@ def _choice(g: grid_mod.Grid, pairs: list) -> dict:
         metric = str(target.get("metric") or "test_loss").removeprefix("test_")
         higher = bool(target.get("higher_is_better", metric.endswith("accuracy")))
         metrics = rec.get("metrics") or {}
-        val_mean.append(_mean_ok(metrics.get(f"final_val_{metric}"), ok))
+        final = metrics.get(f"final_val_{metric}") or []
+        val_mean.append(_mean_ok(final, ok))
         val_loss.append(_mean_ok(metrics.get("final_val_loss"), ok))
+        series = (rec.get("diagnostics") or {}).get("val_metric") or []
+        initial = [s[0] if isinstance(s, list) and s else None for s in series]
+        val_gain.append(_mean_ok([None if a is None or b is None else a - b
+                                  for a, b in zip(final, initial)], ok))
         baseline = baseline if baseline is not None else _first(metrics.get("task_baseline"))
     ranks = selection.rank(values, n_lost, val_mean, higher)
     chosen = int(np.argmin(ranks))
     return {"fields": fields, "values": values, "n_lost": n_lost, "val_mean": val_mean,
-            "chosen": chosen, "at_chance": selection.at_chance(val_loss, baseline)}
+            "chosen": chosen,
+            "at_chance": selection.at_chance(val_loss, baseline, val_gain, higher)}
 
 
 def _mean_ok(values, ok) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 
 CONFIRM_SUFFIX = "-confirm"   # a confirmation record's id: its config's hash and this
 CHANCE_LOSS_FRACTION = 0.9   # learned something: validation loss below 0.9 x the trivial predictor's
+CHANCE_GAIN = 0.05           # ... or an accuracy 5 points above its value at initialisation
 
 
 def rank(values, n_lost, val_mean, higher_is_better: bool) -> np.ndarray:
@@ -65,16 +66,24 @@ def edge_side(values, n_lost, val_mean, chosen: int) -> int:
     return 0 if tie else side
 
 
-def at_chance(val_loss_mean, task_baseline: float) -> bool:
-    """True when no candidate learned: at every value the mean final validation loss (NaN where
-    every seed was lost) is not below ``CHANCE_LOSS_FRACTION`` x the trivial, input-blind
-    predictor's loss. Such an entry is reported as at chance, not as a choice at an edge."""
+def at_chance(val_loss_mean, task_baseline: float, val_gain_mean=None,
+              higher_is_better: bool = False) -> bool:
+    """True when no candidate learned. A candidate learned when its mean final validation loss
+    is below ``CHANCE_LOSS_FRACTION`` x the trivial, input-blind predictor's, or, for a metric
+    where higher is better (an accuracy), when its mean validation metric rose at least
+    ``CHANCE_GAIN`` above its value at initialisation (``val_gain_mean``): a classifier can be
+    right on most examples while a few confident mistakes keep its loss high. An entry where
+    every value diverged is not at chance (its steps were too large: see :func:`edge_side`).
+    Such an entry is reported as at chance, not as a choice at an edge, and is not extended."""
     losses = np.asarray(val_loss_mean, float)
-    if task_baseline is None or not np.isfinite(task_baseline) or task_baseline <= 0:
+    gains = np.full(len(losses), np.nan) if val_gain_mean is None else np.asarray(val_gain_mean, float)
+    if not (np.isfinite(losses).any() or np.isfinite(gains).any()):
         return False
-    if not np.isfinite(losses).any():   # diverged at every value: not chance, too large a step
-        return False
-    learned = np.isfinite(losses) & (losses < CHANCE_LOSS_FRACTION * task_baseline)
+    learned = np.zeros(len(losses), bool)
+    if task_baseline is not None and np.isfinite(task_baseline) and task_baseline > 0:
+        learned |= np.isfinite(losses) & (losses < CHANCE_LOSS_FRACTION * task_baseline)
+    if higher_is_better:
+        learned |= np.isfinite(gains) & (gains >= CHANCE_GAIN)
     return not learned.any()
 
 

@@ -179,7 +179,8 @@ def _load_chunk(shared: dict, paths: list) -> list:
         found = _try_arrays(record)
         diagnostics = record["diagnostics"]
         record["diagnostics"] = {k: diagnostics[k] for k in ("steps", "layer_names",
-                                                             "test_metric") if k in diagnostics}
+                                                             "test_metric", "val_metric")
+                                 if k in diagnostics}
         out.append((str(path), record, found))
     return out
 
@@ -259,6 +260,7 @@ def _run_rows(record: dict, study: str, design: StudyDesign, orders: dict,
             "target_metric": metric_name, "target_value": _number(target.get("value")),
             "higher_is_better": bool(higher), "metric": _number(metric[i]),
             "val_metric": _number(_seed_value(val_metric, i)),
+            "val_metric_init": _number(_first_point(record["diagnostics"].get("val_metric"), i)),
             "tuned_axes": " / ".join(tuning),
             "tuned_values": "; ".join(f"{k} in {{{', '.join(_text(v) for v in vals)}}}"
                                      for k, vals in tuning.items()),
@@ -366,6 +368,12 @@ def _categorical(parts: list[tuple]) -> pd.Categorical:
 
 
 # ---------------------------------------------------------------------------- small helpers
+
+def _first_point(series, i):
+    """A per-seed series' value at log point 0 (initialisation), or None."""
+    row = _seed_value(series, i)
+    return row[0] if isinstance(row, list) and row else None
+
 
 def _seed_value(values, i):
     return values[i] if isinstance(values, list) and i < len(values) else None

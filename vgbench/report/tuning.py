@@ -66,6 +66,9 @@ def candidates(runs: pd.DataFrame) -> pd.DataFrame:
                      "val_max": float(values.max()) if len(values) else np.nan,
                      "val_loss_mean": _mean(group["final_val_loss"].to_numpy(float)[ok])
                      if "final_val_loss" in group else np.nan,
+                     "val_gain_mean": _mean((group["val_metric"] - group["val_metric_init"])
+                                            .to_numpy(float)[ok])
+                     if "val_metric_init" in group else np.nan,
                      "task_baseline": float(group["task_baseline"].iloc[0])
                      if "task_baseline" in group else np.nan})
     table = pd.DataFrame(rows)
@@ -113,8 +116,9 @@ def _at_chance(table: pd.DataFrame) -> pd.Series:
     """Per candidate row: whether its entry and setting learned nothing at any value."""
     flags = pd.Series(False, index=table.index)
     for _, group in table.groupby(GROUP, dropna=False, sort=False):
-        flags[group.index] = selection.at_chance(group["val_loss_mean"].to_numpy(float),
-                                                 float(group["task_baseline"].iloc[0]))
+        flags[group.index] = selection.at_chance(
+            group["val_loss_mean"].to_numpy(float), float(group["task_baseline"].iloc[0]),
+            group["val_gain_mean"].to_numpy(float), bool(group["higher_is_better"].iloc[0]))
     return flags
 
 
