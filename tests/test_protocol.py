@@ -364,3 +364,18 @@ def test_at_chance_reads_the_loss_and_an_accuracy_gain_over_initialisation():
     assert not selection.at_chance([1.0, 2.3], 2.3)                 # the loss fell below 0.9x
     assert selection.at_chance([2.2, 2.3], 2.3, [0.5, 0.5], higher_is_better=False)
     assert not selection.at_chance([np.nan, np.nan], 2.3)          # diverged everywhere
+
+
+def test_the_fingerprint_ignores_docstrings_comments_and_layout_but_not_code(tmp_path):
+    from vgbench.fingerprint import program_fingerprint
+
+    def fingerprint(source: str) -> str:
+        root = tmp_path / f"pkg{len(list(tmp_path.iterdir()))}"   # a new folder each time
+        root.mkdir()
+        (root / "m.py").write_text(textwrap.dedent(source))
+        return program_fingerprint(root)
+
+    base = fingerprint('def f(x):\n    """Doc."""\n    return x + 1\n')
+    assert fingerprint('def f(x):  # why\n    """Other doc."""\n\n    return x + 1\n') == base
+    assert fingerprint('def f(x):\n    """Doc."""\n    return x + 2\n') != base
+    assert fingerprint('def f(x):\n    """Doc."""\n    s = "# kept"\n    return x + 1\n') != base

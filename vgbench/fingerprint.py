@@ -7,8 +7,8 @@ results are re-made, or the new fingerprint is declared number-neutral with a re
 ``results/reference/fingerprints.txt`` (a refactor that leaves every record bit for bit).
 
 What counts: every module of the package except those that only plan, store or report
-(:data:`NOT_PROGRAM`). Comments, docstrings and layout do not count: the source is parsed,
-its docstrings dropped, and the syntax tree written back (``ast.unparse``) before hashing.
+(:data:`NOT_PROGRAM`). Docstrings, comments and blank lines do not count; every other line
+counts as written, so the fingerprint is the same whichever Python version computes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import io
+import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -36,15 +38,27 @@ def program_files(root: Path = PACKAGE) -> list[Path]:
 
 
 def _code(source: str) -> str:
-    """``source`` without comments, docstrings or layout."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
+    """``source`` without docstrings, comments, blank lines or trailing spaces; the lines
+    that stay are kept as written (indentation included), so the text does not depend on
+    the Python version that reads it."""
+    drop: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                 and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+            drop.update(range(body[0].lineno, body[0].end_lineno + 1))
+    cut = {tok.start[0]: tok.start[1]
+           for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+           if tok.type == tokenize.COMMENT}
+    lines = []
+    for number, line in enumerate(source.splitlines(), start=1):
+        if number in drop:
+            continue
+        line = line[:cut[number]] if number in cut else line
+        if line.strip():
+            lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 @functools.cache
