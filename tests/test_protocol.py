@@ -323,7 +323,7 @@ def test_limited_by_reads_the_setting_in_a_fixed_order():
 
 
 def test_still_improving_compares_the_last_quarter():
-    from vgbench.record import still_improving
+    from vgbench.diagnostics import still_improving
 
     steps = [0, 25, 50, 75, 100]
     assert still_improving(np.array([0.1, 0.5, 0.7, 0.80, 0.85]), steps, True) is True

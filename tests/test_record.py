@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vgbench.record import BLOWUP_FACTOR, blown_up_at
+from vgbench.diagnostics import BLOWUP_FACTOR, blown_up_at
 from vgbench.spec import RunSpec
 from vgbench.train import train
 from vgbench import record as record_mod

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from vgbench import cli, models, optimizers, record, tasks
+from vgbench import cli, diagnostics, models, optimizers, record, tasks
 from vgbench.models import rnn
 from vgbench.spec import RunSpec
 
@@ -347,14 +347,14 @@ def test_global_norm_clipping_keeps_small_gradients_and_rescales_large_ones():
 def test_recurrent_summary_flags_underflow_and_measures_the_horizon():
     row = np.array([0.0, 1e-9, 2e-6, 1e-4, 1e-2, 1.0])         # ‖∂L/∂h_t‖, t = 1..6
     logs = {"time_delta_norm": np.stack([row, row])[None], "gate_mean": np.array([[0.7, 0.9]])}
-    diagnostics, summary = {}, {}
-    record.add_recurrent_summary(diagnostics, summary, logs)
-    assert diagnostics["time_delta_underflow"][0, 0].tolist() == [True] + [False] * 5
+    measured, summary = {}, {}
+    diagnostics.add_recurrent_summary(measured, summary, logs)
+    assert measured["time_delta_underflow"][0, 0].tolist() == [True] + [False] * 5
     assert summary["effective_horizon"] == [1]                    # lags 0..1 within 1e-3 of the last
     assert summary["log10_attenuation_init"] == [None]            # the first step underflowed
     assert summary["gate_mean_final"] == [0.9]
     assert summary["temporal_decay"][0] == pytest.approx(np.polyfit(np.arange(1, 6), np.log10(row[1:]), 1)[0])
-    assert record.effective_horizon(np.array([1e-3, 1e-5, 1.0])) == 2   # the largest such lag
+    assert diagnostics.effective_horizon(np.array([1e-3, 1e-5, 1.0])) == 2   # the largest such lag
 
 
 def test_cli_trains_a_recurrent_model_and_writes_its_record(tmp_path, capsys):

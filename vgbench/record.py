@@ -21,16 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from vgbench.diagnostics import blown_up_at, summarize
 from vgbench.fingerprint import program_fingerprint
-
 from vgbench.spec import SCHEMA, RunSpec
 
-PLATEAU_TOL = 0.01        # relative change of the test loss below which it "stops changing"
-PLATEAU_WINDOW = 0.2      # window, as a fraction of the run's log points (at least 2)
-BLOWUP_FACTOR = 100.0     # a loss risen above 100x the trivial baseline (and its start) has blown up
-LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
-                "saturation", "tail_saturation", "inactive_fraction", "dead_fraction")
-UNIT_FRACTIONS = ("dead_fraction", "saturation", "tail_saturation", "inactive_fraction")
 
 
 def version() -> str:
@@ -40,14 +34,21 @@ def version() -> str:
         return "0+unknown"
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe copy: numpy -> python, floats to 6 significant digits, non-finite -> None."""
+def clean(value: Any, *, float_arrays=None) -> Any:
+    """JSON-safe copy: numpy -> python, floats to 6 significant digits, non-finite -> None.
+
+    ``float_arrays``: a function that makes a float array JSON-ready at once (nested lists),
+    in place of the value-by-value rounding, for callers that write many records quickly
+    (the synthetic records); the records of real runs round value by value.
+    """
     if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
+        return {k: clean(v, float_arrays=float_arrays) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [clean(v, float_arrays=float_arrays) for v in value]
     if isinstance(value, np.ndarray):
-        return clean(value.tolist())
+        if float_arrays is not None and value.dtype.kind == "f":
+            return float_arrays(value)
+        return clean(value.tolist(), float_arrays=float_arrays)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -89,137 +90,6 @@ def env_info() -> dict[str, Any]:
             "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "device_count": len(devices), "platform": f"{platform.system()}-{platform.machine()}",
             "git_commit": git_commit(), "program_fingerprint": program_fingerprint()}
-
-
-# ---------------------------------------------------------------------------- summaries
-
-def _log10(x):
-    return math.log10(x) if x is not None and math.isfinite(x) and x > 0 else None
-
-
-def attenuation(delta_row: np.ndarray) -> float | None:
-    """log10 of ||dL/dh|| at the layer nearest the input over the one nearest the output."""
-    first, last = float(delta_row[0]), float(delta_row[-1])
-    if not (math.isfinite(first) and math.isfinite(last)) or first <= 0 or last <= 0:
-        return None
-    return math.log10(first) - math.log10(last)
-
-
-def decay_slope(values: np.ndarray) -> float | None:
-    """Least-squares slope of log10(values) against their index, over positive finite values."""
-    values = np.asarray(values, np.float64)
-    idx = np.arange(len(values))
-    ok = np.isfinite(values) & (values > 0)
-    if ok.sum() < 2:
-        return None
-    return float(np.polyfit(idx[ok], np.log10(values[ok]), 1)[0])
-
-
-def reached(metric: float, target: float, higher_is_better: bool) -> bool:
-    if metric is None or not math.isfinite(metric):
-        return False
-    return metric >= target if higher_is_better else metric <= target
-
-
-def plateau(test_loss: np.ndarray, test_metric: np.ndarray, target: float,
-            higher_is_better: bool) -> tuple[bool, int | None]:
-    """First log point from which the test loss changes by < PLATEAU_TOL (relative) over a window
-    while the target is still unreached: the loss has stopped changing before the task is learnt."""
-    n = len(test_loss)
-    window = max(2, int(round(PLATEAU_WINDOW * (n - 1))))
-    for p in range(n - window):
-        a, b = test_loss[p], test_loss[p + window]
-        if not (math.isfinite(a) and math.isfinite(b)):
-            return False, None
-        if abs(b - a) <= PLATEAU_TOL * max(abs(a), 1e-12) and not reached(
-                float(test_metric[p + window]), target, higher_is_better):
-            return True, p
-    return False, None
-
-
-IMPROVING_FRACTION = 0.25   # the last quarter of training
-IMPROVING_ACCURACY = 0.01    # an accuracy still gaining at least a point over it
-IMPROVING_LOSS = 0.02        # a loss still falling by at least 2 % (relative) over it
-
-
-def still_improving(val_metric: np.ndarray, steps, higher_is_better: bool) -> bool | None:
-    """Whether the validation metric still improved over the last quarter of training: from
-    the log point nearest 75 % of the steps to the last, by at least ``IMPROVING_ACCURACY``
-    (higher-is-better metrics, accuracies) or ``IMPROVING_LOSS`` of its value (losses). A run
-    that failed while still improving was limited by its step budget, not by its gradient.
-    None without two log points after initialisation or with a non-finite value."""
-    steps = np.asarray(steps, np.float64)
-    if len(steps) < 3:
-        return None
-    start = int(np.argmin(np.abs(steps - (1 - IMPROVING_FRACTION) * steps[-1])))
-    start = min(max(start, 1), len(steps) - 2)
-    a, b = float(val_metric[start]), float(val_metric[-1])
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return None
-    if higher_is_better:
-        return bool(b - a >= IMPROVING_ACCURACY)
-    return bool(a - b >= IMPROVING_LOSS * max(abs(a), 1e-12))
-
-
-def _mean_hidden(values: np.ndarray) -> float | None:
-    hidden = np.asarray(values[:-1], np.float64)
-    hidden = hidden[np.isfinite(hidden)]
-    return float(hidden.mean()) if hidden.size else None
-
-
-HORIZON_FRACTION = 1e-3  # a lag is within the horizon while ||dL/dh_t|| >= 1e-3 of the last step's
-
-
-def effective_horizon(time_row: np.ndarray) -> int | None:
-    """Largest lag k = T-1-t with ||dL/dh_t|| >= HORIZON_FRACTION * ||dL/dh_T|| (0: the last step only)."""
-    row = np.asarray(time_row, np.float64)
-    last = row[-1]
-    if not (math.isfinite(last) and last > 0):
-        return None
-    lags = np.nonzero(np.isfinite(row) & (row >= HORIZON_FRACTION * last))[0]
-    return int(len(row) - 1 - lags.min())
-
-
-def add_recurrent_summary(diagnostics: dict, summary: dict, logs: dict) -> None:
-    """Per-time-step summaries of a recurrent run, from ``time_delta_norm[seed][point][t]``.
-
-    ``log10_attenuation_*`` become log10 ||dL/dh_1|| - log10 ||dL/dh_T|| (first step over last);
-    ``temporal_decay[_final]`` is the fitted slope of log10 ||dL/dh_t|| against t (decades per
-    step, positive when the signal shrinks towards the start); ``effective_horizon[_final]``
-    is :func:`effective_horizon`; ``gate_mean_init/final`` the first layer's mean forget/update
-    gate. A step whose signal is exactly 0 in float32 is flagged in ``time_delta_underflow``.
-    """
-    time_delta = np.asarray(logs["time_delta_norm"], np.float64)
-    diagnostics["time_delta_underflow"] = time_delta == 0
-    gate = np.asarray(logs.get("gate_mean", np.full(time_delta.shape[:2], np.nan)), np.float64)
-    for when, point in (("init", 0), ("final", -1)):
-        rows = time_delta[:, point]
-        summary[f"log10_attenuation_{when}"] = [attenuation(r) for r in rows]
-        suffix = "" if when == "init" else "_final"
-        summary[f"temporal_decay{suffix}"] = [decay_slope(r) for r in rows]
-        summary[f"effective_horizon{suffix}"] = [effective_horizon(r) for r in rows]
-        summary[f"gate_mean_{when}"] = list(gate[:, point])
-
-
-def blown_up_at(losses: np.ndarray, final_train_loss: float, steps: list[int], last_step: int,
-                baseline: float) -> int | None:
-    """First step after initialization whose training loss has risen above both BLOWUP_FACTOR x
-    the task's trivial baseline and the loss at initialization (the logged minibatch losses,
-    then the final loss on the training set); None if it never did.
-
-    Such a run has exploded even if its numbers are still finite (a loss of 1e33 is not a
-    result to average), so it counts as diverged, like a non-finite loss or gradient. A network
-    whose forward pass is already exploded at initialization (a deep ReLU residual stack can
-    start at a loss of 1e13) and whose loss comes down from there is training, not blowing up.
-    """
-    start = float(losses[0]) if len(losses) and np.isfinite(losses[0]) else -np.inf
-    limit = max(BLOWUP_FACTOR * baseline, start)
-    for step, loss in zip(steps[1:], losses[1:]):
-        if not np.isfinite(loss) or loss > limit:
-            return int(step)
-    if not np.isfinite(final_train_loss) or final_train_loss > limit:
-        return int(last_step)
-    return None
 
 
 def _first(*steps):
@@ -309,14 +179,6 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
                    for i, d in enumerate(diverged_at)]
     status = ["failed" if e else "diverged" if d is not None else "ok"
               for e, d in zip(errors, diverged_at)]
-    metric_key = task.target_metric
-
-    delta = np.asarray(logs["delta_norm"], np.float64)
-    diagnostics = {"steps": steps, "layer_names": list(layer_names)}
-    for key, value in logs.items():
-        diagnostics[key] = np.asarray(value)
-    diagnostics["delta_underflow"] = (delta == 0)
-
     metrics = {"final_train_loss": final["train"]["loss"]}
     for split in ("val", "test"):
         for key, value in final[split].items():
@@ -324,55 +186,23 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     # a diverged seed has no final metrics (an argmax of NaN logits is not an accuracy)
     alive = np.array([d is None for d in diverged_at])
     metrics = {k: np.where(alive, np.asarray(v, np.float64), np.nan) for k, v in metrics.items()}
-    test_metric = np.asarray(logs["test_metric"], np.float64)
-    test_loss = np.asarray(logs["test_loss"], np.float64)
-
-    summary: dict[str, list] = {k: [] for k in (
-        "log10_attenuation_init", "log10_attenuation_final", "decay_per_layer", "plateau",
-        "plateau_step")} | {f"{name}_final": [] for name in UNIT_FRACTIONS}
-    steps_to_target = []
-    for i in range(len(seeds)):
-        summary["log10_attenuation_init"].append(attenuation(delta[i, 0]))
-        summary["log10_attenuation_final"].append(attenuation(delta[i, -1]))
-        summary["decay_per_layer"].append(decay_slope(delta[i, 0, :-1]))
-        is_plateau, at = plateau(test_loss[i], test_metric[i], task.target, task.higher_is_better)
-        summary["plateau"].append(is_plateau)
-        summary["plateau_step"].append(steps[at] if at is not None else None)
-        for name in UNIT_FRACTIONS:  # hidden layers at the end of training; None if not logged
-            summary[f"{name}_final"].append(
-                _mean_hidden(np.asarray(logs[name][i, -1])) if name in logs else None)
-        hit = [s for s, m in zip(steps, test_metric[i]) if reached(m, task.target, task.higher_is_better)]
-        first_hit = hit[0] if hit else None
-        if diverged_at[i] is not None and first_hit is not None and first_hit > diverged_at[i]:
-            first_hit = None
-        steps_to_target.append(first_hit)
-    metrics["steps_to_target"] = steps_to_target
-    summary["still_improving"] = [
-        still_improving(np.asarray(logs["val_metric"][i], np.float64), steps,
-                        task.higher_is_better) if "val_metric" in logs and status[i] == "ok"
-        else None for i in range(len(seeds))]
+    measured, summary, metrics["steps_to_target"] = summarize(
+        logs, steps, task=task, status=status, diverged_at=diverged_at)
     metrics["task_baseline"] = [task.baseline] * len(seeds)
-    if "time_delta_norm" in logs:
-        add_recurrent_summary(diagnostics, summary, logs)
-    else:   # the verdict's thresholds are calibrated over layers, not time steps
+    if "time_delta_norm" not in logs:   # the verdict's thresholds are calibrated over layers
         from vgbench import verdict
 
         verdict.add_verdicts(summary, logs, layer_names)
-    diagnostics.update(extra_diagnostics or {})
+    diagnostics = {"steps": steps, "layer_names": list(layer_names), **measured,
+                   **(extra_diagnostics or {})}
     summary.update(extra_summary or {})
-
-    record = {
-        "schema": SCHEMA, "run_id": spec.run_id, "study": study, "grid_hash": grid_hash,
-        "grid_axes": dict(grid_axes or {}), "vgbench_version": version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "config": spec.to_dict(), "seeds": seeds, "status": status,
-        "diverged_at_step": diverged_at, "error": errors,
-        "target": {"metric": f"test_{metric_key}", "value": task.target,
-                   "higher_is_better": task.higher_is_better},
-        "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
-        "timing": {"compile_s": compile_s, "run_s": run_s, "batch_split": int(batch_split)},
-        "env": env_info(),
-    }
+    record = {**header(spec, seeds, status=status, diverged_at=diverged_at, errors=errors,
+                       study=study, grid_hash=grid_hash, grid_axes=grid_axes),
+              "target": {"metric": f"test_{task.target_metric}", "value": task.target,
+                         "higher_is_better": task.higher_is_better},
+              "metrics": metrics, "diagnostics": diagnostics, "summary": summary,
+              "timing": {"compile_s": compile_s, "run_s": run_s, "batch_split": int(batch_split)},
+              "env": env_info()}
     inputs = theory_inputs(spec, int(np.prod(task.input_shape)))
     if inputs is not None:
         record["theory"] = inputs   # what the reporter's mean-field predictions start from
@@ -381,17 +211,24 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     return clean(record)
 
 
+def header(spec: RunSpec, seeds, *, status, diverged_at, errors, study: str = "adhoc",
+           grid_hash: str | None = None, grid_axes: dict | None = None) -> dict:
+    """The fields every record starts with, finished or failed: identity, provenance, outcome."""
+    return {"schema": SCHEMA, "run_id": spec.run_id, "study": study, "grid_hash": grid_hash,
+            "grid_axes": dict(grid_axes or {}), "vgbench_version": version(),
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "config": spec.to_dict(), "seeds": [int(s) for s in seeds], "status": list(status),
+            "diverged_at_step": list(diverged_at), "error": list(errors)}
+
+
 def failed_record(spec: RunSpec, seeds, error: str, **meta) -> dict:
     """A record for a config whose program could not be built or run: every seed 'failed'."""
     n = len(seeds)
-    return clean({
-        "schema": SCHEMA, "run_id": spec.run_id, "study": meta.get("study", "adhoc"),
-        "grid_hash": meta.get("grid_hash"), "grid_axes": dict(meta.get("grid_axes") or {}),
-        "vgbench_version": version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "config": spec.to_dict(), "seeds": list(seeds), "status": ["failed"] * n,
-        "diverged_at_step": [None] * n, "error": [error] * n, "target": None,
-        "metrics": {}, "diagnostics": {}, "summary": {}, "timing": {}, "env": env_info()})
+    return clean({**header(spec, seeds, status=["failed"] * n, diverged_at=[None] * n,
+                           errors=[error] * n, study=meta.get("study", "adhoc"),
+                           grid_hash=meta.get("grid_hash"), grid_axes=meta.get("grid_axes")),
+                  "target": None, "metrics": {}, "diagnostics": {}, "summary": {}, "timing": {},
+                  "env": env_info()})
 
 
 def dumps(record: dict) -> str:

@@ -17,12 +17,13 @@ The entries of one call (seeds, and configs that share the program) run side by 
 on an accelerator, where that is the parallelism, and one after another inside the program
 (``lax.map``) on a CPU, where a model that registers ``batch_split`` splits each batch over
 the CPU's devices instead (one per core: :func:`batch_split`). XLA:CPU gains nothing from
-batching small matmuls: one entry's step costs the same alone as inside a vmapped batch for
-the MLP and CNN, and with 8 vmapped entries an LSTM entry (T = 200, width 32) costs 1.1-1.5x
-and a GRU entry 1.0-1.2x what it costs in sequence (``benchmarks/perf.py --entries-only``;
-docs/running.md). The sequential
-program also compiles faster. An entry's numbers do not depend on which entries share its
-call, in either form (``tests/test_train.py``).
+batching small matmuls, and the sequential program compiles faster (measured in
+docs/running.md, "Entries in sequence on a CPU"). An entry's numbers do not depend on which
+entries share its call, in either form (``tests/test_train.py``).
+
+A step is written once, for one entry, at module level (:func:`train_step`,
+:func:`diagnostic_step`, :func:`run_blocks`); :func:`build_program` adds how the entries run
+fast: devices, evaluation chunks, side by side (:func:`side_by_side`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 import optax
 
 from vgbench import models, optimizers, tasks
-from vgbench.models.layers import tree_norm
+from vgbench.diagnostics.measure import measure
 from vgbench.spec import PROGRAM_INDEPENDENT, RunSpec
 
 
@@ -130,6 +131,107 @@ def split_shardings(split: int):
     return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
 
 
+class Step(NamedTuple):
+    """What a training step of one entry needs: the program's parts and the entry's own."""
+
+    task: tasks.Task
+    model: models.Model
+    opt: optax.GradientTransformation
+    batch: int               # examples per step
+    data_key: jax.Array      # the entry's; step s draws its batch with fold_in(data_key, s)
+    place: Any               # lays a batch out over the program's devices (identity: one)
+    evaluate: Any            # (params, state) -> {"val": metrics, "test": metrics}
+
+
+class Carry(NamedTuple):
+    params: Any
+    state: Any
+    opt_state: Any
+    diverged_at: jax.Array   # the first step with a non-finite loss or gradient (-1: none)
+
+
+def loss_fn(ctx: Step, params, state, x, y, probes=None):
+    out, new_state, stats = ctx.model.apply(params, state, x, train=True, probes=probes)
+    return ctx.task.loss(out, y), (new_state, stats)
+
+
+def sample(ctx: Step, step):
+    """The training batch of ``step``."""
+    return ctx.place(*ctx.task.sample(jax.random.fold_in(ctx.data_key, step), ctx.batch))
+
+
+def apply_update(ctx: Step, params, opt_state, grads):
+    updates, opt_state = ctx.opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, updates
+
+
+def diverged(diverged_at, step, loss, grads):
+    """``diverged_at``, set to ``step`` if it is unset and the loss or a gradient is not finite."""
+    bad = ~(jnp.isfinite(loss) & tree_finite(grads))
+    return jnp.where((diverged_at < 0) & bad, step, diverged_at)
+
+
+def train_step(ctx: Step, carry: Carry, step) -> tuple[Carry, jax.Array]:
+    """One plain step: the loss and gradient of a batch, and the optimizer's update."""
+    x, y = sample(ctx, step)
+    (loss, (state, _)), grads = jax.value_and_grad(
+        functools.partial(loss_fn, ctx), has_aux=True)(carry.params, carry.state, x, y)
+    params, opt_state, _ = apply_update(ctx, carry.params, carry.opt_state, grads)
+    return Carry(params, state, opt_state, diverged(carry.diverged_at, step, loss, grads)), loss
+
+
+def diagnostic_step(ctx: Step, carry: Carry, step) -> tuple[Carry, dict]:
+    """A plain step that also measures: zero probes on every pre-activation give dL/dW and
+    dL/dh_l in one backward pass; the log is :func:`vgbench.diagnostics.measure.measure`."""
+    x, y = sample(ctx, step)
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, ctx), argnums=(0, 4), has_aux=True)
+    (loss, (state, stats)), (grads, probe_grads) = grad_fn(
+        carry.params, carry.state, x, y, ctx.model.probes(ctx.batch))
+    params, opt_state, updates = apply_update(ctx, carry.params, carry.opt_state, grads)
+    ev = ctx.evaluate(carry.params, carry.state)
+    log = measure(ctx.model, loss=loss, grads=grads, params=carry.params, updates=updates,
+                  probe_grads=probe_grads, stats=stats, val=ev["val"], test=ev["test"],
+                  metric=ctx.task.target_metric)
+    return Carry(params, state, opt_state, diverged(carry.diverged_at, step, loss, grads)), log
+
+
+def run_blocks(ctx: Step, carry: Carry, steps: int, every: int, *, diagnostics: bool = True):
+    """Train for ``steps`` steps, logging every ``every``-th (``RunSpec.log_steps``).
+
+    A block is one logged step, then ``every - 1`` plain steps. Without a remainder the extra
+    last block only measures (step == steps): its update is computed for ``update_ratio``, not
+    applied; with one, it is the short block of the remainder, and the end of training is
+    measured after it without updating. Returns the final carry and the stacked logs.
+    """
+    n_blocks, remainder = steps // every, steps % every
+
+    def logged(c, step):
+        if diagnostics:
+            return diagnostic_step(ctx, c, step)
+        c, loss = train_step(ctx, c, step)
+        return c, {"loss": loss}
+
+    def advance(c, start, length):
+        if length > 0:
+            # two steps per iteration: scanned one at a time inside the scan over blocks,
+            # XLA:CPU copies every updated weight into the loop state per step
+            c, _ = jax.lax.scan(functools.partial(train_step, ctx), c,
+                                start + 1 + jnp.arange(length), unroll=2)
+        return c
+
+    def block(c, b):
+        start = b * every
+        new_c, log = logged(c, start)
+        last = (lambda: advance(new_c, start, remainder - 1)) if remainder else (lambda: c)
+        return jax.lax.cond(b < n_blocks, lambda: advance(new_c, start, every - 1), last), log
+
+    carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks + 1))
+    if remainder:
+        _, last_log = logged(carry, jnp.int32(steps))
+        logs = jax.tree_util.tree_map(lambda a, x: jnp.concatenate([a, x[None]]), logs, last_log)
+    return carry, logs
+
+
 def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
                   sequential: bool | None = None, split: int | None = None) -> Program:
     """Compile-ready program for every run that shares ``program_key(spec)``.
@@ -149,40 +251,15 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
                          f"{jax.local_device_count()}) that divides batch_size={spec.batch_size}")
     task = tasks.make(spec)
     model = models.make(spec, task)
-    by_batch, replicated = split_shardings(split)
-
-    def split_batch(*arrays):
-        """The arrays laid out along their first (example) axis over the devices of the split."""
-        if by_batch is None:
-            return arrays
-        return tuple(jax.lax.with_sharding_constraint(a, by_batch) for a in arrays)
-    batch, every, n_blocks = spec.batch_size, spec.log_every, spec.steps // spec.log_every
-    remainder = spec.steps % every   # steps of a last, shorter block (0: every block is full)
-    splits = {"train": task.eval_train, "val": task.eval_val, "test": task.eval_test}
-
-    def joined(*names):
-        """The named evaluation sets' examples as one array (joined once, here), and for each
-        set its name, labels and rows in it: they go through one forward pass, so the program
-        holds one copy of the model for them, not one per set."""
-        xs = [np.asarray(splits[n][0]) for n in names]
-        bounds = np.cumsum([0] + [len(x) for x in xs])
-        return jnp.asarray(np.concatenate(xs)), [(n, jnp.asarray(splits[n][1]), a, b)
-                                                for n, a, b in zip(names, bounds[:-1], bounds[1:])]
-
-    at_log_points, at_end = joined("val", "test"), joined("train", "val", "test")
-    target_key = task.target_metric
-
-    def loss_fn(params, state, x, y, probes=None):
-        out, new_state, stats = model.apply(params, state, x, train=True, probes=probes)
-        return task.loss(out, y), (new_state, stats)
-
+    place = placement(split)
+    at_log_points, at_end = eval_sets(task, ("val", "test")), eval_sets(task, ("train", "val", "test"))
     eval_chunk = models.facts(spec.model).eval_chunk
 
     def run_one(params, state, data_key, lr, *, chunk):
         def evaluate(params, state, sets):
             x, parts = sets
             if x.shape[0] % split == 0:
-                x, = split_batch(x)
+                x, = place(x)
             outputs = forward_in_chunks(model, params, state, x, chunk)
             return {name: task.metrics(outputs[a:b], y) for name, y, a, b in parts}
 
@@ -190,79 +267,48 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
             params = model.compute_layout(params)
         layer_axes = model.layer_axes(params) if model.layer_axes is not None else None
         opt = optimizers.build(spec, lr, layer_axes)
-        opt_state = opt.init(params)
+        ctx = Step(task=task, model=model, opt=opt, batch=spec.batch_size, data_key=data_key,
+                   place=place, evaluate=lambda p, s: evaluate(p, s, at_log_points))
+        carry = Carry(params, state, opt.init(params), jnp.int32(-1))
+        carry, logs = run_blocks(ctx, carry, spec.steps, spec.log_every, diagnostics=diagnostics)
+        final = evaluate(carry.params, carry.state, at_end)
+        return {"logs": logs, "final": final, "diverged_at": carry.diverged_at}
 
-        def update(params, opt_state, grads):
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, updates
+    run = side_by_side(run_one, eval_chunk, sequential)
+    if jit:
+        _, replicated = split_shardings(split)
+        run = (jax.jit(run) if replicated is None
+               else jax.jit(run, in_shardings=replicated, out_shardings=replicated))
+    return Program(spec=spec, task=task, model=model, run=run, split=split)
 
-        def plain_step(carry, step):
-            params, state, opt_state, diverged_at = carry
-            x, y = split_batch(*task.sample(jax.random.fold_in(data_key, step), batch))
-            (loss, (state, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
-            params, opt_state, _ = update(params, opt_state, grads)
-            bad = ~(jnp.isfinite(loss) & tree_finite(grads))
-            diverged_at = jnp.where((diverged_at < 0) & bad, step, diverged_at)
-            return (params, state, opt_state, diverged_at), loss
 
-        def diag_step(carry, step):
-            params, state, opt_state, diverged_at = carry
-            x, y = split_batch(*task.sample(jax.random.fold_in(data_key, step), batch))
-            probes = model.probes(batch)
-            grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 4), has_aux=True)
-            (loss, (new_state, stats)), (grads, probe_grads) = grad_fn(params, state, x, y, probes)
-            new_params, new_opt_state, updates = update(params, opt_state, grads)
-            grad_global = tree_norm(grads)
-            weight_norm = model.per_layer(params)
-            ev = evaluate(params, state, at_log_points)
-            val, test = ev["val"], ev["test"]
-            log = {"loss": loss, "val_loss": val["loss"], "val_metric": val[target_key],
-                   "test_loss": test["loss"], "test_metric": test[target_key],
-                   "grad_global_norm": grad_global, "grad_norm": model.per_layer(grads),
-                   "weight_norm": weight_norm,
-                   "update_ratio": model.per_layer(updates) / weight_norm,
-                   "weight_samples": model.weight_samples(params),
-                   **model.probe_stats(probe_grads), **stats}
-            bad = ~(jnp.isfinite(loss) & tree_finite(grads))
-            diverged_at = jnp.where((diverged_at < 0) & bad, step, diverged_at)
-            return (new_params, new_state, new_opt_state, diverged_at), log
+def placement(split: int):
+    """A function laying arrays out along their first (example) axis over the ``split``
+    devices of a program (the identity for one)."""
+    by_batch, _ = split_shardings(split)
+    if by_batch is None:
+        return lambda *arrays: arrays
+    return lambda *arrays: tuple(jax.lax.with_sharding_constraint(a, by_batch) for a in arrays)
 
-        def logged_step(carry, step):
-            if diagnostics:
-                return diag_step(carry, step)
-            new_carry, loss = plain_step(carry, step)
-            return new_carry, {"loss": loss}
 
-        def advance(c, start, length):
-            if length > 0:
-                # two steps per iteration: scanned one at a time inside the scan over
-                # blocks, XLA:CPU copies every updated weight into the loop state per step
-                c, _ = jax.lax.scan(plain_step, c, start + 1 + jnp.arange(length), unroll=2)
-            return c
+def eval_sets(task: tasks.Task, names):
+    """The named evaluation sets' examples as one array (joined once, here), and for each set
+    its name, labels and rows in it: they go through one forward pass, so the program holds one
+    copy of the model for them, not one per set."""
+    splits = {"train": task.eval_train, "val": task.eval_val, "test": task.eval_test}
+    xs = [np.asarray(splits[n][0]) for n in names]
+    bounds = np.cumsum([0] + [len(x) for x in xs])
+    return jnp.asarray(np.concatenate(xs)), [(n, jnp.asarray(splits[n][1]), a, b)
+                                            for n, a, b in zip(names, bounds[:-1], bounds[1:])]
 
-        def block(carry, b):
-            # one diagnostic step, then log_every - 1 plain steps. Without a remainder the
-            # extra last block only measures (step == steps): its update is computed for
-            # update_ratio, not applied; with one, it is the short block of the remainder
-            start = b * every
-            new_carry, log = logged_step(carry, start)
-            last = ((lambda: advance(new_carry, start, remainder - 1)) if remainder
-                    else (lambda: carry))
-            carry = jax.lax.cond(b < n_blocks, lambda: advance(new_carry, start, every - 1), last)
-            return carry, log
 
-        carry = (params, state, opt_state, jnp.int32(-1))
-        carry, logs = jax.lax.scan(block, carry, jnp.arange(n_blocks + 1))
-        if remainder:   # the end of training, measured without updating
-            _, last_log = logged_step(carry, jnp.int32(spec.steps))
-            logs = jax.tree_util.tree_map(lambda a, x: jnp.concatenate([a, x[None]]), logs, last_log)
-        params, state, _, diverged_at = carry
-        final = evaluate(params, state, at_end)
-        return {"logs": logs, "final": final, "diverged_at": diverged_at}
+def side_by_side(run_one, eval_chunk: int | None, sequential: bool):
+    """``run(params, state, data_keys, lrs)``: ``run_one`` over the leading (entry) axis of its
+    inputs; one after another (``lax.map``) or vmapped, a lone entry unbatched."""
+    one = functools.partial(run_one, chunk=eval_chunk)
 
     def run(params, state, data_keys, lrs):
         entries = lrs.shape[0]
-        one = functools.partial(run_one, chunk=eval_chunk)
         if entries == 1:
             # XLA:CPU runs a batch-of-one matmul markedly slower than a plain one: a lone
             # entry, like each entry of a sequential program, runs unbatched
@@ -274,11 +320,7 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
         chunk = None if eval_chunk is None else max(1, eval_chunk // entries)
         return jax.vmap(functools.partial(run_one, chunk=chunk))(params, state, data_keys, lrs)
 
-    if jit and replicated is not None:
-        run = jax.jit(run, in_shardings=replicated, out_shardings=replicated)
-    elif jit:
-        run = jax.jit(run)
-    return Program(spec=spec, task=task, model=model, run=run, split=split)
+    return run
 
 
 class RawRun(NamedTuple):

@@ -1,7 +1,7 @@
 """A verdict per seed: vanishing, exploding or healthy, at initialization and at the end.
 
 The backpropagated signal ||dL/dh_l|| over the hidden layers (the output layer, whose width is
-the task's, is left out) is summarised by two numbers: its fitted slope, in decades per layer
+the task's, is left out) is summarised by two numbers (``vgbench.diagnostics.profile``): its fitted slope, in decades per layer
 (positive when the signal shrinks towards the input), and its *fall*, log10 ||dL/dh|| at the
 last hidden layer minus at the first (decades; positive when the first layer gets less). A
 profile is **vanishing** when the slope exceeds ``SLOPE`` *and* the fall exceeds ``FALL``,
@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from vgbench.diagnostics import hidden_mean, profile
+
 # envelope of the healthy calibration runs (docs/verdict.md), rounded up to two digits
 SLOPE = 0.14              # decades per layer (measured 0.1346)
 FALL = 1.2                # decades across the hidden stack (measured 1.117)
@@ -38,31 +40,6 @@ DEAD = 0.042              # fraction of hidden units dead at the end (0.04102)
 TAIL_SATURATION = 0.0047  # fraction of unit x example pairs in a saturating tail (0.004669)
 
 VERDICTS = ("vanishing", "exploding", "healthy")
-
-
-def _finite_log10(values) -> np.ndarray:
-    values = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.isfinite(values) & (values > 0), np.log10(values), np.nan)
-
-
-def profile(delta_row) -> dict[str, Any]:
-    """Slope (decades per layer) and fall (decades) of one ``delta_norm`` row over the hidden layers.
-
-    A hidden layer whose signal is exactly 0 (underflow) counts as far below any threshold.
-    """
-    row = np.asarray([np.nan if v is None else v for v in delta_row], np.float64)[:-1]
-    if len(row) < 2:
-        return {"slope": None, "fall": None, "log10": []}
-    logs = _finite_log10(row)
-    underflow = row == 0
-    logs = np.where(underflow, np.nanmin(logs, initial=0.0) - 40.0, logs)  # below float32's range
-    ok = np.isfinite(logs)
-    if ok.sum() < 2 or not (ok[0] and ok[-1]):
-        return {"slope": None, "fall": None, "log10": list(logs)}
-    idx = np.arange(len(logs))
-    slope = float(np.polyfit(idx[ok], logs[ok], 1)[0])
-    return {"slope": slope, "fall": float(logs[-1] - logs[0]), "log10": list(logs)}
 
 
 def classify(delta_row) -> tuple[str | None, str | None, dict]:
@@ -97,13 +74,6 @@ def frozen_decades(update_ratio) -> float | None:
     if mean[0] <= 0 or top <= 0:
         return None
     return float(math.log10(mean[0] / top))
-
-
-def hidden_mean(values) -> float | None:
-    """Mean over the hidden layers (all but the last) of one log point's per-layer values."""
-    row = np.asarray([np.nan if v is None else v for v in values], np.float64)[:-1]
-    row = row[np.isfinite(row)]
-    return float(row.mean()) if row.size else None
 
 
 def symptoms(*, plateau: bool | None = None, plateau_step=None, frozen: float | None = None,

@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from vgbench import activations, inits, norms
+from vgbench.diagnostics import N_WEIGHT_SAMPLES, SATURATION_FRACTION, nan_forward
 from vgbench.inits import InitHyper
-
-N_WEIGHT_SAMPLES = 4
-SATURATION_FRACTION = 0.01   # a unit is flat on an example when |phi'| < 1 % of sup |phi'|
 
 
 class Parts:
@@ -116,8 +114,7 @@ def _flat_share(flat, kind: str | None, counted: str):
     return flat if kind == counted else jnp.zeros_like(flat)
 
 
-NAN_STATS = {"act_rms": jnp.nan, "saturation": jnp.nan, "tail_saturation": jnp.nan,
-             "inactive_fraction": jnp.nan, "dead_fraction": jnp.nan}
+NAN_STATS = nan_forward()   # every forward statistic, for a layer it does not describe
 
 
 def pick_samples(w, lead: int | None = None):

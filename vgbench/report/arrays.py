@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-LAYER_FIELDS = ("grad_norm", "delta_norm", "weight_norm", "update_ratio", "act_rms",
-                "saturation", "dead_fraction")
-CURVE_FIELDS = ("loss", "test_loss", "test_metric", "grad_global_norm", "gate_mean",
-                "spectral_radius")
-N_WEIGHT_SAMPLES = 4
+from vgbench import diagnostics as table
+from vgbench.diagnostics import N_WEIGHT_SAMPLES
+
+# the diagnostics of the reporter's long frames (vgbench.diagnostics.TABLE, ``frame``)
+LAYER_FIELDS = tuple(n for n in table.names(shape="layer", frame=True)
+                     if table.BY_NAME[n].source != "record")
+CURVE_FIELDS = table.names(shape="point", frame=True)
 
 
 def underflow_first(record: dict) -> np.ndarray | None:

@@ -24,13 +24,11 @@ from matplotlib import pyplot as plt
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import Normalize
 
-from vgbench import theory
+from vgbench import diagnostics, theory
+from vgbench.diagnostics import GRAD_LABEL, TIME_GRAD_LABEL
 from vgbench.report.style import SEQUENTIAL, palette
 
-GRAD_LABEL = r"$\Vert\partial L/\partial h_l\Vert$"
 WEIGHT_CHANGE_LABEL = "‖w − w₀‖ / ‖w₀‖"
-WEIGHT_GRAD_LABEL = r"$\Vert\partial L/\partial W_l\Vert$"
-TIME_GRAD_LABEL = r"$\Vert\partial L/\partial h_t\Vert$"
 FRONTIER_SHARE = 2 / 3
 # the heatmap's colour map: grey below its scale (vanished further), red above (exploding)
 HEATMAP_CMAP = mpl.colormaps[SEQUENTIAL].with_extremes(under="#b0b0b0", over="#d7301f")
@@ -53,7 +51,7 @@ def plot_grad_vs_layer(df: pd.DataFrame, *, ax=None, value: str = "delta_norm", 
     _log_y(ax)
     ax.xaxis.set_major_locator(InView(nbins=4, integer=True))
     ax.set(xlabel="layer l (input → output)",
-           ylabel=GRAD_LABEL if value == "delta_norm" else value.replace("_", " "))
+           ylabel=diagnostics.label(value))
     return ax
 
 
@@ -165,7 +163,7 @@ def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str
     if positive:
         _log_y(ax)
     _few_ticks(ax)
-    ax.set(xlabel="step", ylabel=value.replace("_", " "))
+    ax.set(xlabel="step", ylabel=diagnostics.label(value))
     return ax
 
 
@@ -181,7 +179,7 @@ def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
     _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar)
     _log_y(ax)
     _few_ticks(ax)
-    ax.set(xlabel="step", ylabel=WEIGHT_GRAD_LABEL if value == "grad_norm" else value.replace("_", " "))
+    ax.set(xlabel="step", ylabel=diagnostics.label(value))
     return ax
 
 
@@ -271,11 +269,7 @@ def plot_frontier(df: pd.DataFrame, *, ax=None, hue: str = "entry", colors: dict
 
 
 UNIT_FRACTIONS = {   # summary field: what it counts, in a few words
-    "dead_fraction_final": "dead units",
-    "inactive_fraction_final": "inactive units",
-    "tail_saturation_final": "tail-saturated units",
-    "saturation_final": "flat units (tail or inactive)",
-}
+    f"{name}_final": diagnostics.label(name) for name in diagnostics.UNIT_FRACTIONS}
 
 
 def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fraction_final",

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from vgbench import diagnostics as table
+from vgbench.record import clean
 from vgbench.spec import SCHEMA, field_defaults, log_steps, run_id_of
 
 CONFIG_DEFAULTS: dict[str, Any] = field_defaults()   # the run config's own (no model's)
@@ -42,27 +44,19 @@ _TASKS = {  # trivial predictor's loss, target metric, target, higher is better,
 }
 
 
+def _round6(value: np.ndarray) -> list:
+    """A float array rounded to 6 significant digits at once, non-finite values as None:
+    thousands of records must be quick (``record.clean`` rounds value by value)."""
+    finite = np.isfinite(value)
+    safe = np.where(finite & (value != 0), np.abs(value), 1.0)
+    scale = 10.0 ** (5 - np.floor(np.log10(safe)))
+    rounded = np.round(value * scale) / scale
+    return np.where(finite, rounded, None).tolist()
+
+
 def _clean(value):
-    """JSON-ready: numpy scalars to Python, non-finite floats to None, 6 significant digits."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "f":  # whole arrays at once: thousands of records must be quick
-            finite = np.isfinite(value)
-            safe = np.where(finite & (value != 0), np.abs(value), 1.0)
-            scale = 10.0 ** (5 - np.floor(np.log10(safe)))
-            rounded = np.round(value * scale) / scale
-            return np.where(finite, rounded, None).tolist()
-        return value.tolist()
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(f"{value:.6g}") if math.isfinite(value) else None
-    return value
+    """JSON-ready: numpy to Python, 6 significant digits, non-finite floats to None."""
+    return clean(value, float_arrays=_round6)
 
 
 def _per_step_gain(config: dict) -> float:
@@ -214,6 +208,11 @@ def make_record(*, study: str = "adhoc", grid_axes: dict | None = None, seeds=(0
         horizon_steps = np.minimum(horizon, 3.0 / np.maximum(-log_gain[:, 0, 0], 1e-6))
         summary["effective_horizon"] = np.where(ok, horizon_steps, np.nan)
         summary["temporal_decay"] = summary["decay_per_layer"]
+    for name in table.names(source="step"):   # a diagnostic not simulated here: NaN
+        sizes = {"seed": n_seed, "log_point": n_point, "layer": n_layer, "t": horizon,
+                 "k": table.N_WEIGHT_SAMPLES}
+        diagnostics.setdefault(name, np.full([sizes[a] for a in table.SHAPES[
+            table.BY_NAME[name].shape]], np.nan))
     if legacy:
         for name in ("tail_saturation", "inactive_fraction"):
             del diagnostics[name], summary[f"{name}_final"]

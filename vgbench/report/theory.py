@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from vgbench import theory
+from vgbench.diagnostics import slope
 from vgbench.report.frames import ACTIVATION_ORDER, build_frames, delta_profiles
 from vgbench.report.stats import t_interval
 
@@ -59,12 +60,10 @@ def fit_window(depth: int) -> slice:
     return slice(0, depth)
 
 
-def _slope(values: np.ndarray) -> float:
-    values = np.asarray(values, float)
-    ok = np.isfinite(values)
-    if ok.sum() < 2:
-        return math.nan
-    return float(np.polyfit(np.arange(len(values))[ok], values[ok], 1)[0])
+def _slope(log10_values: np.ndarray) -> float:
+    """:func:`vgbench.diagnostics.slope` of log10 values, NaN where it has none."""
+    found = slope(log10_values)
+    return math.nan if found is None else found
 
 
 def theory_inputs(records) -> dict[str, dict]:
