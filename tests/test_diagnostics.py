@@ -165,3 +165,41 @@ def test_cnn_probes_cover_every_convolution():
     delta = np.asarray(model.probe_stats(g)["delta_norm"])
     assert len(model.layer_names) == 6 == len(delta) == len(stats["act_rms"])
     assert np.all(delta > 0) and np.all(np.isfinite(delta))
+
+
+# ---------------------------------------------------------------------------- the table
+
+def test_every_field_a_run_records_is_in_the_diagnostics_table():
+    from vgbench import diagnostics, record, train
+
+    for spec in (RunSpec(depth=3, width=8, batch_size=16, steps=4, log_every=2),
+                 RunSpec(model="cnn", depth=3, width=4, batch_size=8, steps=2, log_every=2),
+                 RunSpec(model="rnn", cell="lstm", seq_len=6, width=4, batch_size=8, steps=2,
+                         log_every=2)):
+        program, raw = train.train(spec, [0])
+        rec = record.build_record(spec, [0], raw.outputs, task=program.task,
+                                  layer_names=program.model.layer_names, compile_s=0, run_s=0)
+        logged = set(rec["diagnostics"]) - {"steps", "layer_names"}
+        assert logged <= set(diagnostics.BY_NAME), (spec.model, logged - set(diagnostics.BY_NAME))
+        n_layer = len(program.model.layer_names)
+        for name in logged:
+            shape = np.asarray(rec["diagnostics"][name], float).shape
+            axes = diagnostics.SHAPES[diagnostics.BY_NAME[name].shape]
+            assert len(shape) == len(axes), (spec.model, name, shape, axes)
+            if "layer" in axes:
+                assert shape[axes.index("layer")] == n_layer, (spec.model, name, shape)
+        # every forward statistic of a hidden layer is measured by each built-in model
+        assert set(diagnostics.names(source="forward", shape="layer")) <= logged
+
+
+def test_activation_length_spread_is_the_spread_of_each_examples_squared_length():
+    spec = RunSpec(depth=3, width=32, activation="tanh", init="xavier_normal")
+    model, params, _, stats, (x, _, _, _) = probe_gradients(spec, batch=64)
+    h1 = np.asarray(x, np.float64).reshape(len(x), -1) @ np.asarray(params["stem"]["w"], np.float64) \
+        + np.asarray(params["stem"]["b"], np.float64)            # the first pre-activation
+    q = np.mean(h1 ** 2, axis=1)                                  # one length per example
+    assert float(stats["act_length_cv"][0]) == pytest.approx(q.std() / q.mean(), rel=1e-4)
+    assert np.isnan(float(stats["act_length_cv"][-1]))           # the output layer: none
+    # wider layers average more units: the spread that is not the inputs' own shrinks
+    wide = probe_gradients(spec.replace(width=512), batch=64)[3]["act_length_cv"]
+    assert float(wide[-2]) < float(stats["act_length_cv"][-2])

@@ -90,6 +90,10 @@ TABLE = (
                "switched-off side (ReLU, GELU, SiLU)", "fraction", "inactive units"),
     Diagnostic("dead_fraction", "layer", "forward", "units that output 0 on every example of "
                "the batch", "fraction", "dead units", frame=True),
+    Diagnostic("act_length_cv", "layer", "forward", "spread over the batch (and positions, "
+               "time steps) of the pre-activation's length q = ||h||^2 / N: its standard "
+               "deviation over its mean",
+               "ratio", "CV of q over the batch", frame=True),
     Diagnostic("gate_mean", "point", "forward", "mean forget (LSTM) or update (GRU) gate of the "
                "first recurrent layer", label="mean gate", frame=True),
     Diagnostic("spectral_radius", "point", "forward", "spectral radius of the first recurrent "

@@ -94,7 +94,7 @@ def layer_stats(act: activations.BoundActivation, pre, post, theta, out):
     count is 0 (NaN for an activation that does not declare its flat region). ``saturation``
     is the flat fraction whatever the cause (the record's original field, kept as it was).
     All three are fractions of unit x example pairs. ``dead_fraction``: units that output 0
-    on every example of the batch (a dead ReLU).
+    on every example of the batch (a dead ReLU). ``act_length_cv``: :func:`length_spread`.
     """
     deriv = act.derivative(pre, theta)
     flat = jnp.mean((jnp.abs(deriv) < SATURATION_FRACTION * act.derivative_max).astype(jnp.float32))
@@ -105,7 +105,16 @@ def layer_stats(act: activations.BoundActivation, pre, post, theta, out):
             "saturation": flat,
             "tail_saturation": _flat_share(flat, kind, "tail"),
             "inactive_fraction": _flat_share(flat, kind, "off"),
-            "dead_fraction": jnp.mean(dead.astype(jnp.float32))}
+            "dead_fraction": jnp.mean(dead.astype(jnp.float32)),
+            "act_length_cv": length_spread(pre)}
+
+
+def length_spread(pre):
+    """Standard deviation over mean of the pre-activation's length q = ||h||^2 / N (N units, the
+    last axis), across the examples of the batch (and positions, time steps): mean-field
+    theory's q is one number per layer; at finite width it spreads."""
+    q = jnp.mean(jnp.square(pre), axis=-1)
+    return jnp.std(q) / jnp.mean(q)
 
 
 def _flat_share(flat, kind: str | None, counted: str):
