@@ -138,6 +138,18 @@ def run_label(row) -> str:
     return f"{row['activation']} {row['init']}"
 
 
+def _predicted(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict):
+    """``(run_id, its profile rows, config, prediction, its runs row)`` of each run the theory
+    predicts (:func:`predict`), in the order of the profiles."""
+    profiles = delta_profiles(runs, grad)
+    first = runs.drop_duplicates("run_id").set_index("run_id")
+    for run_id, group in profiles.groupby("run_id", sort=False):
+        config = {c: first.at[run_id, c] for c in CONFIG_COLUMNS if c in first.columns}
+        found = predict(config, inputs.get(run_id)) if config.get("activation") else None
+        if found is not None:
+            yield run_id, group, config, found, first.loc[run_id]
+
+
 def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.DataFrame:
     """Measured against predicted per-layer change of log10 |delta|, one row per run.
 
@@ -150,21 +162,15 @@ def agreement_table(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.
     ``ln_error`` (the error in (1/2) ln chi_1), ``agrees``; and, where the records carry
     Jacobian spectra, ``jacobian_log10_mean_sq`` (mean over seeds) and its prediction.
     """
-    profiles = delta_profiles(runs, grad)
-    first = runs.drop_duplicates("run_id").set_index("run_id")
     rows = []
-    for run_id, group in profiles.groupby("run_id", sort=False):
-        config = {c: first.at[run_id, c] for c in CONFIG_COLUMNS if c in first.columns}
-        found = predict(config, inputs.get(run_id)) if config.get("activation") else None
-        if found is None:
-            continue
+    for run_id, group, config, found, run in _predicted(runs, grad, inputs):
         window = fit_window(int(config["depth"]))
         per_seed = [-_slope(g.sort_values("layer")["log10_delta"].to_numpy()[window])
                     for _, g in group.groupby("seed")]
         mean, low, high, n = t_interval(per_seed, level=LEVEL)
         error = mean - found["log10_ratio_fit"]
         scale = abs(found["log10_ratio_fit"])
-        row = {"run_id": run_id, "label": run_label(first.loc[run_id]), **config,
+        row = {"run_id": run_id, "label": run_label(run), **config,
                **{k: v for k, v in found.items() if k != "profile"},
                "predicted": found["log10_ratio"], "predicted_fit": found["log10_ratio_fit"],
                "measured": mean, "ci_low": low, "ci_high": high, "n_seeds": n, "error": error,
@@ -195,20 +201,14 @@ def profile_frame(runs: pd.DataFrame, grad: pd.DataFrame, inputs: dict) -> pd.Da
     ``predicted`` is the profile shifted to the measured seed-median over the fitted layers.
     ``inputs``: run id -> its record's theory inputs (:func:`theory_inputs`).
     """
-    profiles = delta_profiles(runs, grad)
-    first = runs.drop_duplicates("run_id").set_index("run_id")
     parts = []
-    for run_id, group in profiles.groupby("run_id", sort=False):
-        config = {c: first.at[run_id, c] for c in CONFIG_COLUMNS if c in first.columns}
-        found = predict(config, inputs.get(run_id))
-        if found is None:
-            continue
+    for run_id, group, config, found, run in _predicted(runs, grad, inputs):
         median = group.groupby("layer")["log10_delta"].median()
         profile = pd.Series(found["profile"], index=np.arange(int(config["depth"])))
         window = profile.index[fit_window(int(config["depth"]))]
         offset = np.nanmean((median.reindex(window) - profile.reindex(window)).to_numpy(float))
         parts.append(group.assign(
-            label=run_label(first.loc[run_id]), activation=config["activation"],
+            label=run_label(run), activation=config["activation"],
             width=config["width"], sigma_w2=found["sigma_w2"],
             predicted=(profile + offset).reindex(group["layer"]).to_numpy()))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
