@@ -85,9 +85,9 @@ TABLE = (
                "its max, whatever the cause", "fraction", "flat units (tail or inactive)",
                frame=True),
     Diagnostic("tail_saturation", "layer", "forward", "flat pairs in a saturating tail "
-               "(sigmoid, tanh, ELU)", "fraction", "tail-saturated units"),
+               "(sigmoid, tanh, ELU)", "fraction", "tail-saturated units", frame=True),
     Diagnostic("inactive_fraction", "layer", "forward", "flat pairs on a rectifier's "
-               "switched-off side (ReLU, GELU, SiLU)", "fraction", "inactive units"),
+               "switched-off side (ReLU, GELU, SiLU)", "fraction", "inactive units", frame=True),
     Diagnostic("dead_fraction", "layer", "forward", "units that output 0 on every example of "
                "the batch", "fraction", "dead units", frame=True),
     Diagnostic("act_length_cv", "layer", "forward", "spread over the batch (and positions, "
