@@ -203,3 +203,11 @@ def test_activation_length_spread_is_the_spread_of_each_examples_squared_length(
     # wider layers average more units: the spread that is not the inputs' own shrinks
     wide = probe_gradients(spec.replace(width=512), batch=64)[3]["act_length_cv"]
     assert float(wide[-2]) < float(stats["act_length_cv"][-2])
+
+
+def test_the_jacobian_fields_are_in_the_diagnostics_table():
+    from vgbench import diagnostics, jacobian
+
+    found, _ = jacobian.jacobian_diagnostics(RunSpec(depth=2, width=4), [0], n_inputs=4)
+    assert set(found) <= set(diagnostics.BY_NAME), set(found) - set(diagnostics.BY_NAME)
+    assert np.asarray(found[jacobian.FIELD]).ndim == len(diagnostics.SHAPES["quantile"])

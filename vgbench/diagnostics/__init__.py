@@ -30,12 +30,15 @@ SHAPES = {   # the axes of a diagnostic's array in a record, seeds first
     "layer": ("seed", "log_point", "layer"),
     "sample": ("seed", "log_point", "layer", "k"),
     "time": ("seed", "log_point", "t"),
+    "quantile": ("seed", "q"),
+    "one": (),
 }
 SOURCES = {
     "step": "the diagnostic step: losses, evaluation, gradients, parameters, the update",
     "probe": "the gradient of the loss with respect to zero probes on each pre-activation",
     "forward": "a model's forward statistics of each hidden layer (NaN where one does not apply)",
     "record": "derived from the others when the record is built",
+    "jacobian": "the input-output Jacobian at initialization (vgbench.jacobian, on request)",
 }
 
 
@@ -102,6 +105,11 @@ TABLE = (
                "flag", frame=True),
     Diagnostic("time_delta_underflow", "time", "record", "the time step's signal is exactly 0 "
                "in float32", "flag"),
+    Diagnostic("jacobian_singular_values", "quantile", "jacobian", "quantiles of the singular "
+               "values of the input-output Jacobian, pooled over inputs"),
+    Diagnostic("jacobian_method", "one", "jacobian", "how the spectrum was found: exact or "
+               "lanczos"),
+    Diagnostic("jacobian_inputs", "one", "jacobian", "the number of inputs pooled", "count"),
 )
 BY_NAME = {d.name: d for d in TABLE}
 
