@@ -80,11 +80,12 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
     """
 
     def __init__(self, axis: str, *, fields: tuple[str, ...] | None = None):
-        from vgbench.spec import field_names
+        if fields is None:
+            from vgbench.spec import field_names
 
+            fields = (axis,) if axis in field_names() else ()
         self.axis = axis
-        self.fields = tuple(fields if fields is not None
-                            else (axis,) if axis in field_names() else ())
+        self.fields = tuple(fields)
         self._entries: dict[str, Entry] = {}
         self._docs: dict[str, str] = {}
         self._origin: dict[str, str] = {}

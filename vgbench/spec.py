@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from vgbench.activations import LEAKY_SLOPE   # JAX-free, like this module
+
 SCHEMA = "vgbench.run/1"
 
 # Fields whose value does not change the compiled training program (the initializer and its
@@ -49,7 +51,7 @@ class RunSpec:
     sigma_w: float = _field(1.0, "weight scale of the gain-aware initializers (gaussian, "
                                  "orthogonal, identity, ...)")
     sigma_b: float = _field(0.0, "bias standard deviation of the gaussian initializer")
-    leaky_slope: float = _field(0.01, "negative slope of leaky_relu")
+    leaky_slope: float = _field(LEAKY_SLOPE, "negative slope of leaky_relu")
     norm: str = _field("none", "normalization layer after each hidden layer")
     skip: str = _field("none", "skip connection around each block")
     cell: str = _field("rnn", "the recurrent cell (recurrent models only)")
@@ -149,7 +151,7 @@ def field_names() -> list[str]:
 
 
 def field_defaults() -> dict[str, Any]:
-    """Every field's own default, before a model's (no registry is imported: JAX-free)."""
+    """Every field's own default, before a model's (no model is looked up: JAX-free)."""
     return {f.name: f.default for f in fields(RunSpec)}
 
 

@@ -10,14 +10,16 @@ W_ij ~ N(0, sigma_w^2/fan_in), b_i ~ N(0, sigma_b^2), has, as the width grows:
 - depth scales xi = -1/ln(chi): xi_q (length), xi_c (correlation), xi_grad (gradient).
 
 Everything here works in variances (sigma_w2 = sigma_w^2, sigma_b2 = sigma_b^2) and takes an
-activation as a name of NUMPY_ACTIVATIONS, a ``(phi, dphi)`` pair, a :class:`Phi` or an
-elementwise callable. Gaussian expectations use Gauss-Hermite quadrature with ``n_points``
-nodes per axis where it converges fast (smooth phi, q <= 1/4) and a composite Gauss-Legendre
-rule cut at phi's kinks and scales elsewhere (see gaussian_mean). Functions of (sigma_w2,
-sigma_b2) broadcast over numpy arrays and return floats for scalars. The formulas, their
-limits and how to read them are in docs/theory.md.
+activation as a name of NUMPY_ACTIVATIONS (a built-in activation: its registry entry's own code
+run on numpy arrays), a ``(phi, dphi)`` pair, a :class:`Phi` or an elementwise callable.
+Gaussian expectations use Gauss-Hermite quadrature with ``n_points`` nodes per axis where it
+converges fast (smooth phi, q <= 1/4) and a composite Gauss-Legendre rule cut at phi's kinks
+and scales elsewhere (see gaussian_mean). Functions of (sigma_w2, sigma_b2) broadcast over
+numpy arrays and return floats for scalars. The formulas, their limits and how to read them
+are in docs/theory.md.
 
-This module must not import JAX: the reporter imports it.
+This module must not import JAX: the reporter imports it (vgbench.activations imports JAX only
+when a JAX function is called).
 
 References: Poole et al. 2016, "Exponential expressivity in deep neural networks through
 transient chaos"; Schoenholz et al. 2017, "Deep information propagation"; Pennington et al.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,12 +39,11 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
+from vgbench import activations
+from vgbench.activations import LEAKY_SLOPE
 from vgbench.registry import did_you_mean
 
 N_POINTS = 100  # Gauss-Hermite nodes per axis; the composite rule uses N_POINTS // 8 per piece
-SELU_ALPHA = 1.6732632423543772
-SELU_SCALE = 1.0507009873554805
-PRELU_INIT_SLOPE = 0.25
 Q_TINY, Q_HUGE = 1e-30, 1e30  # where a limit q* = 0 or q* = inf is evaluated
 Z_MAX = 12.0                   # the composite rule's range; N(0,1) mass beyond: 4e-33
 _SCAN_DOUBLINGS = 100          # q* is searched in [q0 / 2^100, q0 * 2^100]
@@ -63,63 +65,25 @@ class Phi(NamedTuple):
     kinks: tuple[float, ...] = ()
 
 
-_ERFC = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _norm_cdf(x):
-    return 0.5 * np.asarray(_ERFC(-np.asarray(x, float) / math.sqrt(2.0)), dtype=float)
-
-
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _dsigmoid(x):
-    s = _sigmoid(x)
-    return s * (1.0 - s)
-
-
-def _sech2(x):
-    e = np.exp(-2.0 * np.abs(x))  # overflow-free 1/cosh(x)^2
-    return 4.0 * e / (1.0 + e) ** 2
-
-
-def _gelu_d(x):
-    return _norm_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def _silu_d(x):
-    s = _sigmoid(x)
-    return s + x * s * (1.0 - s)
-
-
-def _elu(scale, alpha):
-    return Phi(lambda x: scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))),
-               lambda x: scale * np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0.0))), (0.0,))
+@functools.lru_cache(maxsize=64)
+def _registered(name: str, leaky_slope: float) -> Phi:
+    """The registry entry's own code on numpy arrays (Activation.numpy_form)."""
+    config = types.SimpleNamespace(leaky_slope=float(leaky_slope))  # what the hyperparameters read
+    return Phi(*activations.get(name).numpy_form(config))
 
 
 def leaky(slope: float) -> Phi:
-    """Leaky ReLU max(x, a x) with slope a (Maas et al. 2013); PReLU at init is a = 0.25."""
-    return Phi(lambda x: np.where(x >= 0, x, slope * x),
-               lambda x: np.where(x >= 0, 1.0, slope), (0.0,))
+    """Leaky ReLU max(x, a x) with slope a (Maas et al. 2013), the registry's leaky_relu."""
+    return _registered("leaky_relu", slope)
 
 
+# The built-in activations, from their registry entries: phi, phi' and kinks on numpy arrays,
+# leaky_relu with the default slope, prelu with its slope at initialization. A plugin's
+# activation is not here: a process that reads its records need not have it registered, so a
+# record carries it tabulated (vgbench.record.theory_inputs, from_table).
 NUMPY_ACTIVATIONS: dict[str, Phi] = {
-    "sigmoid": Phi(_sigmoid, _dsigmoid),
-    "tanh": Phi(np.tanh, _sech2),
-    "relu": Phi(lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float), (0.0,)),
-    "leaky_relu": leaky(0.01),
-    "prelu": leaky(PRELU_INIT_SLOPE),
-    "elu": _elu(1.0, 1.0),
-    "selu": _elu(SELU_SCALE, SELU_ALPHA),
-    "gelu": Phi(lambda x: x * _norm_cdf(x), _gelu_d),
-    "silu": Phi(lambda x: x * _sigmoid(x), _silu_d),
-    "softsign": Phi(lambda x: x / (1.0 + np.abs(x)), lambda x: 1.0 / (1.0 + np.abs(x)) ** 2,
-                    (0.0,)),
-    "hard_tanh": Phi(lambda x: np.clip(x, -1.0, 1.0), lambda x: (np.abs(x) < 1).astype(float),
-                     (-1.0, 1.0)),
-    "identity": Phi(lambda x: np.asarray(x, float), lambda x: np.ones_like(x, dtype=float)),
-}
+    name: _registered(name, LEAKY_SLOPE) for name, entry in activations.ACTIVATIONS.items()
+    if activations.ACTIVATIONS.origin(name) == "vgbench" and entry.derivative is not None}
 
 
 def from_callable(fn: Callable[..., Any], *, kinks: tuple[float, ...] = (), **kwargs) -> Phi:
@@ -176,15 +140,17 @@ def from_table(x_max: float, values) -> Phi:
     return Phi(phi, dphi)
 
 
-def as_activation(activation, *, leaky_slope: float = 0.01) -> Phi:
-    """Resolve a name in NUMPY_ACTIVATIONS, a (phi, dphi) pair or an elementwise callable."""
+def as_activation(activation, *, leaky_slope: float = LEAKY_SLOPE) -> Phi:
+    """Resolve a name in NUMPY_ACTIVATIONS, a (phi, dphi) pair or an elementwise callable.
+
+    leaky_slope: the config's ``leaky_slope``, which a named activation's hyperparameters read
+    (leaky_relu's slope).
+    """
     if isinstance(activation, Phi):
         return activation
     if isinstance(activation, str):
-        if activation == "leaky_relu":
-            return leaky(leaky_slope)
         if activation in NUMPY_ACTIVATIONS:
-            return NUMPY_ACTIVATIONS[activation]
+            return _registered(activation, leaky_slope)
         names = list(NUMPY_ACTIVATIONS)
         raise ValueError(f"no mean-field activation {activation!r}; valid choices: "
                          f"{', '.join(names)}{did_you_mean(activation, names)} (or pass a "
@@ -354,14 +320,14 @@ def _q_star(act: Phi, sw2, sb2, q0, n):
 
 
 def length_map(activation, q, sigma_w2, sigma_b2=0.0, *, n_points: int = N_POINTS,
-               leaky_slope: float = 0.01):
+               leaky_slope: float = LEAKY_SLOPE):
     """Length map q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2, one layer (Poole et al. 2016)."""
     act = as_activation(activation, leaky_slope=leaky_slope)
     return _out(_length_map(act, *_floats(q, sigma_w2, sigma_b2), n_points))
 
 
 def q_star(activation, sigma_w2, sigma_b2=0.0, *, q0: float = 1.0, n_points: int = N_POINTS,
-           leaky_slope: float = 0.01):
+           leaky_slope: float = LEAKY_SLOPE):
     """Fixed point q* of the length map reached from q0 (Poole et al. 2016).
 
     Args:
@@ -383,7 +349,7 @@ def q_star(activation, sigma_w2, sigma_b2=0.0, *, q0: float = 1.0, n_points: int
 
 
 def chi1(activation, sigma_w2, sigma_b2=0.0, *, q=None, q0: float = 1.0,
-         n_points: int = N_POINTS, leaky_slope: float = 0.01):
+         n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE):
     """Gradient multiplier per layer, chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2] (Poole et al. 2016).
 
     Args:
@@ -403,7 +369,7 @@ def chi1(activation, sigma_w2, sigma_b2=0.0, *, q=None, q0: float = 1.0,
 
 
 def chi1_grid(activation, sigma_w2_values, sigma_b2_values, *, q0: float = 1.0,
-              n_points: int = N_POINTS, leaky_slope: float = 0.01) -> np.ndarray:
+              n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE) -> np.ndarray:
     """chi_1 over a (sigma_w^2, sigma_b^2) grid: the phase diagram (Schoenholz et al. 2017, Fig. 1).
 
     Returns:
@@ -452,7 +418,7 @@ def _correlation(act: Phi, c: float, q: float, sw2: float, sb2: float, n: int):
 
 
 def correlation_map(activation, c, sigma_w2, sigma_b2=0.0, *, q=None, q0: float = 1.0,
-                    n_points: int = N_POINTS, leaky_slope: float = 0.01):
+                    n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE):
     """One layer of the correlation map of two inputs of length q (default q*) (Poole et al. 2016).
 
     Returns:
@@ -489,7 +455,7 @@ def _c_star(act: Phi, q, sw2, sb2, n):
 
 
 def c_star(activation, sigma_w2: float, sigma_b2: float = 0.0, *, q0: float = 1.0,
-           n_points: int = N_POINTS, leaky_slope: float = 0.01) -> float:
+           n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE) -> float:
     """Stable fixed point c* of the correlation map at q* (Poole et al. 2016).
 
     Returns:
@@ -545,7 +511,7 @@ class MeanField:
 
 
 def mean_field(activation, sigma_w2: float, sigma_b2: float = 0.0, *, q0: float = 1.0,
-               n_points: int = N_POINTS, leaky_slope: float = 0.01) -> MeanField:
+               n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE) -> MeanField:
     """All mean-field quantities at one point (Poole et al. 2016; Schoenholz et al. 2017).
 
     Returns:
@@ -569,7 +535,7 @@ def mean_field(activation, sigma_w2: float, sigma_b2: float = 0.0, *, q0: float 
 # ---------------------------------------------------------------------------- gradient predictions
 
 def log10_delta_ratio(activation, sigma_w2, sigma_b2=0.0, *, q0: float = 1.0,
-                      n_points: int = N_POINTS, leaky_slope: float = 0.01):
+                      n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE):
     """Predicted log10(|delta^l| / |delta^{l+1}|) = log10(chi_1) / 2 (Schoenholz et al. 2017).
 
     Negative where chi_1 < 1: the backpropagated signal shrinks by sqrt(chi_1) per layer towards
@@ -582,7 +548,7 @@ def log10_delta_ratio(activation, sigma_w2, sigma_b2=0.0, *, q0: float = 1.0,
 
 def log10_delta_profile(activation, depth: int, sigma_w2: float, sigma_b2: float = 0.0, *,
                         q1: float | None = None, n_points: int = N_POINTS,
-                        leaky_slope: float = 0.01) -> np.ndarray:
+                        leaky_slope: float = LEAKY_SLOPE) -> np.ndarray:
     """Predicted log10 |delta^l| - log10 |delta^L| for the hidden layers l = 1..L.
 
     Args:
@@ -614,7 +580,7 @@ def log10_delta_profile(activation, depth: int, sigma_w2: float, sigma_b2: float
 # ---------------------------------------------------------------------------- criticality
 
 def critical_sigma_w2(activation, sigma_b2=0.0, *, bounds: tuple[float, float] = (1e-2, 1e3),
-                      q0: float = 1.0, n_points: int = N_POINTS, leaky_slope: float = 0.01):
+                      q0: float = 1.0, n_points: int = N_POINTS, leaky_slope: float = LEAKY_SLOPE):
     """sigma_w^2 on the order-to-chaos boundary: chi_1(sigma_w^2, sigma_b^2) = 1 with q* consistent.
 
     Args:

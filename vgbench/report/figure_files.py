@@ -20,6 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from vgbench.activations import LEAKY_SLOPE
 from vgbench.report import figures as fg
 from vgbench.report.captions import CAPTIONS
 from vgbench.report.frames import ACTIVATION_ORDER, with_runs
@@ -412,7 +413,8 @@ def theory_phase_figure(table: pd.DataFrame, inputs: dict, *, activation_of) -> 
         markers = {}   # the built-in initializers and every one these runs used
         for run_id in rows["run_id"]:
             markers.update(inputs.get(run_id, {}).get("initializers", {}))
-        fg.plot_phase_diagram(activation_of(found, float(run.get("leaky_slope", 0.01))), ax=ax,
+        slope = float(run.get("leaky_slope", LEAKY_SLOPE))
+        fg.plot_phase_diagram(activation_of(found, slope), ax=ax,
                               points=points, sigma_w2_range=(0.05, top), title=activation,
                               initializers=markers, colorbar=False)
     outer_labels(axes)

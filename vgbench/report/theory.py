@@ -37,6 +37,7 @@ import pandas as pd
 
 from vgbench import theory
 from vgbench.diagnostics import slope
+from vgbench.activations import LEAKY_SLOPE
 from vgbench.report.frames import ACTIVATION_ORDER, build_frames, delta_profiles
 from vgbench.report.stats import t_interval
 
@@ -72,7 +73,7 @@ def theory_inputs(records) -> dict[str, dict]:
     return {r["run_id"]: r["theory"] for r in records if isinstance(r.get("theory"), dict)}
 
 
-def activation_of(inputs: dict, leaky_slope: float = 0.01) -> theory.Phi | None:
+def activation_of(inputs: dict, leaky_slope: float = LEAKY_SLOPE) -> theory.Phi | None:
     """The activation of a record's theory inputs: its tabulated ``phi`` where the record
     carries one (a plugin's activation), else its name resolved by
     :func:`vgbench.theory.as_activation`; None where neither is there."""
@@ -99,7 +100,7 @@ def predict(config: dict, inputs: dict | None) -> dict | None:
     """
     if not inputs or inputs.get("sigma_w2") is None or inputs.get("stem_sigma_w2") is None:
         return None
-    slope = float(config.get("leaky_slope", 0.01))
+    slope = float(config.get("leaky_slope", LEAKY_SLOPE))
     activation, depth = activation_of(inputs, slope), int(config["depth"])
     if activation is None:
         return None
@@ -275,7 +276,7 @@ def frontier_frame(runs: pd.DataFrame) -> pd.DataFrame:
             first = study_runs[study_runs["entry"] == entry].iloc[0]
             config = {c: first[c] for c in CONFIG_COLUMNS if c in first.index}
             pair = (float(first["theory_sigma_w2"]), float(first["theory_sigma_b2"]))
-            slope = float(config.get("leaky_slope", 0.01))
+            slope = float(config.get("leaky_slope", LEAKY_SLOPE))
             activation = activation_of({"activation": config.get("activation")}, slope)
             xi = xi_grad = math.nan
             if activation is not None:
