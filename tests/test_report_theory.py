@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vgbench import diagnostics as table
 from vgbench import theory
 from vgbench.report import theory as report
 from vgbench.report.figure_files import theory_phase_figure
@@ -37,9 +38,10 @@ def theory_record(activation, sigma_w2, sigma_b2, *, init="gaussian", slope_erro
                             + noise * rng.standard_normal(DEPTH + 1) * layers / DEPTH))]
              for _ in seeds]
     diagnostics = record["diagnostics"]
-    for field in ("grad_norm", "weight_norm", "update_ratio", "act_rms", "saturation",
-                  "dead_fraction", "weight_samples"):   # the readout is a layer of its own
-        diagnostics[field] = [[point + point[-1:] for point in seed] for seed in diagnostics[field]]
+    for field in table.names(shape="layer") + table.names(shape="sample"):
+        if field in diagnostics:   # the readout is a layer of its own
+            diagnostics[field] = [[point + point[-1:] for point in seed]
+                                  for seed in diagnostics[field]]
     diagnostics["delta_norm"] = delta
     diagnostics["delta_underflow"] = [[[False] * (DEPTH + 1)] for _ in seeds]
     diagnostics["layer_names"] = [f"dense_{i + 1}" for i in range(DEPTH)] + ["output"]
