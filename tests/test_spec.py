@@ -98,3 +98,11 @@ def test_one_home_for_the_run_id_the_defaults_and_the_seeds():
             seeds_from(bad_value)
         with pytest.raises(grid.GridError, match="study.seeds: expected a count"):
             grid._parse_seeds(bad_value, "g.toml")
+
+
+def test_a_config_takes_its_models_defaults_through_the_resolver():
+    # spec is a leaf: the resolver that vgbench.configs installs brings the registries in
+    from vgbench import configs, spec
+
+    assert spec._RESOLVER.model_defaults is configs.model_defaults
+    assert RunSpec.defaults("rnn")["task"] == "adding" == RunSpec(model="rnn").task

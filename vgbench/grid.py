@@ -80,7 +80,7 @@ from typing import Any
 
 from vgbench import registry, selection
 from vgbench import spec as spec_mod
-from vgbench.registry import did_you_mean
+from vgbench.names import did_you_mean
 from vgbench.spec import RunSpec
 
 STUDY_KEYS = ("name", "description", "seeds", "baseline", "compare_within", "plugins")

@@ -11,10 +11,12 @@ config, the command line, grid files and plugins all read it.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
+
+from vgbench.names import did_you_mean, first_line
+from vgbench.spec import field_names
 
 Entry = TypeVar("Entry")
 
@@ -49,29 +51,6 @@ def axes() -> dict[str, "Registry"]:
     return dict(_AXES)
 
 
-def nearest(name: Any, choices) -> str | None:
-    """The choice closest to ``name`` with case ignored (``Relu`` -> ``relu``), or None."""
-    by_lower: dict[str, str] = {}
-    for choice in choices:
-        by_lower.setdefault(str(choice).lower(), choice)
-    near = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
-    return by_lower[near[0]] if near else None
-
-
-def did_you_mean(name: Any, choices) -> str:
-    """'; did you mean 'x'?' for the nearest choice, or '' when none is near."""
-    near = nearest(name, choices)
-    return f"; did you mean {near!r}?" if near is not None else ""
-
-
-def first_line(doc: str | None) -> str:
-    """The first non-empty line of a docstring, or ''."""
-    for line in (doc or "").strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
 class Registry(Mapping[str, Entry], Generic[Entry]):
     """A name -> entry mapping for one axis, with helpful errors.
 
@@ -80,8 +59,6 @@ class Registry(Mapping[str, Entry], Generic[Entry]):
     """
 
     def __init__(self, axis: str, *, fields: tuple[str, ...] | None = None):
-        from vgbench.spec import field_names
-
         self.axis = axis
         self.fields = tuple(fields if fields is not None
                             else (axis,) if axis in field_names() else ())

@@ -2,6 +2,13 @@
 
 It is the only thing that flows from a grid file or the command line into the code. Seeds are
 not part of it: they are a vmapped axis of the compiled program.
+
+This module is a leaf: it imports nothing of vgbench but :mod:`vgbench.names`. It checks what
+a config is on its own (field names, types, ranges) and hashes it; what a config means beyond
+that (a model's defaults, the valid entry names, the plugins that made them) is the
+registries' knowledge, and the registries import this module for the field names. So a
+:class:`Resolver` carries that knowledge in: :mod:`vgbench.configs` installs it when
+``vgbench`` is imported, before any caller can reach this module (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
+
+from vgbench.names import did_you_mean
 
 SCHEMA = "vgbench.run/1"
 
@@ -89,17 +99,17 @@ class RunSpec:
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
         _check_ranges(self)
-        _check_names(self)
+        for name, canonical in _RESOLVER.canonical_names(self).items():
+            object.__setattr__(self, name, canonical)
+        _RESOLVER.check(self)
         if self.plugin_hash is None:
-            from vgbench import plugins
-
-            object.__setattr__(self, "plugin_hash", plugins.hash_for(self))
+            object.__setattr__(self, "plugin_hash", _RESOLVER.plugin_hash(self))
 
     @staticmethod
     def defaults(model: Any = None) -> dict[str, Any]:
         """Every field's default for a config of ``model`` (None: the default model)."""
         values = field_defaults()
-        return {**values, **_model_defaults(values["model"] if model is None else model)}
+        return {**values, **_RESOLVER.model_defaults(values["model"] if model is None else model)}
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -178,18 +188,37 @@ def seeds_from(value: Any) -> tuple[int, ...]:
 
 
 def unknown_field_message(name: str) -> str:
-    from vgbench.registry import did_you_mean
-
     return (f"unknown config field {name!r}; valid fields: {', '.join(field_names())}"
             f"{did_you_mean(name, field_names())}")
 
 
-def _model_defaults(model: Any) -> dict[str, Any]:
-    """The defaults of the model a config names; none for a name that is not a model (the
-    registry check then rejects it with the valid names)."""
-    from vgbench import models
+class Resolver(NamedTuple):
+    """What a config needs to know of the registries (:mod:`vgbench.configs` installs one).
 
-    return models.model_defaults(model) if isinstance(model, str) and model in models.MODELS else {}
+    model_defaults: ``model_defaults(model) -> dict``, the config fields a run of the model a
+      config names takes where it does not set them; empty for a name that is no model (the
+      name check then rejects it with the valid names).
+    canonical_names: ``canonical_names(spec) -> {field: name}``, every entry name of the config
+      in its canonical form; an unknown name raises with the valid choices.
+    check: ``check(spec)`` raises ValueError where the fields do not fit the model.
+    plugin_hash: ``plugin_hash(spec)``, the hash of the plugins whose entries it names, or None.
+    """
+
+    model_defaults: Callable[[Any], dict[str, Any]]
+    canonical_names: Callable[[Any], dict[str, str]]
+    check: Callable[[Any], None]
+    plugin_hash: Callable[[Any], str | None]
+
+
+# the resolver of a bare spec module: no model defaults, no name checks, no plugins
+_RESOLVER = Resolver(model_defaults=lambda model: {}, canonical_names=lambda spec: {},
+                     check=lambda spec: None, plugin_hash=lambda spec: None)
+
+
+def set_resolver(resolver: Resolver) -> None:
+    """Install what configs read of the registries (done by :mod:`vgbench.configs`)."""
+    global _RESOLVER
+    _RESOLVER = resolver
 
 
 _TYPES: dict[str, Any] | None = None
@@ -245,11 +274,3 @@ def _check_ranges(s: RunSpec) -> None:
     need(s.seq_len >= 1, f"seq_len must be >= 1, got {s.seq_len}")
     need(s.input_dim >= 1, f"input_dim must be >= 1, got {s.input_dim}")
     need(s.input_scale > 0, f"input_scale must be > 0, got {s.input_scale}")
-
-
-def _check_names(s: RunSpec) -> None:
-    from vgbench import models, registry
-
-    for name, reg in registry.axes().items():
-        reg.get(getattr(s, name), field=name)
-    models.check_compatible(s)

@@ -36,7 +36,7 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
-from vgbench.registry import did_you_mean
+from vgbench.names import did_you_mean
 
 N_POINTS = 100  # Gauss-Hermite nodes per axis; the composite rule uses N_POINTS // 8 per piece
 SELU_ALPHA = 1.6732632423543772

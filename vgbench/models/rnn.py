@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgbench import activations, inits
-from vgbench.models import Model, register_model
+from vgbench.models.base import Model, register_model
 from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, safe_norm,
                                    stacked_axes, stacked_norms, tree_norm)
 from vgbench.registry import Registry
