@@ -47,6 +47,10 @@ class RunSpec:
     defaults=)``: ``RunSpec(model="rnn")`` is a tanh RNN on the adding task), then the defaults
     below; so the command line, grid files and Python build the same config from the same
     fields.
+
+    A new field takes a default that does what every run did before the field existed, and
+    that default never changes: run ids hash a later field only where it differs from its
+    default (:data:`ID_FIELDS_V1`), so adding it keeps every stored record's id.
     """
 
     task: str = _field("digits", "the task: its data, loss and success target")
@@ -117,7 +121,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """Stable hash of the config: the same fields always give the same id."""
+        """Stable hash of the config: the same fields always give the same id (see
+        :func:`run_id_of`)."""
         return run_id_of(self.to_dict())
 
     def replace(self, **changes) -> "RunSpec":
@@ -153,6 +158,19 @@ class RunSpec:
         except (TypeError, ValueError) as err:
             raise type(err)(f"{where}: {err}") from None
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RunSpec:
+        """The config of a stored record, its run id that of the record.
+
+        A field the record lacks was added after it was written: the run did what that
+        field's default does (:func:`stored_config`), whatever a model's default for it now is.
+        """
+        config = record.get("config")
+        where = f"run {record.get('run_id')}"
+        if not isinstance(config, dict):
+            raise TypeError(f"{where}: its config is not a table of config fields")
+        return cls.from_dict(stored_config(config), where=where)
+
 
 def field_names() -> list[str]:
     return [f.name for f in fields(RunSpec)]
@@ -169,9 +187,47 @@ def log_steps(steps: int, log_every: int) -> list[int]:
     return points if points[-1] == steps else [*points, steps]
 
 
+# The config's fields when run ids became robust to new fields: every id hashes them,
+# whatever their values, as every id before did. Frozen: never remove or rename one (every
+# stored id would change). A field added since enters the hash only where its value differs
+# from its default (id_config).
+ID_FIELDS_V1 = (
+    "task", "model", "depth", "width", "activation", "init", "sigma_w", "sigma_b", "leaky_slope",
+    "norm", "skip", "cell", "recurrent_init", "forget_bias", "seq_len", "input_dim",
+    "input_scale", "optimizer", "lr", "clip", "clip_threshold", "steps", "batch_size",
+    "log_every", "target", "data_dir", "plugin_hash",
+)
+
+
+def id_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config its run id hashes, and that tells two stored configs apart.
+
+    Every field of :data:`ID_FIELDS_V1`, and a field added since only where its value differs
+    from its default; a field the config lacks counts as at its default. Why: a record stores
+    the config it was run with, so one made before a field existed lacks it, and it ran as the
+    field's default does (a new field's default is, by rule, the behaviour before it). Hashing
+    a later field at its default would change every id when the field is added and run every
+    stored record again; leaving it out gives such a config the id it had, while a value that
+    changes the run changes the id. The V1 fields stay hashed whatever their value so that the
+    ids made before this rule stay what they were. (Keys that are no field of the config are
+    hashed too, as they always were.)
+    """
+    defaults = field_defaults()
+    return {key: value for key, value in config.items()
+            if key in ID_FIELDS_V1 or key not in defaults or value != defaults[key]}
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's config with the fields added since it was written, at their defaults."""
+    defaults = field_defaults()
+    return {**{key: defaults[key] for key in defaults if key not in ID_FIELDS_V1}, **config}
+
+
 def run_id_of(config: dict[str, Any]) -> str:
-    """The run id of a complete config (every field, as ``RunSpec.to_dict`` gives it)."""
-    blob = json.dumps({"schema": SCHEMA, "config": config}, sort_keys=True, separators=(",", ":"))
+    """The run id of a complete config (every field, as ``RunSpec.to_dict`` gives it): a hash
+    of its :func:`id_config`."""
+    blob = json.dumps({"schema": SCHEMA, "config": id_config(config)}, sort_keys=True,
+                      separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
