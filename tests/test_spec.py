@@ -207,3 +207,33 @@ def test_the_reporter_reads_a_record_without_a_later_field_as_at_its_default(mon
     write_json_atomic(tmp_path / "runs" / f"{old['run_id']}.json", old)
     (record,), problems = records_mod.load_records(tmp_path)
     assert not problems and record["config"]["new_knob"] == 0.5
+
+
+# ---------------------------------------------------------------------------- entry options
+
+def test_an_entry_option_is_part_of_the_name_and_of_the_id():
+    plain = RunSpec(activation="elu")
+    assert plain.run_id == RunSpec(activation="elu(alpha=1.0)").run_id == RunSpec(
+        activation="elu(alpha=1)").run_id                       # at its default: the bare name
+    assert RunSpec(activation="elu(alpha=1.0)").activation == "elu"
+    half = RunSpec(activation="elu( alpha = .5 )")
+    assert half.activation == "elu(alpha=0.5)" and half.run_id != plain.run_id
+    assert RunSpec.from_dict(half.to_dict()).run_id == half.run_id
+
+
+@pytest.mark.parametrize("name,error,match", [
+    ("elu(alfa=0.5)", ValueError, (r"activation 'elu\(alfa=0.5\)': unknown option 'alfa'; elu's "
+                                   r"options \(at their defaults\): alpha=1.0; did you mean 'alpha'")),
+    ("elu(alpha='big')", TypeError, r"activation .*: option alpha must be float, got str 'big'"),
+    ("elu(alpha=True)", TypeError, r"option alpha must be float, got bool"),
+    ("elu(0.5)", ValueError, r"options are given by name; write elu\(alpha=1.0\)"),
+    ("elu(alpha=0.5", ValueError, r"cannot read its options"),
+    ("relu(alpha=0.5)", ValueError, r"activation 'relu\(alpha=0.5\)': relu takes no options"),
+    ("elx(alpha=0.5)", ValueError, (r"unknown activation 'elx\(alpha=0.5\)'; valid choices: .*"
+                                    r"did you mean 'elu'")),
+])
+def test_a_bad_option_is_one_error_naming_the_field_and_the_choices(name, error, match):
+    with pytest.raises(error, match=match):
+        RunSpec(activation=name)
+    with pytest.raises(error, match=r"grid.toml \[fixed\]: "):
+        RunSpec.from_dict({"activation": name}, where="grid.toml [fixed]")

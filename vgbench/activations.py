@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vgbench.registry import Registry
+from vgbench.registry import Registry, bind_options
 
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
@@ -41,6 +41,10 @@ class Activation:
       slope a); a float or a function of the run spec.
     init_theta: ``init_theta(width, spec) -> pytree`` of learnable per-layer parameters.
     hyper: ``hyper(spec) -> dict`` of fixed keyword arguments taken from the run config.
+
+    An activation with options (``register_activation(..., options={"alpha": 1.0})``, named
+    ``"elu(alpha=0.5)"`` in a config) gets their values as keyword arguments in ``fn``, and in
+    ``derivative_max``, ``he_gain2`` and ``init_theta`` where these are functions.
     """
 
     fn: Callable[..., jax.Array]
@@ -49,6 +53,10 @@ class Activation:
     init_theta: Callable[[int, Any], Any] | None = None
     hyper: Callable[[Any], dict] | None = None
     flat_region: str | None = None
+
+    def with_options(self, options: dict) -> Activation:
+        """This activation with its options' values given to its functions."""
+        return bind_options(self, options, ("fn", "derivative_max", "he_gain2", "init_theta"))
 
     def bind(self, spec) -> "BoundActivation":
         kw = dict(self.hyper(spec)) if self.hyper else {}
@@ -85,8 +93,13 @@ ACTIVATIONS: Registry[Activation] = Registry("activation")
 
 def register_activation(name: str, fn: Callable, *, derivative_max=1.0, he_gain2=2.0,
                         init_theta=None, hyper=None, flat_region: str | None = None,
-                        doc: str | None = None, origin: str = "vgbench") -> Activation:
-    """Register an elementwise activation ``fn`` under ``name`` (see :class:`Activation`)."""
+                        doc: str | None = None, options: dict | None = None,
+                        origin: str = "vgbench") -> Activation:
+    """Register an elementwise activation ``fn`` under ``name`` (see :class:`Activation`).
+
+    ``options``: the activation's own hyperparameters, name -> default (see
+    :mod:`vgbench.registry`); ``fn`` receives them as keyword arguments.
+    """
     if not callable(fn):
         raise TypeError(f"activation {name!r}: fn must be callable, got {type(fn).__name__}")
     if flat_region is not None and flat_region not in FLAT_REGIONS:
@@ -94,7 +107,8 @@ def register_activation(name: str, fn: Callable, *, derivative_max=1.0, he_gain2
                          f"{', '.join(FLAT_REGIONS)} or None, got {flat_region!r}")
     entry = Activation(fn=fn, derivative_max=derivative_max, he_gain2=he_gain2,
                        init_theta=init_theta, hyper=hyper, flat_region=flat_region)
-    ACTIVATIONS.register(name, entry, doc=doc if doc is not None else fn.__doc__, origin=origin)
+    ACTIVATIONS.register(name, entry, doc=doc if doc is not None else fn.__doc__, origin=origin,
+                         options=options)
     return entry
 
 
@@ -129,9 +143,9 @@ def prelu(x, *, theta):
     return jnp.where(x >= 0, x, theta * x)
 
 
-def elu(x):
-    """Exponential linear unit, alpha = 1 (Clevert et al. 2016)."""
-    return jax.nn.elu(x)
+def elu(x, *, alpha):
+    """Exponential linear unit: x above 0, alpha (e^x - 1) below (Clevert et al. 2016)."""
+    return jax.nn.elu(x, alpha)
 
 
 def selu(x):
@@ -181,7 +195,8 @@ register_activation("leaky_relu", leaky_relu, he_gain2=_leaky_gain2,
                     hyper=lambda s: {"slope": float(s.leaky_slope)}, flat_region="off")
 register_activation("prelu", prelu, init_theta=_prelu_theta, he_gain2=2.0 / (1.0 + 0.25 ** 2),
                     flat_region="off")
-register_activation("elu", elu, flat_region="tail")
+register_activation("elu", elu, derivative_max=lambda s, alpha: max(1.0, abs(alpha)),
+                    flat_region="tail", options={"alpha": 1.0})
 register_activation("selu", selu, derivative_max=SELU_SCALE * SELU_ALPHA, flat_region="tail")
 register_activation("gelu", gelu, derivative_max=1.1289, flat_region="off")
 register_activation("silu", silu, derivative_max=1.0998, flat_region="off")

@@ -38,13 +38,10 @@ def model_defaults(model: Any) -> dict[str, Any]:
 
 
 def canonical_names(config) -> dict[str, str]:
-    """Every entry name of ``config`` (as given: one spelling per entry); an unknown name
-    raises, naming the field and the valid choices."""
-    names = {}
-    for field, reg in registry.axes().items():
-        reg.get(getattr(config, field), field=field)
-        names[field] = getattr(config, field)
-    return names
+    """Every entry name of ``config`` in its canonical form; an unknown name, an unknown option
+    or an option of the wrong type raises, naming the field and the valid choices."""
+    return {field: reg.canonical(getattr(config, field), field=field)
+            for field, reg in registry.axes().items()}
 
 
 def check(config) -> None:

@@ -5,8 +5,8 @@ not part of it: they are a vmapped axis of the compiled program.
 
 This module is a leaf: it imports nothing of vgbench but :mod:`vgbench.names`. It checks what
 a config is on its own (field names, types, ranges) and hashes it; what a config means beyond
-that (a model's defaults, the valid entry names, the plugins that made them) is the
-registries' knowledge, and the registries import this module for the field names. So a
+that (a model's defaults, the valid entry names and their options, the plugins that made them)
+is the registries' knowledge, and the registries import this module for the field names. So a
 :class:`Resolver` carries that knowledge in: :mod:`vgbench.configs` installs it when
 ``vgbench`` is imported, before any caller can reach this module (see its docstring for why).
 """
@@ -46,11 +46,15 @@ class RunSpec:
     Fields a config leaves out take the model's defaults first (``register_model(...,
     defaults=)``: ``RunSpec(model="rnn")`` is a tanh RNN on the adding task), then the defaults
     below; so the command line, grid files and Python build the same config from the same
-    fields.
+    fields. Entry names are checked and kept in their canonical form (an entry's options at
+    their defaults left out: ``activation="elu(alpha=1.0)"`` is ``"elu"``).
 
     A new field takes a default that does what every run did before the field existed, and
     that default never changes: run ids hash a later field only where it differs from its
-    default (:data:`ID_FIELDS_V1`), so adding it keeps every stored record's id.
+    default (:data:`ID_FIELDS_V1`), so adding it keeps every stored record's id. A
+    hyperparameter of one entry is not a field but an option of that entry
+    (:mod:`vgbench.registry`: ``activation="elu(alpha=0.5)"``); ``leaky_slope`` is the one
+    such field, kept so that its runs keep their ids.
     """
 
     task: str = _field("digits", "the task: its data, loss and success target")
@@ -255,7 +259,7 @@ class Resolver(NamedTuple):
       config names takes where it does not set them; empty for a name that is no model (the
       name check then rejects it with the valid names).
     canonical_names: ``canonical_names(spec) -> {field: name}``, every entry name of the config
-      in its canonical form; an unknown name raises with the valid choices.
+      in its canonical form; an unknown name or option raises with the valid choices.
     check: ``check(spec)`` raises ValueError where the fields do not fit the model.
     plugin_hash: ``plugin_hash(spec)``, the hash of the plugins whose entries it names, or None.
     """

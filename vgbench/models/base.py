@@ -54,7 +54,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
                    cost: Callable | None = None, describe: tuple[str, ...] = (),
                    mean_field: bool = False, eval_chunk: int | None = None,
                    batch_split: bool = False, doc: str | None = None,
-                   origin: str = "vgbench") -> Callable:
+                   options: dict | None = None, origin: str = "vgbench") -> Callable:
     """Register a factory ``make(spec, task) -> Model``; ``check(spec)`` may reject configs early.
 
     ``defaults``: config fields a run of this model takes where its config does not set them,
@@ -81,6 +81,9 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     of the unsplit batch up to float rounding). Worth it where a step is a long chain of small
     matmuls that one core runs at its peak and two cannot share: the recurrent step
     (``benchmarks/perf_rnn.py``). The MLP and CNN leave it off: their steps were slower split.
+    ``options``: the model's own hyperparameters, name -> default; a config names them as
+    ``model="name(key=value)"`` and ``make`` receives them as keyword arguments
+    (:mod:`vgbench.registry`).
     """
     if not callable(make):
         raise TypeError(f"model {name!r}: make must be callable")
@@ -97,7 +100,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
         raise ValueError(f"model {name!r}: eval_chunk must be a positive int or None, got {eval_chunk!r}")
     if not isinstance(batch_split, bool):
         raise TypeError(f"model {name!r}: batch_split must be True or False, got {batch_split!r}")
-    MODELS.register(name, make, doc=doc, origin=origin)
+    MODELS.register(name, make, doc=doc, origin=origin, options=options)
     _FACTS[name] = ModelFacts(check=check, defaults=dict(defaults or {}), input_layout=input_layout,
                               cost=cost, describe=tuple(describe), mean_field=bool(mean_field),
                               eval_chunk=eval_chunk, batch_split=batch_split)
@@ -106,8 +109,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
 
 def facts(name: str) -> ModelFacts:
     """The registered facts of model ``name`` (an unknown name: the registry's error)."""
-    MODELS.get(name, field="model")
-    return _FACTS.get(name, ModelFacts())
+    return _FACTS.get(MODELS.base(name, field="model"), ModelFacts())
 
 
 def model_defaults(name: str) -> dict:

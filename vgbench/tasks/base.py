@@ -40,11 +40,15 @@ TASKS: Registry[Callable] = Registry("task")
 
 
 def register_task(name: str, make: Callable, *, doc: str | None = None,
-                  origin: str = "vgbench") -> Callable:
-    """Register a task factory ``make(spec) -> Task`` under ``name``."""
+                  options: dict | None = None, origin: str = "vgbench") -> Callable:
+    """Register a task factory ``make(spec) -> Task`` under ``name``.
+
+    ``options``: the task's own hyperparameters, name -> default (see
+    :mod:`vgbench.registry`); ``make`` receives them as keyword arguments.
+    """
     if not callable(make):
         raise TypeError(f"task {name!r}: make must be callable")
-    return TASKS.register(name, make, doc=doc, origin=origin)
+    return TASKS.register(name, make, doc=doc, origin=origin, options=options)
 
 
 # ---------------------------------------------------------------------------- shared losses
