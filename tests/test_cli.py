@@ -20,12 +20,21 @@ def test_train_prints_a_summary_and_writes_the_record(tmp_path, capsys):
     assert rec["study"] == "adhoc"
 
 
+def test_train_takes_an_entry_with_options(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["train", *TINY, "--steps", "0", "--activation", "elu(alpha=0.5)",
+                 "--out", str(out)]) == 0
+    assert "activation=elu(alpha=0.5)" in capsys.readouterr().out
+    assert json.loads(out.read_text())["config"]["activation"] == "elu(alpha=0.5)"
+
+
 def test_help_gives_each_flag_its_meaning_and_each_registry_field_its_names(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines
     assert "--activation STR the nonlinearity of every hidden layer; default: 'relu'" in text
     assert "one of: sigmoid, tanh, relu, leaky_relu" in text
+    assert "prelu, elu(alpha=1.0), selu" in text   # an entry's options, at their defaults
     assert "--recurrent-init STR initializer of the recurrent weights" in text
     assert "--cell STR the recurrent cell (recurrent models only); default: 'rnn'; one of: rnn, irnn, lstm, gru" in text
     assert "--depth INT number of layers" in text and "(cnn: 5, rnn: 1)" in text
@@ -44,6 +53,7 @@ def test_help_gives_each_flag_its_meaning_and_each_registry_field_its_names(caps
     (["train", "--steps", "-1"], "steps must be >= 0"),
     (["train", "--task", "mnist"], "--data-dir"),
     (["list", "activations"], "did you mean 'activation'"),
+    (["train", "--activation", "elu(alfa=0.5)"], "did you mean 'alpha'"),
 ])
 def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "run.json"
@@ -75,6 +85,7 @@ def test_list_prints_every_axis_with_one_line_docs(capsys):
     for axis in ("activation:", "init:", "norm:", "skip:", "optimizer:", "clip:", "model:", "task:"):
         assert axis in text
     assert "Glorot & Bengio 2010" in text and "He et al. 2015" in text
+    assert "\n  elu(alpha=1.0) " in text   # an entry's options, at their defaults
 
 
 def test_a_model_fills_in_the_fields_it_needs_that_the_flags_leave_out(tmp_path, capsys):

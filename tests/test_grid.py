@@ -134,6 +134,37 @@ def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_the_specs_using
     assert hashes["tanh"] is None and isinstance(hashes[name], str)
 
 
+def test_entry_options_are_one_value_of_an_axis_in_their_canonical_form(tmp_path):
+    name = "plugopt_" + uuid.uuid4().hex[:8]
+    (tmp_path / "act.py").write_text(textwrap.dedent(f"""
+        import jax.numpy as jnp
+        from vgbench import register_activation
+
+        def {name}(x, *, gain):
+            \"\"\"A scaled tanh (a test activation with an option).\"\"\"
+            return jnp.tanh(gain * x)
+
+        register_activation("{name}", {name}, options={{"gain": 1.0}})
+        """))
+    g = grid.load(write(tmp_path, f"""
+        plugins = ["act.py"]
+        baseline = {{activation = "elu(alpha=1.0)"}}
+        [axes]
+        depth = [2, 3]
+        activation = ["elu", "elu(alpha=0.5)", "elu(alpha=1)", "{name}(gain=2)"]
+        [[exclude]]
+        depth = 3
+        activation = "elu(alpha=.5)"
+        """))
+    assert [(r.spec.depth, r.grid_axes["activation"]) for r in g.runs] == [
+        (2, "elu"), (2, "elu(alpha=0.5)"), (2, f"{name}(gain=2.0)"),
+        (3, "elu"), (3, f"{name}(gain=2.0)")]
+    assert all(r.spec.activation == r.grid_axes["activation"] for r in g.runs)
+    assert g.meta()["study_baseline"] == {"activation": "elu"}
+    hashes = {r.spec.activation: r.spec.plugin_hash for r in g.runs}
+    assert hashes["elu"] is None and isinstance(hashes[f"{name}(gain=2.0)"], str)
+
+
 @pytest.mark.parametrize("text, fragments", [
     ('[axes]\nactivation = ["relu", "relux"]\n',
      ["axes.activation[1]", "unknown activation 'relux'", "valid choices", "sigmoid", "'relu'?"]),
@@ -152,6 +183,8 @@ def test_plugins_are_loaded_relative_to_the_grid_and_hashed_into_the_specs_using
     ('[axes]\nmix = [{activation = "tanh", colour = 1}]\n', ["axes.mix[0]", "unknown key 'colour'"]),
     ('[axes]\ndepth = [2, 3\n', ["not valid TOML"]),
     ('baseline = {activation = "relux"}\n', ["study.baseline.activation", "unknown activation"]),
+    ('[axes]\nactivation = ["elu(alfa=2)"]\n',
+     ["axes.activation[0]", "unknown option 'alfa'", "alpha=1.0", "did you mean 'alpha'"]),
     ('plugins = ["nowhere.py"]\n', ["plugins", "does not exist"]),
 ])
 def test_mistakes_are_one_error_naming_file_key_and_choices(tmp_path, text, fragments):

@@ -139,3 +139,71 @@ def test_relu_uses_the_zero_subgradient_at_zero():
     relu = activations.get("relu").bind(RunSpec())
     grad = jax.vmap(jax.grad(lambda x: relu.apply(x, None)))
     np.testing.assert_array_equal(grad(np.array([-1.0, 0.0, 2.0], np.float32)), [0.0, 0.0, 1.0])
+
+
+# ---------------------------------------------------------------------------- entry options
+
+def test_options_are_read_checked_and_handed_to_a_callable_entry():
+    reg = Registry("thing")
+
+    def make(lr, *, decay, steps, nesterov, mode):
+        """A test entry with options of every type."""
+        return (lr, decay, steps, nesterov, mode)
+
+    reg.register("opt", make, options={"decay": 0.9, "steps": 3, "nesterov": False, "mode": "a"})
+    reg.register("plain", lambda lr: lr, doc="A test entry without options.")
+    assert reg.get("opt")(0.1) == (0.1, 0.9, 3, False, "a")
+    assert reg.get("opt(mode='b', decay=1, nesterov=True)")(0.1) == (0.1, 1.0, 3, True, "b")
+    assert reg.parse("opt(steps=5)") == ("opt", {"decay": 0.9, "steps": 5, "nesterov": False,
+                                                 "mode": "a"})
+    # canonical: declared order, values at their defaults left out
+    assert reg.canonical("opt(mode='b', decay=1, steps=3)") == "opt(decay=1.0, mode='b')"
+    assert reg.canonical("opt(decay=0.9)") == reg.canonical("opt()") == "opt"
+    assert reg.signature("opt") == "opt(decay=0.9, steps=3, nesterov=False, mode='a')"
+    assert reg.signature("plain") == "plain" and reg.get("plain")(2) == 2
+    assert "opt(steps=5)" in reg and "opt(steps=5.5)" not in reg and "opt(x=1)" not in reg
+    assert reg.base("opt(steps=5)") == "opt" and reg.summary("opt(steps=5)") == reg.summary("opt")
+    assert list(reg) == ["opt", "plain"]
+    with pytest.raises(TypeError, match=r"thing 'opt\(steps=2.5\)': option steps must be int"):
+        reg.get("opt(steps=2.5)")
+    with pytest.raises(ValueError, match="plain takes no options"):
+        reg.get("plain(x=1)")
+
+
+def test_register_checks_the_declared_options():
+    reg = Registry("thing")
+    with pytest.raises(TypeError, match=r"option 'size' needs a default of type bool, int, float"):
+        reg.register("a", lambda: None, doc="x", options={"size": None})
+    with pytest.raises(ValueError, match="an option name must be an identifier"):
+        reg.register("a", lambda: None, doc="x", options={"two words": 1})
+    with pytest.raises(TypeError, match="cannot receive options"):
+        reg.register("a", object(), doc="x", options={"size": 1})
+    assert "a" not in reg
+
+
+def test_elu_takes_its_alpha_as_an_option():
+    x = np.array([-3.0, -1.0, -0.1, 0.5, 2.0], np.float32)
+    default = activations.get("elu").bind(RunSpec(activation="elu"))
+    half = activations.get("elu(alpha=0.5)").bind(RunSpec(activation="elu(alpha=0.5)"))
+    steep = activations.get("elu(alpha=2)").bind(RunSpec())
+    np.testing.assert_allclose(default.apply(x), np.where(x > 0, x, np.expm1(x)), rtol=1e-6)
+    np.testing.assert_allclose(half.apply(x), np.where(x > 0, x, 0.5 * np.expm1(x)), rtol=1e-6)
+    assert default.derivative_max == half.derivative_max == 1.0 and steep.derivative_max == 2.0
+    spec = RunSpec(**TINY, activation="elu(alpha=0.5)")
+    assert spec.activation == "elu(alpha=0.5)"
+    assert_finite(run_stack([spec]), spec.activation)
+
+
+def test_an_entry_with_several_functions_gives_its_options_to_each():
+    def apply(params, state, z, *, train, scale):
+        return z * scale, state
+
+    norms.register_norm("test_scaled", lambda width, scale: ({}, {}), apply,
+                        doc="Multiply by a fixed scale (a test entry).", options={"scale": 2.0})
+    try:
+        norm = norms.get_norm("test_scaled(scale=3.0)")
+        assert norm.init(4) == ({}, {})
+        assert norm.apply({}, {}, np.float32(1.5), train=True)[0] == 4.5
+        assert RunSpec(norm="test_scaled(scale=2)").norm == "test_scaled"
+    finally:
+        norms.NORMS.unregister("test_scaled")

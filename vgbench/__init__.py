@@ -74,6 +74,10 @@ def set_xla_flags() -> None:
 
 set_xla_flags()
 
+# RunSpec reads the registries (a model's defaults, the valid names) through the resolver this
+# module installs; JAX-free to import
+from vgbench import configs as _configs  # noqa: E402,F401
+
 _EXPORTS = {
     "RunSpec": "vgbench.spec",
     "register_activation": "vgbench.activations",

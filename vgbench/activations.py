@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vgbench.registry import Registry
+from vgbench.registry import Registry, bind_options
+from vgbench.spec import LEAKY_SLOPE   # the config's default, re-exported
 
-LEAKY_SLOPE = 0.01        # leaky_relu's negative slope where the config does not set leaky_slope
 PRELU_INIT_SLOPE = 0.25   # PReLU's learnable slope at initialization (He et al. 2015)
 ELU_ALPHA = 1.0
 SELU_ALPHA = 1.6732632423543772
@@ -96,6 +96,10 @@ class Activation:
       *, xp)``, where there is one) take ``xp=NUMPY`` too: mean-field theory then uses this
       code on numpy arrays (:meth:`numpy_form`). Training never calls it (it differentiates fn).
     kinks: where fn or its derivative is not smooth (theory cuts its quadrature there).
+
+    An activation with options (``register_activation(..., options={"alpha": 1.0})``, named
+    ``"elu(alpha=0.5)"`` in a config) gets their values as keyword arguments in ``fn`` and ``derivative``, and in
+    ``derivative_max``, ``he_gain2`` and ``init_theta`` where these are functions.
     """
 
     fn: Callable[..., Any]
@@ -106,6 +110,11 @@ class Activation:
     flat_region: str | None = None
     derivative: Callable[..., Any] | None = None
     kinks: tuple[float, ...] = ()
+
+    def with_options(self, options: dict) -> Activation:
+        """This activation with its options' values given to its functions."""
+        return bind_options(self, options, ("fn", "derivative", "derivative_max", "he_gain2",
+                                            "init_theta"))
 
     def bind(self, spec) -> "BoundActivation":
         kw = dict(self.hyper(spec)) if self.hyper else {}
@@ -158,15 +167,19 @@ class BoundActivation:
         return jax.jvp(lambda v: self.apply(v, theta), (x,), (JAX.ones_like(x),))[1]
 
 
-# the config field is named here, not looked up: vgbench.spec imports this module (LEAKY_SLOPE)
 ACTIVATIONS: Registry[Activation] = Registry("activation", fields=("activation",))
 
 
 def register_activation(name: str, fn: Callable, *, derivative_max=1.0, he_gain2=2.0,
                         init_theta=None, hyper=None, flat_region: str | None = None,
                         derivative: Callable | None = None, kinks=(),
-                        doc: str | None = None, origin: str = "vgbench") -> Activation:
-    """Register an elementwise activation ``fn`` under ``name`` (see :class:`Activation`)."""
+                        doc: str | None = None, options: dict | None = None,
+                        origin: str = "vgbench") -> Activation:
+    """Register an elementwise activation ``fn`` under ``name`` (see :class:`Activation`).
+
+    ``options``: the activation's own hyperparameters, name -> default (see
+    :mod:`vgbench.registry`); ``fn`` and ``derivative`` receive them as keyword arguments.
+    """
     if not callable(fn):
         raise TypeError(f"activation {name!r}: fn must be callable, got {type(fn).__name__}")
     if derivative is not None and not callable(derivative):
@@ -178,7 +191,8 @@ def register_activation(name: str, fn: Callable, *, derivative_max=1.0, he_gain2
     entry = Activation(fn=fn, derivative_max=derivative_max, he_gain2=he_gain2,
                        init_theta=init_theta, hyper=hyper, flat_region=flat_region,
                        derivative=derivative, kinks=tuple(float(k) for k in kinks))
-    ACTIVATIONS.register(name, entry, doc=doc if doc is not None else fn.__doc__, origin=origin)
+    ACTIVATIONS.register(name, entry, doc=doc if doc is not None else fn.__doc__, origin=origin,
+                         options=options)
     return entry
 
 
@@ -238,13 +252,13 @@ def _prelu_derivative(x, *, theta, xp=JAX):
     return xp.where(x >= 0, 1.0, theta)
 
 
-def elu(x, *, xp=JAX):
-    """Exponential linear unit, alpha = 1 (Clevert et al. 2016)."""
-    return xp.where(x > 0, x, ELU_ALPHA * xp.expm1(xp.where(x > 0, 0.0, x)))
+def elu(x, *, alpha=ELU_ALPHA, xp=JAX):
+    """Exponential linear unit: x above 0, alpha (e^x - 1) below (Clevert et al. 2016)."""
+    return xp.where(x > 0, x, alpha * xp.expm1(xp.where(x > 0, 0.0, x)))
 
 
-def _elu_derivative(x, *, xp=JAX):
-    return xp.where(x > 0, 1.0, ELU_ALPHA * xp.exp(xp.minimum(x, 0.0)))
+def _elu_derivative(x, *, alpha=ELU_ALPHA, xp=JAX):
+    return xp.where(x > 0, 1.0, alpha * xp.exp(xp.minimum(x, 0.0)))
 
 
 def selu(x, *, xp=JAX):
@@ -323,7 +337,9 @@ register_activation("leaky_relu", leaky_relu, derivative=_leaky_derivative, kink
 register_activation("prelu", prelu, derivative=_prelu_derivative, kinks=(0.0,),
                     init_theta=_prelu_theta, he_gain2=leaky_gain2(PRELU_INIT_SLOPE),
                     flat_region="off")
-register_activation("elu", elu, derivative=_elu_derivative, kinks=(0.0,), flat_region="tail")
+register_activation("elu", elu, derivative=_elu_derivative, kinks=(0.0,), flat_region="tail",
+                    derivative_max=lambda s, alpha: max(1.0, abs(alpha)),
+                    options={"alpha": ELU_ALPHA})
 register_activation("selu", selu, derivative=_selu_derivative, kinks=(0.0,),
                     derivative_max=SELU_SCALE * SELU_ALPHA, flat_region="tail")
 register_activation("gelu", gelu, derivative=_gelu_derivative, derivative_max=1.1289,

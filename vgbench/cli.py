@@ -49,8 +49,9 @@ def field_help(f: dataclasses.Field, axes: dict) -> str:
                 if f.name in models.model_defaults(name)]
     if by_model:
         text += f" ({', '.join(by_model)})"
-    if f.name in axes:
-        text += f"; one of: {', '.join(axes[f.name].names())}"
+    if f.name in axes:   # an entry with options shows them at their defaults: elu(alpha=1.0)
+        reg = axes[f.name]
+        text += f"; one of: {', '.join(reg.signature(name) for name in reg.names())}"
     return text
 
 
@@ -208,9 +209,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for axis in ([args.axis] if args.axis else list(list_axes())):
         reg = registry_of(axis)
         print(f"{axis}:")
-        width = max(len(n) for n in reg.names())
-        for name in reg.names():
-            print(f"  {name.ljust(width)}  {reg.summary(name)}")
+        shown = {name: reg.signature(name) for name in reg.names()}   # elu(alpha=1.0)
+        width = max(len(text) for text in shown.values())
+        for name, text in shown.items():
+            print(f"  {text.ljust(width)}  {reg.summary(name)}")
     return 0
 
 

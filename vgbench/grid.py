@@ -80,7 +80,7 @@ from typing import Any
 
 from vgbench import registry, selection
 from vgbench import spec as spec_mod
-from vgbench.registry import did_you_mean
+from vgbench.names import did_you_mean
 from vgbench.spec import RunSpec
 
 STUDY_KEYS = ("name", "description", "seeds", "baseline", "compare_within", "plugins")
@@ -168,7 +168,8 @@ def canonical_hash(content: Any) -> str:
 
 
 class _Checker:
-    """Checks one field value on its own: type, then registered name."""
+    """Checks one field value on its own: type, then registered name (returned in its
+    canonical form, so that ``elu(alpha=1.0)`` and ``elu`` are one value everywhere)."""
 
     def __init__(self, where: str):
         self.where = where
@@ -186,10 +187,16 @@ class _Checker:
         try:
             value = spec_mod._check_type(key, value, self.types[key])
             if key in self.registries and value is not None:
-                self.registries[key].get(value, field=key)
+                value = self.registries[key].canonical(value, field=key)
         except (TypeError, ValueError) as err:
             raise GridError(f"{self.where}: {ctx}: {err}") from None
         return value
+
+    def rule_value(self, key: str, value: Any, ctx: str) -> Any:
+        """A rule's value for ``key``: one value or a list of values, each checked."""
+        if isinstance(value, list):
+            return [self.value(key, x, ctx) for x in value]
+        return self.value(key, value, ctx)
 
 
 def _label(value: Any, where: str) -> str:
@@ -528,10 +535,7 @@ def _tune(table: Any, fixed: dict, sources: dict, axes: dict, zipped: set,
                                 f"gives other values to the tuned fields ({', '.join(tuning)})")
             else:
                 check.key(k, ctx, extra=tuple(zipped))
-                if k not in zipped:
-                    for x in _as_list(v):
-                        check.value(k, x, f"{ctx}.{k}")
-                match[k] = v
+                match[k] = v if k in zipped else check.rule_value(k, v, f"{ctx}.{k}")
         if not values:
             raise GridError(f"{where}: {ctx}: gives no values; name a tuned field "
                             f"({', '.join(tuning)}) with the values to try where it matches")
@@ -588,11 +592,10 @@ def _combine(parts) -> dict:
 def _exclude(combos: list[dict], rules: Any, fixed: dict, zipped: set, check: _Checker) -> list[dict]:
     """Drop the combinations that match every key of a rule; a rule that matches none is an error."""
     for i, rule in enumerate(_rules(rules, "exclude", check.where)):
-        for k, v in rule.items():
+        for k in rule:
             check.key(k, f"exclude[{i}]", extra=tuple(zipped))
-            if k not in zipped:
-                for x in _as_list(v):
-                    check.value(k, x, f"exclude[{i}].{k}")
+        rule = {k: v if k in zipped else check.rule_value(k, v, f"exclude[{i}].{k}")
+                for k, v in rule.items()}
         before = len(combos)
         combos = [c for c in combos if not _matches(rule, _resolved(c, fixed))]
         if len(combos) == before:
@@ -646,10 +649,12 @@ def _baseline(value: Any, check: _Checker, where: str) -> dict | None:
         return None
     if not isinstance(value, dict) or not value:
         raise GridError(f"{where}: study.baseline must be a table of config fields, got {value!r}")
+    baseline = {}
     for k, v in value.items():
         check.key(k, "study.baseline")
-        check.value(k, v, f"study.baseline.{k}")
-    return dict(value)
+        checked = check.value(k, v, f"study.baseline.{k}")
+        baseline[k] = checked if k in check.registries else v   # entry names: canonical
+    return baseline
 
 
 def _expand(combos: list[dict], fixed: dict, where: str) -> list[tuple[RunSpec, dict, int]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from vgbench.registry import Registry
+from vgbench.registry import Registry, bind_options
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class InitHyper:
     he_gain2: float = 2.0
 
 
-def zeros_bias(key, shape, hp: InitHyper):
+def zeros_bias(key, shape, hp: InitHyper, **options):
     return jnp.zeros(shape, jnp.float32)
 
 
@@ -42,6 +42,10 @@ class Initializer:
     bias: Callable = zeros_bias
     mean_field: Callable[[InitHyper, int, int], tuple[float, float] | None] | None = None
 
+    def with_options(self, options: dict) -> Initializer:
+        """This scheme with its options' values given to ``weight``, ``bias`` and ``mean_field``."""
+        return bind_options(self, options, ("weight", "bias", "mean_field"))
+
     def effective_sigma2(self, hp: InitHyper, fan_in: int, fan_out: int):
         """(sigma_w^2, sigma_b^2) of the equivalent Gaussian scheme, or None."""
         return None if self.mean_field is None else self.mean_field(hp, fan_in, fan_out)
@@ -51,13 +55,19 @@ INITIALIZERS: Registry[Initializer] = Registry("init", fields=("init", "recurren
 
 
 def register_initializer(name: str, weight: Callable, *, bias: Callable = zeros_bias,
-                         mean_field=None, doc: str | None = None,
+                         mean_field=None, doc: str | None = None, options: dict | None = None,
                          origin: str = "vgbench") -> Initializer:
-    """Register ``weight(key, shape, fan_in, fan_out, hp)`` (and optionally ``bias``)."""
+    """Register ``weight(key, shape, fan_in, fan_out, hp)`` (and optionally ``bias``).
+
+    ``options``: the scheme's own hyperparameters, name -> default (see
+    :mod:`vgbench.registry`); ``weight``, ``bias`` and ``mean_field`` receive them as keyword
+    arguments.
+    """
     if not callable(weight) or not callable(bias):
         raise TypeError(f"initializer {name!r}: weight and bias must be callables")
     entry = Initializer(weight=weight, bias=bias, mean_field=mean_field)
-    INITIALIZERS.register(name, entry, doc=doc if doc is not None else weight.__doc__, origin=origin)
+    INITIALIZERS.register(name, entry, doc=doc if doc is not None else weight.__doc__, origin=origin,
+                          options=options)
     return entry
 
 

@@ -277,7 +277,7 @@ def add_to_record(record: dict, **kwargs) -> dict:
     """``record`` with the Jacobian spectra of its config and seeds added (a new dict)."""
     from vgbench.record import clean
 
-    spec = RunSpec.from_dict(dict(record["config"]), where=f"run {record.get('run_id')}")
+    spec = RunSpec.from_record(record)
     diagnostics, summary = jacobian_diagnostics(spec, record["seeds"], **kwargs)
     return {**record, "diagnostics": {**record.get("diagnostics", {}), **clean(diagnostics)},
             "summary": {**record.get("summary", {}), **clean(summary)}}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from vgbench.registry import Registry
+from vgbench.registry import Registry, bind_options
 
 EPS = 1e-5
 
@@ -31,6 +31,10 @@ class Norm:
     init: Callable
     apply: Callable
 
+    def with_options(self, options: dict) -> Norm:
+        """This normalization with its options' values given to ``init`` and ``apply``."""
+        return bind_options(self, options, ("init", "apply"))
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -39,26 +43,39 @@ class Skip:
     init: Callable
     apply: Callable
 
+    def with_options(self, options: dict) -> Skip:
+        """This skip connection with its options' values given to ``init`` and ``apply``."""
+        return bind_options(self, options, ("init", "apply"))
+
 
 NORMS: Registry[Norm] = Registry("norm")
 SKIPS: Registry[Skip] = Registry("skip")
 
 
 def register_norm(name: str, init: Callable, apply: Callable, *, doc: str,
-                  origin: str = "vgbench") -> Norm:
-    """Register a normalization from its ``init`` and ``apply`` functions."""
+                  options: dict | None = None, origin: str = "vgbench") -> Norm:
+    """Register a normalization from its ``init`` and ``apply`` functions.
+
+    ``options``: its own hyperparameters, name -> default (see :mod:`vgbench.registry`);
+    ``init`` and ``apply`` receive them as keyword arguments.
+    """
     if not callable(init) or not callable(apply):
         raise TypeError(f"norm {name!r}: init and apply must be callables")
-    return NORMS.register(name, Norm(init, apply), doc=doc, origin=origin)
+    return NORMS.register(name, Norm(init, apply), doc=doc, origin=origin, options=options)
 
 
 def register_skip(name: str, apply: Callable, *, init: Callable | None = None, doc: str | None = None,
-                  origin: str = "vgbench") -> Skip:
-    """Register a skip connection ``apply(params, x, fx)`` with optional parameter ``init(width)``."""
+                  options: dict | None = None, origin: str = "vgbench") -> Skip:
+    """Register a skip connection ``apply(params, x, fx)`` with optional parameter ``init(width)``.
+
+    ``options``: its own hyperparameters, name -> default (see :mod:`vgbench.registry`);
+    ``init`` and ``apply`` receive them as keyword arguments.
+    """
     if not callable(apply):
         raise TypeError(f"skip {name!r}: apply must be callable")
-    entry = Skip(init or (lambda width: {}), apply)
-    return SKIPS.register(name, entry, doc=doc if doc is not None else apply.__doc__, origin=origin)
+    entry = Skip(init or (lambda width, **options: {}), apply)
+    return SKIPS.register(name, entry, doc=doc if doc is not None else apply.__doc__, origin=origin,
+                          options=options)
 
 
 def get_norm(name: str) -> Norm:

@@ -24,23 +24,28 @@ PER_LAYER_CLIPS: set[str] = set()
 
 
 def register_optimizer(name: str, make: Callable, *, doc: str | None = None,
-                       origin: str = "vgbench") -> Callable:
-    """Register ``make(lr) -> optax.GradientTransformation`` under ``name``."""
+                       options: dict | None = None, origin: str = "vgbench") -> Callable:
+    """Register ``make(lr) -> optax.GradientTransformation`` under ``name``.
+
+    ``options``: its own hyperparameters, name -> default (see :mod:`vgbench.registry`);
+    ``make`` receives them as keyword arguments.
+    """
     if not callable(make):
         raise TypeError(f"optimizer {name!r}: make must be callable")
-    return OPTIMIZERS.register(name, make, doc=doc, origin=origin)
+    return OPTIMIZERS.register(name, make, doc=doc, origin=origin, options=options)
 
 
 def register_clip(name: str, make: Callable, *, doc: str | None = None, per_layer: bool = False,
-                  origin: str = "vgbench") -> Callable:
+                  options: dict | None = None, origin: str = "vgbench") -> Callable:
     """Register a gradient transform ``make(threshold) -> optax.GradientTransformation``.
 
     ``per_layer=True`` marks a stateless leaf-wise transform that must see each layer's arrays
-    alone (see the module docstring).
+    alone (see the module docstring). ``options``: its own hyperparameters, name -> default
+    (see :mod:`vgbench.registry`); ``make`` receives them as keyword arguments.
     """
     if not callable(make):
         raise TypeError(f"clip {name!r}: make must be callable")
-    CLIPS.register(name, make, doc=doc, origin=origin)
+    CLIPS.register(name, make, doc=doc, origin=origin, options=options)
     if per_layer:
         PER_LAYER_CLIPS.add(name)
     return make
@@ -122,6 +127,6 @@ def build(spec, lr, layer_axes=None) -> optax.GradientTransformation:
     ``layer_axes`` (from ``Model.layer_axes``) tells a per-layer clip where layers are stacked.
     """
     clip = CLIPS.get(spec.clip)(spec.clip_threshold)
-    if spec.clip in PER_LAYER_CLIPS and layer_axes is not None:
+    if CLIPS.base(spec.clip) in PER_LAYER_CLIPS and layer_axes is not None:
         clip = per_layer(clip, layer_axes)
     return optax.chain(clip, OPTIMIZERS.get(spec.optimizer)(lr))

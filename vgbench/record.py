@@ -151,7 +151,7 @@ def with_theory_inputs(record: dict) -> dict | None:
     if "theory" in record or config.get("model") not in models.MODELS \
             or not models.facts(config["model"]).mean_field:
         return None
-    spec = RunSpec.from_dict(dict(config), where=f"run {record.get('run_id')}")
+    spec = RunSpec.from_record(record)
     inputs = theory_inputs(spec, int(np.prod(tasks.make(spec).input_shape)))
     return None if inputs is None else clean({**record, "theory": inputs})
 

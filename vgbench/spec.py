@@ -2,6 +2,13 @@
 
 It is the only thing that flows from a grid file or the command line into the code. Seeds are
 not part of it: they are a vmapped axis of the compiled program.
+
+This module is a leaf: it imports nothing of vgbench but :mod:`vgbench.names`. It checks what
+a config is on its own (field names, types, ranges) and hashes it; what a config means beyond
+that (a model's defaults, the valid entry names and their options, the plugins that made them)
+is the registries' knowledge, and the registries import this module for the field names. So a
+:class:`Resolver` carries that knowledge in: :mod:`vgbench.configs` installs it when
+``vgbench`` is imported, before any caller can reach this module (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
-from vgbench.activations import LEAKY_SLOPE   # JAX-free, like this module
+from vgbench.names import did_you_mean
+
 
 SCHEMA = "vgbench.run/1"
+LEAKY_SLOPE = 0.01   # leaky_relu's negative slope where a config does not set leaky_slope
 
 # Fields whose value does not change the compiled training program (the initializer and its
 # scales set the initial parameters, lr is an input of the program): runs that differ only in
@@ -38,7 +48,15 @@ class RunSpec:
     Fields a config leaves out take the model's defaults first (``register_model(...,
     defaults=)``: ``RunSpec(model="rnn")`` is a tanh RNN on the adding task), then the defaults
     below; so the command line, grid files and Python build the same config from the same
-    fields.
+    fields. Entry names are checked and kept in their canonical form (an entry's options at
+    their defaults left out: ``activation="elu(alpha=1.0)"`` is ``"elu"``).
+
+    A new field takes a default that does what every run did before the field existed, and
+    that default never changes: run ids hash a later field only where it differs from its
+    default (:data:`ID_FIELDS_V1`), so adding it keeps every stored record's id. A
+    hyperparameter of one entry is not a field but an option of that entry
+    (:mod:`vgbench.registry`: ``activation="elu(alpha=0.5)"``); ``leaky_slope`` is the one
+    such field, kept so that its runs keep their ids.
     """
 
     task: str = _field("digits", "the task: its data, loss and success target")
@@ -91,17 +109,17 @@ class RunSpec:
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
         _check_ranges(self)
-        _check_names(self)
+        for name, canonical in _RESOLVER.canonical_names(self).items():
+            object.__setattr__(self, name, canonical)
+        _RESOLVER.check(self)
         if self.plugin_hash is None:
-            from vgbench import plugins
-
-            object.__setattr__(self, "plugin_hash", plugins.hash_for(self))
+            object.__setattr__(self, "plugin_hash", _RESOLVER.plugin_hash(self))
 
     @staticmethod
     def defaults(model: Any = None) -> dict[str, Any]:
         """Every field's default for a config of ``model`` (None: the default model)."""
         values = field_defaults()
-        return {**values, **_model_defaults(values["model"] if model is None else model)}
+        return {**values, **_RESOLVER.model_defaults(values["model"] if model is None else model)}
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +127,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """Stable hash of the config: the same fields always give the same id."""
+        """Stable hash of the config: the same fields always give the same id (see
+        :func:`run_id_of`)."""
         return run_id_of(self.to_dict())
 
     def replace(self, **changes) -> "RunSpec":
@@ -145,6 +164,19 @@ class RunSpec:
         except (TypeError, ValueError) as err:
             raise type(err)(f"{where}: {err}") from None
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RunSpec:
+        """The config of a stored record, its run id that of the record.
+
+        A field the record lacks was added after it was written: the run did what that
+        field's default does (:func:`stored_config`), whatever a model's default for it now is.
+        """
+        config = record.get("config")
+        where = f"run {record.get('run_id')}"
+        if not isinstance(config, dict):
+            raise TypeError(f"{where}: its config is not a table of config fields")
+        return cls.from_dict(stored_config(config), where=where)
+
 
 def field_names() -> list[str]:
     return [f.name for f in fields(RunSpec)]
@@ -161,9 +193,47 @@ def log_steps(steps: int, log_every: int) -> list[int]:
     return points if points[-1] == steps else [*points, steps]
 
 
+# The config's fields when run ids became robust to new fields: every id hashes them,
+# whatever their values, as every id before did. Frozen: never remove or rename one (every
+# stored id would change). A field added since enters the hash only where its value differs
+# from its default (id_config).
+ID_FIELDS_V1 = (
+    "task", "model", "depth", "width", "activation", "init", "sigma_w", "sigma_b", "leaky_slope",
+    "norm", "skip", "cell", "recurrent_init", "forget_bias", "seq_len", "input_dim",
+    "input_scale", "optimizer", "lr", "clip", "clip_threshold", "steps", "batch_size",
+    "log_every", "target", "data_dir", "plugin_hash",
+)
+
+
+def id_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config its run id hashes, and that tells two stored configs apart.
+
+    Every field of :data:`ID_FIELDS_V1`, and a field added since only where its value differs
+    from its default; a field the config lacks counts as at its default. Why: a record stores
+    the config it was run with, so one made before a field existed lacks it, and it ran as the
+    field's default does (a new field's default is, by rule, the behaviour before it). Hashing
+    a later field at its default would change every id when the field is added and run every
+    stored record again; leaving it out gives such a config the id it had, while a value that
+    changes the run changes the id. The V1 fields stay hashed whatever their value so that the
+    ids made before this rule stay what they were. (Keys that are no field of the config are
+    hashed too, as they always were.)
+    """
+    defaults = field_defaults()
+    return {key: value for key, value in config.items()
+            if key in ID_FIELDS_V1 or key not in defaults or value != defaults[key]}
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored record's config with the fields added since it was written, at their defaults."""
+    defaults = field_defaults()
+    return {**{key: defaults[key] for key in defaults if key not in ID_FIELDS_V1}, **config}
+
+
 def run_id_of(config: dict[str, Any]) -> str:
-    """The run id of a complete config (every field, as ``RunSpec.to_dict`` gives it)."""
-    blob = json.dumps({"schema": SCHEMA, "config": config}, sort_keys=True, separators=(",", ":"))
+    """The run id of a complete config (every field, as ``RunSpec.to_dict`` gives it): a hash
+    of its :func:`id_config`."""
+    blob = json.dumps({"schema": SCHEMA, "config": id_config(config)}, sort_keys=True,
+                      separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -180,18 +250,37 @@ def seeds_from(value: Any) -> tuple[int, ...]:
 
 
 def unknown_field_message(name: str) -> str:
-    from vgbench.registry import did_you_mean
-
     return (f"unknown config field {name!r}; valid fields: {', '.join(field_names())}"
             f"{did_you_mean(name, field_names())}")
 
 
-def _model_defaults(model: Any) -> dict[str, Any]:
-    """The defaults of the model a config names; none for a name that is not a model (the
-    registry check then rejects it with the valid names)."""
-    from vgbench import models
+class Resolver(NamedTuple):
+    """What a config needs to know of the registries (:mod:`vgbench.configs` installs one).
 
-    return models.model_defaults(model) if isinstance(model, str) and model in models.MODELS else {}
+    model_defaults: ``model_defaults(model) -> dict``, the config fields a run of the model a
+      config names takes where it does not set them; empty for a name that is no model (the
+      name check then rejects it with the valid names).
+    canonical_names: ``canonical_names(spec) -> {field: name}``, every entry name of the config
+      in its canonical form; an unknown name or option raises with the valid choices.
+    check: ``check(spec)`` raises ValueError where the fields do not fit the model.
+    plugin_hash: ``plugin_hash(spec)``, the hash of the plugins whose entries it names, or None.
+    """
+
+    model_defaults: Callable[[Any], dict[str, Any]]
+    canonical_names: Callable[[Any], dict[str, str]]
+    check: Callable[[Any], None]
+    plugin_hash: Callable[[Any], str | None]
+
+
+# the resolver of a bare spec module: no model defaults, no name checks, no plugins
+_RESOLVER = Resolver(model_defaults=lambda model: {}, canonical_names=lambda spec: {},
+                     check=lambda spec: None, plugin_hash=lambda spec: None)
+
+
+def set_resolver(resolver: Resolver) -> None:
+    """Install what configs read of the registries (done by :mod:`vgbench.configs`)."""
+    global _RESOLVER
+    _RESOLVER = resolver
 
 
 _TYPES: dict[str, Any] | None = None
@@ -247,11 +336,3 @@ def _check_ranges(s: RunSpec) -> None:
     need(s.seq_len >= 1, f"seq_len must be >= 1, got {s.seq_len}")
     need(s.input_dim >= 1, f"input_dim must be >= 1, got {s.input_dim}")
     need(s.input_scale > 0, f"input_scale must be > 0, got {s.input_scale}")
-
-
-def _check_names(s: RunSpec) -> None:
-    from vgbench import models, registry
-
-    for name, reg in registry.axes().items():
-        reg.get(getattr(s, name), field=name)
-    models.check_compatible(s)

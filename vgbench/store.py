@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vgbench.record import clean, write_json_atomic
-from vgbench.spec import SCHEMA
+from vgbench.spec import SCHEMA, id_config
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,12 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
     def check(self, run_id: str, config: dict, seeds) -> Existing:
-        """Whether ``run_id`` is done: its record exists, parses and belongs to this config."""
+        """Whether ``run_id`` is done: its record exists, parses and belongs to this config.
+
+        The record belongs to the config when the two agree on every field the run id hashes
+        (:func:`vgbench.spec.id_config`): a record made before a field was added lacks it,
+        and still belongs to a config that has that field at its default.
+        """
         path = self.path(run_id)
         try:
             blob = path.read_bytes()
@@ -211,7 +216,8 @@ def _record_problem(record, run_id: str, config: dict) -> str | None:
         return f"schema {record.get('schema')!r} is not {SCHEMA!r}"
     if record.get("run_id") != run_id:
         return f"its run_id {record.get('run_id')!r} does not match the file name"
-    if record.get("config") != config:
+    stored = record.get("config")
+    if not isinstance(stored, dict) or id_config(stored) != id_config(config):
         return "its config differs from the run's config"
     seeds, status = record.get("seeds"), record.get("status")
     if not isinstance(seeds, list) or not seeds or not isinstance(status, list) or len(status) != len(seeds):

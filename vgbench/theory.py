@@ -41,7 +41,7 @@ from numpy.polynomial.legendre import leggauss
 
 from vgbench import activations
 from vgbench.activations import LEAKY_SLOPE
-from vgbench.registry import did_you_mean
+from vgbench.names import did_you_mean
 
 N_POINTS = 100  # Gauss-Hermite nodes per axis; the composite rule uses N_POINTS // 8 per piece
 Q_TINY, Q_HUGE = 1e-30, 1e30  # where a limit q* = 0 or q* = inf is evaluated

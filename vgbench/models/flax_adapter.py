@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from vgbench.models import Model, register_model
+from vgbench.models.base import Model, register_model
 from vgbench.models.layers import (N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples,
                                    safe_norm, tree_norm)
 

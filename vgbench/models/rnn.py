@@ -52,10 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgbench import activations, inits
-from vgbench.models import Model, register_model
+from vgbench.models.base import Model, register_model
 from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, safe_norm,
                                    stacked_axes, stacked_norms, tree_norm)
-from vgbench.registry import Registry
+from vgbench.registry import Registry, bind_options
 
 UNROLL = 1               # time steps per loop iteration (2 and 4 measured no faster on CPU)
 SPECTRAL_SQUARINGS = 20  # rho(W) from ||W^(2^20)||^(2^-20): converged far below 1e-5
@@ -96,6 +96,10 @@ class Cell:
     spectral_block: int = 0
     additive: bool = False
 
+    def with_options(self, options: dict) -> Cell:
+        """This cell with its options' values given to its functions."""
+        return bind_options(self, options, ("pointwise", "bias", "extra", "candidate", "gate"))
+
 
 CELLS: Registry[Cell] = Registry("cell")
 
@@ -105,8 +109,13 @@ def register_cell(name: str, pointwise: Callable, *, blocks: int, state_size: in
                   bias: Callable | None = None, extra: Callable | None = None,
                   candidate: Callable | None = None, gate: Callable | None = None,
                   spectral_block: int = 0, additive: bool = False, doc: str | None = None,
-                  origin: str = "vgbench") -> Cell:
-    """Register a recurrent cell for ``model = "rnn"`` under ``name`` (see :class:`Cell`)."""
+                  options: dict | None = None, origin: str = "vgbench") -> Cell:
+    """Register a recurrent cell for ``model = "rnn"`` under ``name`` (see :class:`Cell`).
+
+    ``options``: the cell's own hyperparameters, name -> default (see
+    :mod:`vgbench.registry`); its functions (``pointwise``, ``bias``, ``extra``,
+    ``candidate``, ``gate``) receive them as keyword arguments.
+    """
     if not callable(pointwise):
         raise TypeError(f"cell {name!r}: pointwise must be callable")
     if blocks < 1 or state_size < 1 or not 0 <= spectral_block < blocks:
@@ -114,9 +123,10 @@ def register_cell(name: str, pointwise: Callable, *, blocks: int, state_size: in
                          f"0 <= spectral_block < blocks")
     entry = Cell(pointwise=pointwise, blocks=blocks, state_size=state_size, activation=activation,
                  recurrent_init=recurrent_init, bias=bias, extra=extra,
-                 candidate=candidate or (lambda act, cp, xp, hw: xp + hw), gate=gate,
+                 candidate=candidate or (lambda act, cp, xp, hw, **options: xp + hw), gate=gate,
                  spectral_block=spectral_block, additive=additive)
-    CELLS.register(name, entry, doc=doc if doc is not None else pointwise.__doc__, origin=origin)
+    CELLS.register(name, entry, doc=doc if doc is not None else pointwise.__doc__, origin=origin,
+                   options=options)
     return entry
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from vgbench.spec import SCHEMA   # the record format this reporter reads
+from vgbench.spec import SCHEMA, stored_config   # the record format this reporter reads
 
 STATUSES = ("ok", "diverged", "failed")
 _REQUIRED = {"run_id": str, "config": dict, "seeds": list, "status": list, "metrics": dict,
@@ -80,6 +80,7 @@ def read_record(path: Path) -> tuple[dict | None, Problem | None]:
     if reason is not None:
         return None, Problem(str(path), reason)
     record["_source"] = str(path)
+    record["config"] = stored_config(record["config"])   # fields added since: their defaults
     return record, None
 
 

@@ -19,44 +19,12 @@ its own layout (:func:`vgbench.models.laid_out`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
-
-import jax
-import jax.numpy as jnp
-
-from vgbench.registry import Registry
-
-
-class Task(NamedTuple):
-    """A training task (see the module docstring)."""
-
-    name: str
-    input_shape: tuple[int, ...]   # per example, natural: (8, 8, 1), (T, channels), (d,)
-    output_dim: int
-    sample: Callable[[jax.Array, int], tuple[Any, Any]]
-    loss: Callable[[Any, Any], jax.Array]
-    metrics: Callable[[Any, Any], dict[str, jax.Array]]
-    eval_train: tuple[Any, Any]
-    eval_val: tuple[Any, Any]      # the validation split: the only one selection reads
-    eval_test: tuple[Any, Any]
-    baseline: float                # loss of the trivial (input-blind) predictor
-    target_metric: str             # key of ``metrics`` the success target refers to
-    target: float
-    higher_is_better: bool
-    info: dict | None = None       # how the data were made (generator, version, arguments):
-                                   # the run record stores it as ``task_info``
-
-
-TASKS: Registry[Callable] = Registry("task")
-
-
-def register_task(name: str, make: Callable, *, doc: str | None = None,
-                  origin: str = "vgbench") -> Callable:
-    """Register a task factory ``make(spec) -> Task`` under ``name``."""
-    if not callable(make):
-        raise TypeError(f"task {name!r}: make must be callable")
-    return TASKS.register(name, make, doc=doc, origin=origin)
+# the built-in tasks register themselves on import
+from vgbench.tasks import classification as _classification  # noqa: F401
+from vgbench.tasks import sequence as _sequence  # noqa: F401
+from vgbench.tasks import mnist1d as _mnist1d  # noqa: F401
+from vgbench.tasks.base import (TASKS, Task, classification_metrics, mse,  # noqa: F401
+                                register_task, softmax_xent)
 
 
 def make(spec) -> Task:
@@ -68,27 +36,3 @@ def make(spec) -> Task:
     if spec.target is not None:
         task = task._replace(target=float(spec.target))
     return task
-
-
-# ---------------------------------------------------------------------------- shared losses
-
-def softmax_xent(logits, labels):
-    """Mean cross-entropy of integer labels under softmax(logits)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
-
-
-def classification_metrics(logits, labels):
-    return {"loss": softmax_xent(logits, labels),
-            "accuracy": jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))}
-
-
-def mse(pred, target):
-    """Mean squared error."""
-    return jnp.mean(jnp.square(pred - target))
-
-
-# the built-in tasks register themselves on import
-from vgbench.tasks import classification as _classification  # noqa: E402,F401
-from vgbench.tasks import sequence as _sequence  # noqa: E402,F401
-from vgbench.tasks import mnist1d as _mnist1d  # noqa: E402,F401

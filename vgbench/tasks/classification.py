@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgbench.tasks import Task, classification_metrics, register_task, softmax_xent
+from vgbench.tasks.base import Task, classification_metrics, register_task, softmax_xent
 
 SPLIT_SEED = 0          # the train/validation/test split never depends on the run's seed
 VAL_FRACTION = 0.2      # of the training part, held out as the validation split

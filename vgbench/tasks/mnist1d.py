@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgbench.tasks import Task, classification_metrics, register_task, softmax_xent
+from vgbench.tasks.base import Task, classification_metrics, register_task, softmax_xent
 
 # mnist1d.data.get_dataset_args() of mnist1d 0.0.2.post1, less its download URL
 GENERATOR_ARGS: dict[str, Any] = {

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgbench.tasks import Task, classification_metrics, mse, register_task, softmax_xent
+from vgbench.tasks.base import Task, classification_metrics, mse, register_task, softmax_xent
 
 EVAL_SIZE = 512            # sequences in each fixed evaluation set
 EVAL_KEYS = (1, 3, 2)      # fixed keys of the training-side, validation and test evaluation sets
