@@ -40,6 +40,7 @@ bench-quick: $(STAMP)
 	$(call run_then_report,benchmarks/smoke.toml)
 
 test: $(STAMP) $(RAY_STAMP)
+	$(BIN)/ruff check vgbench tests benchmarks
 	$(BIN)/python -m pytest -q
 
 perf: $(STAMP)

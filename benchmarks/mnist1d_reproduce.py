@@ -242,7 +242,8 @@ def mean_std(values) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| data | model | params | published | final test acc. (%) | best test acc. on the curve (%) | final train acc. (%) | per seed (final) |",
+    lines = ["| data | model | params | published | final test acc. (%) | best test acc. on the curve (%) "
+             "| final train acc. (%) | per seed (final) |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         per_seed = " / ".join(f"{100 * a:.1f}" for a in r["final_test_acc"])

@@ -22,14 +22,16 @@ import sys
 from pathlib import Path
 
 import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from perf import (Roofline, _fmt, _write, program_runner, scanned_sgd,  # noqa: E402
-                  seconds_per_step, steps_for)
+from perf import Roofline, _fmt, _write, program_runner, scanned_sgd, seconds_per_step, steps_for  # noqa: E402
+
 from vgbench.models.conv import conv_native, patches_matmul  # noqa: E402
 from vgbench.spec import RunSpec  # noqa: E402
 

@@ -36,6 +36,8 @@ import sys
 import time
 
 import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import optax

@@ -17,6 +17,8 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
 
 import vgbench  # noqa: E402,F401  (sets vgbench's XLA flags before a test module imports JAX)
+
+# isort: split
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -30,3 +32,9 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """One persistent compilation cache for every results directory of the tests."""
+    return tmp_path_factory.getbasetemp() / "vgbench-jax-cache"

@@ -7,8 +7,7 @@ import pytest
 
 from vgbench import models, tasks
 from vgbench.models import conv as conv_mod
-from vgbench.models.conv import (conv, conv_method, conv_native, conv_patches, patches_matmul,
-                                 same_padding)
+from vgbench.models.conv import conv, conv_method, conv_native, conv_patches, patches_matmul, same_padding
 from vgbench.spec import RunSpec
 from vgbench.train import init_params
 

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_grids import tiny_grid
+from test_runner import records, results_dir
 
 import vgbench
 from vgbench import grid, train
 from vgbench.executors import make_executor, run_batch
 from vgbench.runner import make_batches
 from vgbench.store import RunLock, Store
-
-from fixtures_grids import tiny_grid
-from test_runner import jax_cache, records, results_dir  # noqa: F401  (jax_cache: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 

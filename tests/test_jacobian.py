@@ -134,7 +134,7 @@ def test_add_to_record_keeps_the_record_compact_and_valid_json():
     assert diagnostics["jacobian_method"] == "exact"
     assert len(out["summary"]["jacobian_log10_mean_sq"]) == 2
     json.loads(dumps(out))                                        # no NaN or Infinity
-    from vgbench.report.records import check_record                # the reporter reads it
+    from vgbench.report.records import check_record  # the reporter reads it
     assert check_record({**out, "schema": "vgbench.run/1", "status": ["ok", "ok"],
                          "metrics": {}}) is None
     assert "jacobian_singular_values" not in record["diagnostics"]  # the input is not changed

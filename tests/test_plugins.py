@@ -91,7 +91,8 @@ def test_a_new_activation_plugin_flows_into_leaderboard_and_figures(tmp_path):
 
     # the figure's data: the classic gradient-vs-layer plot has one line per activation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from vgbench.report import figures as fig_mod, frames
+    from vgbench.report import figures as fig_mod
+    from vgbench.report import frames
 
     loaded = frames.load_frames(results)
     frame = frames.with_runs(loaded.grad_stats, loaded.runs, columns=["entry", "depth"])

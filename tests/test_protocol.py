@@ -162,7 +162,7 @@ def test_modern_mitigations_compares_each_activation_with_its_own_unmitigated_ne
 
 def test_an_extension_fires_exactly_when_the_end_value_wins_and_stops_at_the_limit(tmp_path):
     g = one_entry(tmp_path, "[tune]\nlr = [0.01, 0.03]\nlimits = {lr = [0.001, 0.3]}\nextend = 5\n")
-    rising = lambda lr: min(0.95, 0.5 + lr)                  # noqa: E731: the top always wins
+    rising = lambda lr: min(0.95, 0.5 + lr)                  # noqa: E731  (the top always wins)
     store = store_with(tmp_path / "a", g, rising)
     assert extend_until_done(g, store, rising) == [0.1, 0.3]   # 1.0 would pass the limit 0.3
     confirm = confirmation_grid(g, store).runs

@@ -2,10 +2,10 @@
 
 import numpy as np
 
+from vgbench import record as record_mod
 from vgbench.diagnostics import BLOWUP_FACTOR, blown_up_at
 from vgbench.spec import RunSpec
 from vgbench.train import train
-from vgbench import record as record_mod
 
 
 def test_a_finite_but_exploded_loss_is_a_divergence():

@@ -5,12 +5,12 @@ import sys
 
 import pandas as pd
 import pytest
-
 from fixtures_records import record, recurrent_study, toy_study, write_results
-from vgbench.report.synthetic import write_records
+
 from vgbench.report import build_report
 from vgbench.report.captions import LOOK_AT, figure_kind
 from vgbench.report.index import Output, index_text
+from vgbench.report.synthetic import write_records
 
 
 def test_build_report_writes_frames_leaderboards_tables_figures_and_index(tmp_path):

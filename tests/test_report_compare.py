@@ -2,9 +2,8 @@
 
 import copy
 
-import pytest
-
 from fixtures_records import toy_study, write_results
+
 from vgbench import cli
 from vgbench.report.compare import compare_results
 

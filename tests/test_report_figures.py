@@ -1,20 +1,20 @@
 """Every figure function draws what it should: lines, bands, markers, meshes (not pixels)."""
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from pathlib import Path
-
+from fixtures_records import SMALL, record, recurrent_study, toy_study
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection, QuadMesh
 
-from fixtures_records import SMALL, record, recurrent_study, toy_study
-from vgbench.report.synthetic import figure_gallery, make_record
 from vgbench.report import build_frames, with_runs
 from vgbench.report import figures as fg
 from vgbench.report.figure_files import study_figures
 from vgbench.report.style import entry_styles
+from vgbench.report.synthetic import figure_gallery, make_record
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-
 from fixtures_records import SMALL, record, recurrent_study, toy_study, write_results
+
 from vgbench.report import build_frames, load_frames, load_records, with_runs
 from vgbench.report.frames import study_design
 from vgbench.report.synthetic import make_record

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures_records import record, toy_study
+
 from vgbench.report import build_frames, by_setting, leaderboard
 from vgbench.report.leaderboard import baseline_map, frontier
 
@@ -91,7 +91,8 @@ def test_leaderboard_ranks_at_the_deepest_common_depth(runs):
     assert relu["frontier"] == 4 and relu["frontier_censored"]
     for column in ("success", "steps_to_target", "abs_log10_attenuation_init",
                    "abs_log10_attenuation_final", "decay_per_layer", "dead_fraction",
-                   "saturation", "tail_saturation", "inactive_fraction", "diff", "diff_ci_low", "diff_ci_high", "p_improve",
+                   "saturation", "tail_saturation", "inactive_fraction", "diff", "diff_ci_low",
+                   "diff_ci_high", "p_improve",
                    "n_paired", "ci_low", "ci_high", "std", "median"):
         assert column in board.columns, column
 

@@ -5,11 +5,19 @@ import shutil
 import subprocess
 
 import pytest
-
 from fixtures_records import toy_study
+
 from vgbench.report import build_frames, by_setting, leaderboard
-from vgbench.report.tables import (LATEX, MARKDOWN, latex_escape, latex_table, markdown_table,
-                                   number, provenance, seed_text)
+from vgbench.report.tables import (
+    LATEX,
+    MARKDOWN,
+    latex_escape,
+    latex_table,
+    markdown_table,
+    number,
+    provenance,
+    seed_text,
+)
 
 
 @pytest.fixture(scope="module")

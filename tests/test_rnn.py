@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from vgbench import cli, diagnostics, models, optimizers, record, tasks
+from vgbench import cli, diagnostics, models, optimizers, tasks
 from vgbench.models import rnn
 from vgbench.spec import RunSpec
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_grids import tiny_grid
+
 from vgbench import cli, grid
 from vgbench.runner import make_batches, select_shard
 from vgbench.train import program_key
@@ -21,12 +21,6 @@ SMOKE = ROOT / "benchmarks" / "smoke.toml"
 VOLATILE = ("timing", "created")
 
 TINY = tiny_grid("tiny", 'depth = [2, 3]\nactivation = ["tanh", "relu"]\ninit = ["naive", "he_normal"]')
-
-
-@pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    """One persistent compilation cache for every results directory of the tests."""
-    return tmp_path_factory.getbasetemp() / "vgbench-jax-cache"
 
 
 def results_dir(path: Path, jax_cache: Path) -> Path:

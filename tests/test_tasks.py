@@ -13,7 +13,7 @@ from vgbench.tasks.classification import read_idx, write_idx
 
 def test_digits_is_a_fixed_split_of_the_bundled_images():
     task = tasks.make(RunSpec(task="digits"))
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = task.eval_train, task.eval_val, task.eval_test
+    (x_tr, _), (x_va, y_va), (x_te, y_te) = task.eval_train, task.eval_val, task.eval_test
     assert x_tr.shape == (1150, 8, 8, 1) and x_va.shape == (288, 8, 8, 1) and x_te.shape == (359, 8, 8, 1)
     assert set(np.unique(y_te)) == set(range(10)) == set(np.unique(y_va))
     again = tasks.make(RunSpec(task="digits", depth=7))

@@ -5,8 +5,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures_records import record, write_results
+
 from vgbench import grid
 from vgbench.report import tuning
 from vgbench.report.build import build_report
@@ -228,7 +228,8 @@ def test_bad_tune_when_rules_are_one_error_naming_file_and_rule(tmp_path, tune, 
 
 
 @pytest.mark.parametrize("tune, fixed, message", [
-    ("[tune]\nwidth = [8, 16]\n", 'task = "digits"\n', r"tune\.width: cannot tune 'width' \(it changes the compiled program"),
+    ("[tune]\nwidth = [8, 16]\n", 'task = "digits"\n',
+     r"tune\.width: cannot tune 'width' \(it changes the compiled program"),
     ("[tune]\nlr = []\n", 'task = "digits"\n', r"tune\.lr: expected a non-empty list"),
     ("[tune]\nlr = [0.1, -0.01]\n", 'task = "digits"\n', r"tune\.lr\[1\]: .*> 0"),
     ("[tune]\nlr = [0.1, 0.0]\n", 'task = "digits"\n', r"tune\.lr\[1\]"),

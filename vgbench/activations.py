@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vgbench.registry import Registry, bind_options
-from vgbench.spec import LEAKY_SLOPE   # the config's default, re-exported
+from vgbench.spec import LEAKY_SLOPE  # noqa: F401  (the config's default, named here too)
 
 PRELU_INIT_SLOPE = 0.25   # PReLU's learnable slope at initialization (He et al. 2015)
 ELU_ALPHA = 1.0
@@ -98,8 +98,9 @@ class Activation:
     kinks: where fn or its derivative is not smooth (theory cuts its quadrature there).
 
     An activation with options (``register_activation(..., options={"alpha": 1.0})``, named
-    ``"elu(alpha=0.5)"`` in a config) gets their values as keyword arguments in ``fn`` and ``derivative``, and in
-    ``derivative_max``, ``he_gain2`` and ``init_theta`` where these are functions.
+    ``"elu(alpha=0.5)"`` in a config) gets their values as keyword arguments in ``fn`` and
+    ``derivative``, and in ``derivative_max``, ``he_gain2`` and ``init_theta`` where these are
+    functions.
     """
 
     fn: Callable[..., Any]

@@ -26,7 +26,6 @@ from vgbench.fingerprint import program_fingerprint
 from vgbench.spec import SCHEMA, RunSpec
 
 
-
 def version() -> str:
     try:
         return importlib.metadata.version("vgbench")

@@ -25,7 +25,6 @@ from typing import Any, NamedTuple
 
 from vgbench.names import did_you_mean
 
-
 SCHEMA = "vgbench.run/1"
 LEAKY_SLOPE = 0.01   # leaky_relu's negative slope where a config does not set leaky_slope
 

@@ -1,8 +1,9 @@
 """A verdict per seed: vanishing, exploding or healthy, at initialization and at the end.
 
 The backpropagated signal ||dL/dh_l|| over the hidden layers (the output layer, whose width is
-the task's, is left out) is summarised by two numbers (``vgbench.diagnostics.profile``): its fitted slope, in decades per layer
-(positive when the signal shrinks towards the input), and its *fall*, log10 ||dL/dh|| at the
+the task's, is left out) is summarised by two numbers (``vgbench.diagnostics.profile``): its
+fitted slope, in decades per layer (positive when the signal shrinks towards the input), and
+its *fall*, log10 ||dL/dh|| at the
 last hidden layer minus at the first (decades; positive when the first layer gets less). A
 profile is **vanishing** when the slope exceeds ``SLOPE`` *and* the fall exceeds ``FALL``,
 **exploding** when both are past their negatives, and **healthy** otherwise. The range of

@@ -27,9 +27,21 @@ import math
 from vgbench.models import cnn as _cnn  # noqa: F401
 from vgbench.models import mlp as _mlp  # noqa: F401
 from vgbench.models import rnn as _rnn  # noqa: F401
-from vgbench.models.base import (DEFAULT_COST_PER_LAYER_STEP, INPUT_LAYOUTS, MODELS,  # noqa: F401
-                                 _FACTS, Model, ModelFacts, check_compatible, describe, facts,
-                                 input_layout, model_defaults, register_model, step_cost)
+from vgbench.models.base import (  # noqa: F401
+    _FACTS,
+    DEFAULT_COST_PER_LAYER_STEP,
+    INPUT_LAYOUTS,
+    MODELS,
+    Model,
+    ModelFacts,
+    check_compatible,
+    describe,
+    facts,
+    input_layout,
+    model_defaults,
+    register_model,
+    step_cost,
+)
 
 
 def laid_out(input_shape: tuple[int, ...], layout: str, where: str) -> tuple[int, ...]:

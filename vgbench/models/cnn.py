@@ -16,8 +16,16 @@ import jax.numpy as jnp
 
 from vgbench.models.base import Model, register_model
 from vgbench.models.conv import conv
-from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
-                                   stacked_axes, stacked_norms, tree_norm)
+from vgbench.models.layers import (
+    NAN_STATS,
+    Parts,
+    delta_norm,
+    layer_stats,
+    pick_samples,
+    stacked_axes,
+    stacked_norms,
+    tree_norm,
+)
 
 KERNEL = 3
 

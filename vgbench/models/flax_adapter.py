@@ -39,8 +39,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from vgbench.models.base import Model, register_model
-from vgbench.models.layers import (N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples,
-                                   safe_norm, tree_norm)
+from vgbench.models.layers import N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples, safe_norm, tree_norm
 
 PROBE_PARAMS = "params"
 PERTURBATIONS = "perturbations"

@@ -23,8 +23,16 @@ import jax
 import jax.numpy as jnp
 
 from vgbench.models.base import Model, register_model
-from vgbench.models.layers import (NAN_STATS, Parts, delta_norm, layer_stats, pick_samples,
-                                   stacked_axes, stacked_norms, tree_norm)
+from vgbench.models.layers import (
+    NAN_STATS,
+    Parts,
+    delta_norm,
+    layer_stats,
+    pick_samples,
+    stacked_axes,
+    stacked_norms,
+    tree_norm,
+)
 
 UNROLL_MAX_HIDDEN = 24   # hidden layers run unrolled in training up to this many, scanned beyond
 UNROLL_WIDE = 128        # ... if at least this wide; narrower stacks unroll up to:

@@ -53,8 +53,16 @@ import numpy as np
 
 from vgbench import activations, inits
 from vgbench.models.base import Model, register_model
-from vgbench.models.layers import (NAN_STATS, Parts, layer_stats, pick_samples, safe_norm,
-                                   stacked_axes, stacked_norms, tree_norm)
+from vgbench.models.layers import (
+    NAN_STATS,
+    Parts,
+    layer_stats,
+    pick_samples,
+    safe_norm,
+    stacked_axes,
+    stacked_norms,
+    tree_norm,
+)
 from vgbench.registry import Registry, bind_options
 
 UNROLL = 1               # time steps per loop iteration (2 and 4 measured no faster on CPU)
@@ -452,7 +460,7 @@ def spectral_radius(w, squarings: int = SPECTRAL_SQUARINGS):
 
 def make_rnn(spec, task, *, recurrence: Callable = fused_recurrence,
              cell: Cell | None = None) -> Model:
-    """Stacked recurrent network of `depth` layers of `width` units, cell `cell` (Elman 1990; Hochreiter & Schmidhuber 1997; Cho et al. 2014).
+    """Stacked recurrent layers of cell `cell` (Elman 1990; Hochreiter & Schmidhuber 1997; Cho et al. 2014).
 
     ``recurrence`` and ``cell`` (default: the spec's) let tests and benchmarks swap in a
     reference implementation.

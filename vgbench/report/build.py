@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vgbench.report import sensitivity, tuning
 from vgbench.report.frames import load_frames
 from vgbench.report.index import Output, safe_name, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
 from vgbench.report.parallel import default_workers, run_tasks
-from vgbench.selection import CONFIRM_SUFFIX
-from vgbench.report import sensitivity, tuning
 from vgbench.report.tables import latex_table, markdown_table
+from vgbench.selection import CONFIRM_SUFFIX
 
 FRAME_FILES = {
     "runs": ("runs.csv", "one row per run × seed: axes, status, final metrics, summary, provenance"),

@@ -7,8 +7,9 @@ my_results/`` checks a fresh run of the suite against the committed reference.
 Two runs of the same suite on different machines are not bitwise equal (XLA's kernels and
 thread counts differ), so "the same result" means: the same entries were run, each at the same
 chosen value of its tuned fields, the same number of seeds was lost, and the two 95 %
-intervals of the mean final metric overlap (bootstrap from 5 seeds, Student-t below). :func:`compare_results` lists every
-setting with one row per check; ``vgbench compare DIR_A DIR_B`` prints the ones that disagree.
+intervals of the mean final metric overlap (bootstrap from 5 seeds, Student-t below).
+:func:`compare_results` lists every setting with one row per check; ``vgbench compare DIR_A
+DIR_B`` prints the ones that disagree.
 """
 
 from __future__ import annotations

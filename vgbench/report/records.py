@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from vgbench.spec import SCHEMA, stored_config   # the record format this reporter reads
+from vgbench.spec import SCHEMA, stored_config  # the record format this reporter reads
 
 STATUSES = ("ok", "diverged", "failed")
 _REQUIRED = {"run_id": str, "config": dict, "seeds": list, "status": list, "metrics": dict,

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from vgbench import theory
-from vgbench.diagnostics import slope
 from vgbench.activations import LEAKY_SLOPE
+from vgbench.diagnostics import slope
 from vgbench.report.frames import ACTIVATION_ORDER, build_frames, delta_profiles
 from vgbench.report.stats import t_interval
 
@@ -322,8 +322,13 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
       out_dir: where the files go (created).
       frames: the records' :class:`~vgbench.report.frames.Frames`, if already built.
     """
-    from vgbench.report.figure_files import (save, theory_frontier_figure, theory_phase_figure,
-                                             theory_profiles_figure, theory_spectra_figure)
+    from vgbench.report.figure_files import (
+        save,
+        theory_frontier_figure,
+        theory_phase_figure,
+        theory_profiles_figure,
+        theory_spectra_figure,
+    )
     from vgbench.report.index import Output
     from vgbench.report.style import style
     from vgbench.report.tables import LATEX, MARKDOWN, theory_table_text

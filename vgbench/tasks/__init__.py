@@ -21,10 +21,9 @@ from __future__ import annotations
 
 # the built-in tasks register themselves on import
 from vgbench.tasks import classification as _classification  # noqa: F401
-from vgbench.tasks import sequence as _sequence  # noqa: F401
 from vgbench.tasks import mnist1d as _mnist1d  # noqa: F401
-from vgbench.tasks.base import (TASKS, Task, classification_metrics, mse,  # noqa: F401
-                                register_task, softmax_xent)
+from vgbench.tasks import sequence as _sequence  # noqa: F401
+from vgbench.tasks.base import TASKS, Task, classification_metrics, mse, register_task, softmax_xent  # noqa: F401
 
 
 def make(spec) -> Task:

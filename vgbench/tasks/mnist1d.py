@@ -167,7 +167,7 @@ def _mnist1d_task(name: str, spec, shuffle_seq: bool) -> Task:
 
 
 def mnist1d(spec) -> Task:
-    """MNIST-1D: 1-D digit templates, padded, scaled, translated, sheared and noised, length 40 (Greydanus & Kobak 2024)."""
+    """MNIST-1D: 1-D digit templates, scaled, shifted, sheared and noised, length 40 (Greydanus & Kobak 2024)."""
     return _mnist1d_task("mnist1d", spec, shuffle_seq=False)
 
 

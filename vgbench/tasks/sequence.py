@@ -152,7 +152,7 @@ def order_positions(length: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def temporal_order(spec) -> Task:
-    """Temporal order: classify the order of two relevant symbols among distractors (Hochreiter & Schmidhuber 1997, task 6a).
+    """Temporal order of two relevant symbols among distractors (Hochreiter & Schmidhuber 1997, task 6a).
 
     A sequence starts with B and ends with E; every other step is a random distractor from
     {a, b, c, d} except two, at t1 in [0.1 T, 0.2 T] and t2 in [0.5 T, 0.6 T], which hold X or
@@ -214,7 +214,7 @@ def _pixel_digits(name: str, spec, permute: bool) -> Task:
 
 
 def seq_digits(spec) -> Task:
-    """Sequential digits: the 8x8 digits read one pixel per step, T = 64 (seq_len is ignored; Le et al. 2015's pixel MNIST in small)."""
+    """Sequential digits: 8x8 digits one pixel per step, T = 64, seq_len ignored (Le et al. 2015, small)."""
     return _pixel_digits("seq_digits", spec, permute=False)
 
 
