@@ -160,11 +160,7 @@ def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str
     if "task_baseline" in df and df["task_baseline"].notna().any():
         ax.axhline(df["task_baseline"].median(), color="0.4", linestyle="--", linewidth=0.8,
                    label="trivial predictor")
-    if positive:
-        _log_y(ax)
-    _few_ticks(ax)
-    ax.set(xlabel="step", ylabel=diagnostics.label(value))
-    return ax
+    return _against_steps(ax, value, log=positive)
 
 
 def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
@@ -177,7 +173,13 @@ def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
     steps = table.columns.to_numpy(float)
     segments = [np.column_stack([steps, row]) for row in table.to_numpy(float)]
     _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar)
-    _log_y(ax)
+    return _against_steps(ax, value, log=True)
+
+
+def _against_steps(ax, value: str, *, log: bool):
+    """The axes of a diagnostic against the training step: its label, a log scale if asked."""
+    if log:
+        _log_y(ax)
     _few_ticks(ax)
     ax.set(xlabel="step", ylabel=diagnostics.label(value))
     return ax
