@@ -24,7 +24,6 @@ runs with the XLA flags of the ``vgbench`` command.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import sys
 import time
@@ -37,61 +36,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgbench import train
-from vgbench.spec import RunSpec
+sys.path.insert(0, str(Path(__file__).parent))
+
+from perf_cnn import cnn_rows  # noqa: E402  (the convolution rows)
+from perf_common import (  # noqa: E402
+    LOG_EVERY,
+    Roofline,
+    format_row,
+    program_runner,
+    scanned_sgd,
+    seconds_per_step,
+    steps_for,
+    write_csv,
+)
+
+from vgbench import train  # noqa: E402
+from vgbench.spec import RunSpec  # noqa: E402
 
 BATCH = 128
-LOG_EVERY = 25
-
-
-class Roofline:
-    """The fastest f32 n x n @ n x n matmul seen so far, as GFLOP/s."""
-
-    def __init__(self, n: int = 2048):
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-        mm = jax.jit(lambda a, b: a @ b)
-        mm(a, b).block_until_ready()
-        self._run = lambda: mm(a, b).block_until_ready()
-        self._flops = 2.0 * n ** 3
-        self.best_s = np.inf
-
-    def measure(self, repeats: int = 1) -> float:
-        for _ in range(repeats):
-            self.best_s = min(self.best_s, _timed(self._run))
-        return self.gflops
-
-    @property
-    def gflops(self) -> float:
-        return self._flops / self.best_s / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def mlp_flops(spec: RunSpec, d_in: int = 64, d_out: int = 10) -> float:
     w = spec.width
     macs = d_in * w + (spec.depth - 1) * w * w + w * d_out
     return 6.0 * spec.batch_size * macs
-
-
-def program_runner(spec: RunSpec, seeds: int, diagnostics: bool, record: dict,
-                   sequential: bool | None = None):
-    """``steps -> run()`` for the compiled training program; stores compile seconds in ``record``.
-    ``sequential``: entries one after another or vmapped (None: as vgbench runs them here)."""
-    def build(steps: int):
-        s = spec.replace(steps=steps, log_every=LOG_EVERY)
-        program = train.build_program(s, diagnostics=diagnostics, sequential=sequential)
-        params, state, keys = train.init_params(s, list(range(seeds)), task=program.task)
-        lrs = jnp.full((seeds,), s.lr, jnp.float32)
-        t0 = time.perf_counter()
-        compiled = program.run.lower(params, state, keys, lrs).compile()
-        record["compile_s"] = time.perf_counter() - t0
-        return lambda: jax.block_until_ready(compiled(params, state, keys, lrs))
-    return build
 
 
 def plain_runner(depth: int, width: int, seeds: int = 1):
@@ -116,50 +84,6 @@ def plain_runner(depth: int, width: int, seeds: int = 1):
 
         return scanned_sgd(init, loss, seeds, steps)
     return build
-
-
-def scanned_sgd(init, loss, seeds: int, steps: int):
-    """``run()`` of ``steps`` plain SGD steps (lr 0.01) on one fixed batch, scanned and jitted;
-    ``init(key) -> (params, x, y)``, vmapped over ``seeds`` models when there is more than one."""
-    def step(p, x, y):
-        g = jax.grad(loss)(p, x, y)
-        return jax.tree_util.tree_map(lambda a, b: a - 0.01 * b, p, g)
-
-    if seeds == 1:
-        params, x, y = init(jax.random.PRNGKey(0))
-    else:
-        params, x, y = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), seeds))
-        step = jax.vmap(step)
-
-    @jax.jit
-    def run(params):
-        return jax.lax.scan(lambda p, _: (step(p, x, y), None), params, None, length=steps)[0]
-
-    return lambda: jax.block_until_ready(run(params))
-
-
-def seconds_per_step(builders: dict, steps: int, rounds: int) -> tuple[dict, float]:
-    """Seconds per step of each variant, and the roofline GFLOP/s over the same rounds.
-
-    Each round runs every variant for ``steps`` and ``2 * steps`` steps, and one roofline
-    matmul; a variant's time per step is its fastest ``2 * steps`` run minus its fastest
-    ``steps`` run. Timing the roofline inside the same rounds compares both at the same
-    machine speed.
-    """
-    runs = {name: (build(steps), build(2 * steps)) for name, build in builders.items()}
-    best = {name: [np.inf, np.inf] for name in runs}
-    roof = Roofline()
-    for _ in range(rounds + 1):            # the first round warms up
-        roof.measure()
-        for name, pair in runs.items():
-            for i, run in enumerate(pair):
-                best[name][i] = min(best[name][i], _timed(run))
-    return {name: max(b[1] - b[0], 1e-9) / steps for name, b in best.items()}, roof.gflops
-
-
-def steps_for(flops: float, roof: float, seconds: float = 0.3) -> int:
-    n = int(seconds * roof * 1e9 / max(flops, 1.0))
-    return max(LOG_EVERY, min(1000, (n // LOG_EVERY) * LOG_EVERY))
 
 
 def flax_mlp(spec, task):
@@ -251,15 +175,15 @@ def main(argv=None) -> int:
         gflops = flops / seconds / 1e9
         rows.append({**row, "ms_per_step": seconds * 1e3, "gflops": gflops,
                      "roofline_gflops": roof, "pct_roofline": 100 * gflops / roof})
-        print(_fmt(rows[-1]), flush=True)
+        print(format_row(rows[-1]), flush=True)
 
     rounds = 4 if args.quick else 10
     entries_rows(add, start.gflops, rounds // 2)
     if args.entries_only:
-        return _write(rows, args.out)
+        return write_csv(rows, args.out)
     flax_rows(add, start.gflops, rounds)
     if args.flax_only:
-        return _write(rows, args.out)
+        return write_csv(rows, args.out)
     depths = [5, 20] if args.quick else [5, 20, 50]
     for width in (128, 512):
         for depth in depths:
@@ -308,9 +232,7 @@ def main(argv=None) -> int:
         program.run.lower(params, state, keys, jnp.ones((1,))).compile()
         rows.append({"bench": "compile", "config": f"depth={depth} width=128", "depth": depth,
                      "width": 128, "compile_s": time.perf_counter() - t0})
-        print(_fmt(rows[-1]), flush=True)
-
-    from perf_cnn import cnn_rows  # the convolution rows (depth 9 and 33, 1 and 8 seeds)
+        print(format_row(rows[-1]), flush=True)
 
     cnn_rows(add, start.gflops, rounds // 2)
 
@@ -318,7 +240,6 @@ def main(argv=None) -> int:
     rows.insert(0, {"bench": "roofline", "config": "matmul 2048^3 f32", "gflops": start.gflops,
                     "pct_roofline": 100.0})
     try:
-        sys.path.insert(0, str(Path(__file__).parent))
         from perf_rnn import rnn_rows  # the recurrent rows (LSTM/GRU at T = 200)
 
         for row in rnn_rows(start.gflops):
@@ -326,35 +247,11 @@ def main(argv=None) -> int:
                    f"T={row['seq_len']} hidden={row['width']} batch={row['batch']}",
                    "pct_roofline": 100 * row.pop("fraction_of_roofline"), **row}
             rows.append(row)
-            print(_fmt(row), flush=True)
+            print(format_row(row), flush=True)
     except ImportError:
         pass
 
-    return _write(rows, args.out)
-
-
-def _write(rows: list, path: str) -> int:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("bench", "config"), k))
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()})
-    print(f"wrote {out}")
-    return 0
-
-
-def _fmt(row: dict) -> str:
-    parts = [f"{row['bench']:<24} {row['config']:<40}"]
-    for key, unit in (("ms_per_step", "ms/step"), ("gflops", "GFLOP/s"), ("pct_roofline", "% roof"),
-                      ("cost_vs_one_seed", "x one seed"), ("cost_vs_builtin", "x built-in"),
-                      ("cost_vs_patches", "x patches"), ("speedup_vs_pytorch", "x PyTorch"),
-                      ("compile_s", "s compile")):
-        if key in row:
-            parts.append(f"{row[key]:8.2f} {unit}")
-    return "  ".join(parts)
+    return write_csv(rows, args.out)
 
 
 if __name__ == "__main__":

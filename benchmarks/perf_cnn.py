@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from perf import Roofline, _fmt, _write, program_runner, scanned_sgd, seconds_per_step, steps_for  # noqa: E402
+from perf_common import Roofline, format_row, program_runner, scanned_sgd, seconds_per_step, steps_for, write_csv  # noqa: E402
 
 from vgbench.models.conv import conv_native, patches_matmul  # noqa: E402
 from vgbench.spec import RunSpec  # noqa: E402
@@ -102,10 +102,10 @@ def main(argv=None) -> int:
     def add(row, flops, seconds, roof):
         rows.append({**row, "ms_per_step": seconds * 1e3, "gflops": flops / seconds / 1e9,
                      "roofline_gflops": roof, "pct_roofline": 100 * flops / seconds / 1e9 / roof})
-        print(_fmt(rows[-1]), flush=True)
+        print(format_row(rows[-1]), flush=True)
 
     cnn_rows(add, start.gflops, args.rounds)
-    return _write(rows, args.out)
+    return write_csv(rows, args.out)
 
 
 if __name__ == "__main__":

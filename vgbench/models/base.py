@@ -73,8 +73,7 @@ def register_model(name: str, make: Callable, *, check: Callable | None = None,
     entries each evaluates 1/8 as many at a time (entries that run in sequence, on one CPU
     device, each take the whole chunk). Evaluation sets are 10-30 training batches: a
     convolution's patches for all of them at once overflow the CPU caches, so the CNN
-    evaluates in chunks (2x faster at depth 33; with 8 entries, dividing the chunk among them
-    took the depth-9 step from 67.7 to 61.8 ms).
+    evaluates in chunks (measurements: docs/running.md, "Convolutions").
     ``batch_split``: on a CPU with several JAX devices (one per core, see ``vgbench``), each
     training step, and each evaluation, splits its batch over them: every core then runs a
     slice of the batch through the whole step, and XLA sums the gradients (the values are those

@@ -8,13 +8,10 @@ run with ``lax.scan`` over that axis (as equinox's ``MLP(scan=True)``), so compi
 grow with depth. Up to ``UNROLL_MAX_HIDDEN`` hidden layers of width ``UNROLL_WIDE`` or more (up
 to ``UNROLL_MAX_HIDDEN_NARROW`` narrower ones), the training program instead carries the hidden
 layers as a tuple of separate arrays (``compute_layout``) and ``apply`` runs them unrolled:
-scanning reads each layer's weight through a dynamic slice, which XLA:CPU copies before every
-matmul (forward and backward) and writes the weight gradient through a dynamic update slice,
-about a third of a depth-20 width-512 step (depth 20, width 128: 2.86 ms unrolled, 3.80 ms
-scanned). At width 64 that copy is cheap and unrolling only costs compile time: a depth-16
-program of 24 entries compiled in 7.7 s unrolled and 3.2 s scanned and ran 7.5 against
-7.1 s; a depth-12 batch-normalized one 6.5 against 3.9 s, running alike. ``apply``,
-``per_layer`` and ``weight_samples`` accept either layout and give the same numbers.
+XLA:CPU copies each scanned layer's weight slice before every matmul, which costs wide layers
+more than unrolling costs in compile time (measurements: docs/running.md, "Speed of the
+training step"). ``apply``, ``per_layer`` and ``weight_samples`` accept either layout and give
+the same numbers.
 """
 
 from __future__ import annotations
