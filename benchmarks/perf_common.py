@@ -12,11 +12,13 @@ import csv
 import time
 from pathlib import Path
 
+import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
+
+# isort: split
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import vgbench  # noqa: F401  (first: importing it sets vgbench's XLA flags before JAX starts)
 from vgbench import train
 from vgbench.spec import RunSpec
 
