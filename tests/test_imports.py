@@ -150,3 +150,19 @@ def test_the_config_layer_imports_without_jax():
     code = ("import sys; from vgbench.spec import RunSpec, run_id_of; import vgbench.configs; "
             "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
+
+
+def test_the_benchmark_scripts_have_no_import_cycle():
+    # the scripts import each other by file name (benchmarks/ is on their path): what they
+    # share lives in perf_common, which imports none of them
+    scripts = {p.stem: p for p in sorted((ROOT / "benchmarks").glob("*.py"))}
+    graph = {name: set() for name in scripts}
+    for name, path in scripts.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in scripts}
+            elif isinstance(node, ast.ImportFrom) and node.module in scripts and not node.level:
+                graph[name].add(node.module)
+    assert "perf_common" in graph and graph["perf_common"] == set()
+    assert graph["perf_cnn"] >= {"perf_common"}
+    assert not strongly_connected(graph), strongly_connected(graph)
