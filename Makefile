@@ -9,6 +9,8 @@ RAY_STAMP := $(VENV)/.ray-installed
 GRID   ?= benchmarks/default.toml
 RESULTS ?= results
 JOBS   ?= 2
+# pytest-xdist workers for make test: the suite's time is mostly XLA compiling, one core each
+TEST_JOBS ?= 2
 
 .PHONY: bench bench-quick test perf report lock lock-ray clean-venv
 
@@ -41,7 +43,7 @@ bench-quick: $(STAMP)
 
 test: $(STAMP) $(RAY_STAMP)
 	$(BIN)/ruff check vgbench tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS)
 
 perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --out $(RESULTS)/perf.csv
