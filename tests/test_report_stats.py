@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from vgbench.report import stats
-from vgbench.report.stats import (
-    BOOTSTRAP_SEED,
-    N_BOOTSTRAP,
-    bootstrap_ci,
-    censored_median,
-    describe,
-    paired_comparison,
-)
+from vgbench.report.stats import BOOTSTRAP_SEED, N_BOOTSTRAP, bootstrap_ci, censored_median, describe, paired_comparison
 
 
 def test_bootstrap_ci_is_the_percentile_interval_of_resampled_means():

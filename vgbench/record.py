@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vgbench import verdict
 from vgbench.diagnostics import blown_up_at, summarize
 from vgbench.fingerprint import program_fingerprint
 from vgbench.spec import SCHEMA, RunSpec
@@ -189,8 +190,6 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         logs, steps, task=task, status=status, diverged_at=diverged_at)
     metrics["task_baseline"] = [task.baseline] * len(seeds)
     if "time_delta_norm" not in logs:   # the verdict's thresholds are calibrated over layers
-        from vgbench import verdict
-
         verdict.add_verdicts(summary, logs, layer_names)
     diagnostics = {"steps": steps, "layer_names": list(layer_names), **measured,
                    **(extra_diagnostics or {})}

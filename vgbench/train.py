@@ -251,7 +251,8 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
                          f"{jax.local_device_count()}) that divides batch_size={spec.batch_size}")
     task = tasks.make(spec)
     model = models.make(spec, task)
-    place = placement(split)
+    by_batch, replicated = split_shardings(split)
+    place = placement(by_batch)
     at_log_points, at_end = eval_sets(task, ("val", "test")), eval_sets(task, ("train", "val", "test"))
     eval_chunk = models.facts(spec.model).eval_chunk
 
@@ -276,16 +277,14 @@ def build_program(spec: RunSpec, *, diagnostics: bool = True, jit: bool = True,
 
     run = side_by_side(run_one, eval_chunk, sequential)
     if jit:
-        _, replicated = split_shardings(split)
         run = (jax.jit(run) if replicated is None
                else jax.jit(run, in_shardings=replicated, out_shardings=replicated))
     return Program(spec=spec, task=task, model=model, run=run, split=split)
 
 
-def placement(split: int):
-    """A function laying arrays out along their first (example) axis over the ``split``
-    devices of a program (the identity for one)."""
-    by_batch, _ = split_shardings(split)
+def placement(by_batch):
+    """A function laying arrays out along their first (example) axis in the ``by_batch``
+    layout of :func:`split_shardings` (the identity for None: one device)."""
     if by_batch is None:
         return lambda *arrays: arrays
     return lambda *arrays: tuple(jax.lax.with_sharding_constraint(a, by_batch) for a in arrays)
