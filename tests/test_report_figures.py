@@ -33,7 +33,7 @@ def lines_by_label(ax):
     return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
 
 
-def test_grad_vs_layer_draws_the_median_over_seeds_per_entry(toy):
+def test_grad_vs_layer_draws_the_geometric_mean_over_seeds_per_entry(toy):
     frames, grad = toy
     depth4 = grad[grad["frontier_value"] == 4]
     ax = fg.plot_grad_vs_layer(depth4)
@@ -42,7 +42,8 @@ def test_grad_vs_layer_draws_the_median_over_seeds_per_entry(toy):
     x, y = lines["sigmoid"].get_data()
     assert list(x) == [1, 2, 3, 4]
     at_init = depth4[(depth4["entry"] == "sigmoid") & (depth4["log_point"] == 0)]
-    assert np.allclose(y, at_init.groupby("layer")["delta_norm"].median())
+    # the tables average log10 a over seeds: the figure's centre is the same mean of logs
+    assert np.allclose(y, 10 ** np.log10(at_init["delta_norm"]).groupby(at_init["layer"]).mean())
     assert ax.get_yscale() == "log"
     bands = [c for c in ax.collections if c.get_label() == "_seed range"]
     assert len(bands) == 1 and len(bands[0].get_paths()) == 2    # a seed band per entry
@@ -53,11 +54,31 @@ def test_grad_vs_layer_draws_the_median_over_seeds_per_entry(toy):
 def test_grad_vs_layer_marks_layers_whose_signal_underflowed(toy):
     _, grad = toy
     depth4 = grad[grad["frontier_value"] == 4].copy()
-    vanished = (depth4["entry"] == "sigmoid") & (depth4["layer"] == 0) & (depth4["seed"] == 0)
-    depth4.loc[vanished, ["delta_norm", "delta_underflow"]] = [0.0, True]
+    seed0 = (depth4["entry"] == "sigmoid") & (depth4["seed"] == 0) & (depth4["log_point"] == 0)
+    # a profile that decays through 1e-30 to exactly 0 at the input end: an underflow
+    depth4.loc[seed0 & (depth4["layer"] == 1), "delta_norm"] = 1e-30
+    depth4.loc[seed0 & (depth4["layer"] == 0), ["delta_norm", "delta_underflow"]] = [0.0, True]
     ax = fg.plot_grad_vs_layer(depth4)
     markers = [c for c in ax.collections if c.get_label() == "_underflow"]
     assert len(markers) == 1 and markers[0].get_offsets()[0][0] == 1
+    assert not [c for c in ax.collections if c.get_label() == "_exact zero"]
+    x, y = lines_by_label(ax)["sigmoid"].get_data()
+    assert np.isnan(y[0]) and np.isfinite(y[1:]).all()   # no centre where a seed is 0
+
+
+def test_an_exact_zero_from_a_zero_gain_is_not_drawn_as_underflow(toy):
+    _, grad = toy
+    depth4 = grad[grad["frontier_value"] == 4].copy()
+    # SkipInit: every hidden layer's branch signal is exactly 0 in every seed, the output's
+    # is healthy: no gradient reaches the branch, nothing vanished on the way
+    hidden = (depth4["entry"] == "relu") & (depth4["layer"] < 3) & (depth4["log_point"] == 0)
+    depth4.loc[hidden, ["delta_norm", "delta_underflow"]] = [0.0, True]
+    ax = fg.plot_grad_vs_layer(depth4)
+    assert not [c for c in ax.collections if c.get_label() == "_underflow"]
+    zeros = [c for c in ax.collections if c.get_label() == "_exact zero"]
+    assert len(zeros) == 1 and sorted(zeros[0].get_offsets()[:, 0]) == [1, 2, 3]
+    underflow, exact = fg.zero_kinds(depth4, "delta_norm", "delta_underflow")
+    assert exact.sum() == hidden.sum() and not underflow.any()
 
 
 def test_grad_heatmap_is_a_depth_by_layer_image(toy):
@@ -93,7 +114,8 @@ def test_grad_over_steps_draws_one_line_per_layer(toy):
     collection = next(c for c in ax.collections if isinstance(c, LineCollection))
     segments = collection.get_segments()
     assert len(segments) == 4
-    first_layer = run[run["layer"] == 0].groupby("step")["grad_norm"].median()
+    first = run[run["layer"] == 0]
+    first_layer = 10 ** np.log10(first["grad_norm"]).groupby(first["step"]).mean()   # geometric
     assert np.allclose(segments[0][:, 1], first_layer.to_numpy())
 
 
@@ -125,7 +147,7 @@ def test_weight_trajectories_show_the_relative_change_of_each_layer(toy):
         change = np.sqrt(((w - w[0]) ** 2).mean(axis=1)) / np.sqrt((w[0] ** 2).mean())
         expected[seed] = change[1:]                   # the initial step (0) is left out
     assert np.allclose(segments[2][:, 0], np.sort(layer2["step"].unique())[1:])
-    assert np.allclose(segments[2][:, 1], np.nanmedian(np.array(list(expected.values())), axis=0))
+    assert np.allclose(segments[2][:, 1], np.nanmean(np.array(list(expected.values())), axis=0))
 
 
 def test_time_grad_draws_one_line_per_cell(memory):
@@ -500,7 +522,7 @@ def test_unit_fractions_are_dead_inactive_and_tail_saturated(gallery):
     runs = frames.runs[frames.runs["study"] == "gallery_mlp"]
     relu = runs[runs["ok"] & (runs["entry"] == "none / none / relu / he_normal")]
     assert np.allclose(inactive["none / none / relu / he_normal"].get_ydata(),
-                       relu.groupby("frontier_value")["inactive_fraction_final"].median())
+                       relu.groupby("frontier_value")["inactive_fraction_final"].mean())
     assert 0.4 < relu["inactive_fraction_final"].min() and relu["tail_saturation_final"].max() == 0
     # records older than the split hold only the mixed flat fraction: that is what is drawn
     old = runs.drop(columns=["inactive_fraction_final", "tail_saturation_final"])

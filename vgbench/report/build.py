@@ -121,9 +121,11 @@ def _study_task(shared: dict, study: str, baseline, results_dir: Path, formats: 
                     in sensitivity.sensitivity_figures(tuning_runs, picked, figure_dir, formats)]
     parts = [f[(f["study"] == study) & f["run_id"].isin(chosen)]
              for f in (frames.grad_stats, frames.time_stats, frames.curves)]
-    written = study_figures(runs, *parts, figure_dir, formats)
+    skipped = []
+    written = study_figures(runs, *parts, figure_dir, formats, skipped=skipped)
     return outputs + [Output("figure", study, name, caption, tuple(paths))
-                      for name, caption, paths in written]
+                      for name, caption, paths in written] + [
+        Output("skipped", study, name, reason, ()) for name, reason in skipped]
 
 
 def _write_tuning(study, name, candidates: pd.DataFrame, results_dir: Path) -> list[Output]:

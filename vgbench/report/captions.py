@@ -9,14 +9,19 @@ from __future__ import annotations
 
 CAPTIONS = {
     "grad_vs_layer": "‖∂L/∂h_l‖ against layer at initialisation, one line per entry, one panel "
-                     "per {axis}",
+                     "per {axis}; ▼ on the bottom edge: a seed's signal underflowed float32, ○: "
+                     "exactly 0 with no small neighbour (no gradient path: a zero-initialised "
+                     "gain, dead units); panels whose magnitudes differ by orders have their own y "
+                     "scale",
     "grad_heatmap": "log10 ‖∂L/∂h_l‖ over depth × layer at initialisation, one panel per entry; "
                     "grey cells are below the colour scale and red ones above it",
-    "loss_curves": "training loss with seed range; × marks a detected plateau, dashed: trivial "
-                   "predictor",
+    "loss_curves": "training loss over the seeds that finished; × marks a detected plateau, "
+                   "dashed: trivial predictor; the y axis spans the finished seeds, ▲ marks a "
+                   "line that leaves it",
     "grad_over_steps": "per-layer gradient norm ‖∂L/∂W_l‖ over training{where}",
     "weight_trajectories": "relative change ‖w − w₀‖/‖w₀‖ of four fixed weights per layer over "
-                           "training, median over seeds{where}",
+                           "training{where} (a layer starting at w₀ = 0: absolute change, "
+                           "dashed)",
     "time_grad": "‖∂L/∂h_t‖ against time step t at initialisation (top) and end (bottom), per "
                  "{axis}",
     "loss_vs_baseline": "final test loss over the trivial predictor's loss against {axis}",
@@ -25,6 +30,9 @@ CAPTIONS = {
                        "{axis}: dead (outputs 0 on every example), inactive (a rectifier's "
                        "off side, derivative below 1 % of its maximum) and tail-saturated (a "
                        "bounded activation in a flat tail, derivative below 1 % of its maximum)",
+    "outcomes": "final test metric and unit fractions of each entry, one row per entry at the "
+                "{axis} it ran: dot, the mean over the seeds that finished (the tables' number); "
+                "bar, their range; seeds that diverged or failed counted on the right",
 }
 
 LOOK_AT = {
@@ -50,6 +58,9 @@ LOOK_AT = {
                         "learned nothing. Watch where each cell rises to 1 as T grows.",
     "frontier": "The trainability frontier is where a line drops below the dotted 2/3: the "
                 "deepest network (or longest sequence) that still trains.",
+    "outcomes": "Read across a row: an entry whose dot sits far right with a short bar trained "
+                "reliably; a long bar is a seed-dependent outcome; a count on the right is "
+                "seeds lost to divergence.",
     "dead_saturation": "ReLU-like units are inactive on about half the examples, which is "
                        "normal; dead units (never active) and tail-saturated sigmoid or tanh "
                        "units pass almost no gradient back.",

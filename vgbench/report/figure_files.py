@@ -9,8 +9,11 @@ figures (``theory_*_figure``) are laid out here too; :mod:`vgbench.report.theory
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import matplotlib as mpl
 import numpy as np
@@ -26,7 +29,7 @@ from vgbench.report.captions import CAPTIONS
 from vgbench.report.frames import ACTIVATION_ORDER, with_runs
 from vgbench.report.index import safe_name
 from vgbench.report.leaderboard import headline_value
-from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, style
+from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, split_styles, style
 
 PANEL = (1.6, 1.3)      # inches per facet
 MAX_COLUMNS = 4
@@ -35,9 +38,13 @@ MARGINS = {"left": 0.6, "right": 0.12, "bottom": 0.45, "top": 0.3, "wspace": 0.1
 LEGEND_FONT = 7.0
 TITLE_LINE = 0.15       # inches per extra line of a wrapped panel title
 COLORBAR = 0.75         # inches for a colour bar and its label
-MAX_ENTRY_PANELS = 12
+MAX_ENTRY_PANELS = 16
 MIN_HEATMAP_ROWS = 4    # fewer depths: grad_vs_layer's lines show them better than stripes
 PER_ENTRY = ("grad_over_steps", "weight_trajectories")
+MIN_DPI, MIN_PIXELS, MAX_DPI = 200, 1200, 600   # PNG resolution (:func:`png_dpi`)
+MAX_LINES = 8          # lines per panel; more entries are split into rows of panels
+OWN_SCALE_DECADES = 3  # a panel whose data would fill less than the shared y range by this much
+                       # (in decades) gets its own scale
 
 
 def facets(n: int, *, ncols: int = MAX_COLUMNS, panel=PANEL, sharey=True, legend: float = 0.0,
@@ -86,20 +93,50 @@ def legend_width(labels) -> float:
     return 0.6 + longest * LEGEND_FONT * 0.55 / 72
 
 
-def figure_legend(fig: Figure, axes, styles: EntryStyles, title: str | None = None):
-    """One legend in the right margin: the entries' styles, then whatever else the panels
-    labelled (a baseline line, plateau markers, ...), each once."""
-    pairs = list(styles.legend)
-    seen = {label for _, label in pairs} | {str(e) for e in styles.colors}
+MARKS = {   # bottom- and top-edge marks of the panels, explained once in a figure's legend
+    "_underflow": ("v", "0.3", "0.3", "underflow: below float32, a vanished signal"),
+    "_exact zero": ("o", "none", "0.3", "exactly 0: no gradient path (a zero gain, dead units)"),
+    "_off scale": ("^", "0.3", "0.3", "leaves the axis (a run that blew up)"),
+}
+
+
+def drawn_labels(axes) -> set:
+    """The labels of the lines the panels drew with at least one finite point."""
+    drawn = set()
+    for ax in axes:
+        for line in ax.get_lines():
+            xy = np.column_stack(line.get_data()).astype(float) if len(line.get_xdata()) else []
+            if len(xy) and np.isfinite(xy).all(axis=1).any():
+                drawn.add(line.get_label())
+    return drawn
+
+
+def figure_legend(fig: Figure, axes, styles: EntryStyles, title: str | None = None,
+                  notes=()):
+    """One legend in the right margin: the styles of the entries some panel drew (an entry
+    no panel drew is left out, or named in ``notes`` with the reason), then whatever else
+    the panels labelled (a baseline line, plateau markers, ...) and the edge marks they use
+    (:data:`MARKS`), each once."""
+    drawn = drawn_labels(axes)
+    pairs = styles.shown(drawn & set(map(str, styles.colors)))
+    seen = {label for _, label in styles.legend} | {str(e) for e in styles.colors}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             if not label.startswith("_") and label not in seen:
                 pairs.append((handle, label))
                 seen.add(label)
+    used = {c.get_label() for ax in axes for c in ax.collections}
+    for key, (marker, face, edge, text) in MARKS.items():
+        if key in used:
+            pairs.append((Line2D([], [], marker=marker, markerfacecolor=face,
+                                 markeredgecolor=edge, linestyle="none", markersize=4), text))
+    blank = Line2D([], [], linestyle="none")
+    pairs += [(blank, note) for note in notes]
     if pairs:
         right = max(ax.get_position().x1 for ax in axes)
+        heading = styles.title or (None if styles.dashes else title)
         fig.legend([h for h, _ in pairs], [t for _, t in pairs], loc="upper left",
-                   bbox_to_anchor=(right + 0.01, 0.98), title=None if styles.dashes else title,
+                   bbox_to_anchor=(right + 0.01, 0.98), title=heading,
                    fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT, borderaxespad=0.2,
                    handlelength=2.6)
         fit_legends(fig)
@@ -161,9 +198,15 @@ def save(fig: Figure, stem: Path, formats=("png", "pdf")) -> list[Path]:
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, format=fmt, metadata=_metadata(fmt))
+        fig.savefig(path, format=fmt, metadata=_metadata(fmt), dpi=png_dpi(fig))
         paths.append(path)
     return paths
+
+
+def png_dpi(fig: Figure) -> float:
+    """The resolution of a figure's PNG: at least :data:`MIN_DPI`, and enough that the image
+    is :data:`MIN_PIXELS` wide (a figure meant for a full page width, or a slide)."""
+    return float(min(MAX_DPI, max(MIN_DPI, math.ceil(MIN_PIXELS / fig.get_figwidth()))))
 
 
 def _metadata(fmt: str) -> dict:
@@ -174,46 +217,166 @@ def _metadata(fmt: str) -> dict:
 # ---------------------------------------------------------------------------- figures
 
 def _panels(df: pd.DataFrame):
-    """(title, rows) per frontier value, or one untitled panel without a frontier axis."""
+    """(title, rows) per frontier value, or one panel titled "all runs" without a frontier
+    axis."""
     axis = df["frontier_axis"].iloc[0]
     if not isinstance(axis, str):
-        return [("", df)]
+        return [("all runs", df)]
     return [(f"{axis} = {fg._number_text(v)}", g) for v, g in df.groupby("frontier_value")]
 
 
 def _legend_room(styles: EntryStyles, df: pd.DataFrame, extra=()) -> float:
-    return legend_width([t for _, t in styles.legend] + list(extra) + [df["entry_axes"].iloc[0]])
+    return legend_width([t for _, t in styles.legend] + list(extra) + [df["entry_axes"].iloc[0]]
+                        + [text for *_, text in MARKS.values()])
 
 
-def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(), **kwargs):
-    """One panel per frontier value of ``plot(rows, ax=, colors=, dashes=, **kwargs)``."""
+def entry_parts(df: pd.DataFrame, runs: pd.DataFrame | None = None) -> tuple[list, dict]:
+    """``(axes, entry -> its value of each axis)``: from the axis columns of ``runs`` where it
+    has them (a value may itself hold " / ", as ``activation_init`` does), else from the
+    entry labels."""
+    axes = [a for a in str(df["entry_axes"].iloc[0]).split(" / ") if a]
+    entries = df.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
+    source = runs if runs is not None and all(a in runs for a in axes) else None
+    if source is not None:
+        first = source.drop_duplicates("entry").set_index("entry")
+        parts = {e: [str(first.at[e, a]) for a in axes] for e in entries if e in first.index}
+        if len(parts) == len(entries):
+            return axes, parts
+    return axes, {e: str(e).split(" / ") for e in entries}
+
+
+def row_split(df: pd.DataFrame, runs: pd.DataFrame | None = None, most: int = MAX_LINES):
+    """Where a panel would draw more than ``most`` entries: ``(row axes, colour axes)``, the
+    indices of the entry axes whose values make rows of panels (the fewest rows that leave
+    at most ``most`` lines a panel) and the fewest of the others that still tell apart the
+    lines of every panel (an axis a panel already fixes, such as an architecture that sets
+    the depth, or an init that follows from the activation, adds no colour). None where every
+    panel has few enough lines or the entries cannot be split."""
+    axes, parts = entry_parts(df, runs)
+    if len(axes) < 2 or any(len(p) != len(axes) for p in parts.values()):
+        return None
+    columns = [g["entry"].unique() for _, g in df.groupby("frontier_value")] \
+        if df["frontier_value"].notna().any() else [np.asarray(list(parts))]
+    if max(len(c) for c in columns) <= most:
+        return None
+
+    def key(entry, index):
+        return tuple(parts[entry][i] for i in index)
+
+    fits = []
+    for size in range(1, len(axes)):
+        for index in itertools.combinations(range(len(axes)), size):
+            keys = [[key(e, index) for e in c] for c in columns]
+            lines = max(max(pd.Series(k).value_counts()) for k in keys)
+            if lines <= most:
+                fits.append((len({k for ks in keys for k in ks}), size, index))
+    if not fits:
+        return None
+    rows = min(fits)[2]
+    rest = [i for i in range(len(axes)) if i not in rows]
+    panels = [[e for e in c if key(e, rows) == r] for c in columns
+              for r in {key(e, rows) for e in c}]
+    best = None
+    for size in range(1, len(rest) + 1):
+        for colour in itertools.combinations(rest, size):
+            if all(len({key(e, colour) for e in p}) == len(p) for p in panels):
+                n = len({key(e, colour) for e in parts})
+                best = min(best or (n, colour), (n, colour))
+        if best is not None:
+            break
+    return rows, best[1] if best else tuple(rest)
+
+
+def own_scales(panels, value: str) -> bool:
+    """Whether panels need their own y scales: some panel's positive ``value`` spans at least
+    :data:`OWN_SCALE_DECADES` fewer decades than all the panels together (on one shared axis
+    it would be a flat line)."""
+    spans = []
+    for _, rows in panels:
+        values = rows[value].to_numpy(float) if value in rows else np.array([])
+        values = values[np.isfinite(values) & (values > 0)]
+        if len(values):
+            spans.append((np.log10(values.min()), np.log10(values.max())))
+    if len(spans) < 2:
+        return False
+    low, high = min(s[0] for s in spans), max(s[1] for s in spans)
+    return any((high - low) - (b - a) >= OWN_SCALE_DECADES for a, b in spans)
+
+
+def faceted_figure(df: pd.DataFrame, styles: EntryStyles, plot, extra_labels=(), *,
+                   runs: pd.DataFrame | None = None, value: str | None = None, **kwargs):
+    """One panel per frontier value of ``plot(rows, ax=, colors=, dashes=, **kwargs)``; where
+    a panel would hold more than :data:`MAX_LINES` entries, one row of panels per value of
+    some entry axes (:func:`row_split`), coloured by the others. Panels get their own y
+    scale where magnitudes differ by orders (:func:`own_scales`, on ``value``)."""
     panels = _panels(df)
-    fig, axes = facets(len(panels), legend=_legend_room(styles, df, extra_labels))
-    for ax, (title, rows) in zip(axes, panels):
+    ncols = min(len(panels), MAX_COLUMNS)
+    split = row_split(df, runs)
+    if split is not None:
+        rows_index, colour_index = split
+        entries = df.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
+        axes_names, by_entry = entry_parts(df, runs)
+        parts = [by_entry[e] for e in entries]
+        styles = split_styles(entries, parts, colour_index, axes_names)
+        key = {e: " / ".join(p[i] for i in rows_index) for e, p in zip(entries, parts)}
+        row_keys = list(dict.fromkeys(key[e] for e in entries))
+        panels = [(f"{row}, {title}", rows[rows["entry"].map(key) == row])
+                  for row in row_keys for title, rows in panels]
+        ncols = len(_panels(df))
+    sharey = not (value and own_scales(panels, value))
+    titles = [_two_part_title(t) for t, _ in panels]
+    fig, axes = facets(len(panels), ncols=ncols, sharey=sharey,
+                       legend=_legend_room(styles, df, extra_labels),
+                       title_lines=max(t.count("\n") + 1 for t in titles))
+    for ax, (_, rows), title in zip(axes, panels, titles):
         plot(rows, ax=ax, colors=styles.colors, dashes=styles.dashes, **kwargs)
         ax.set_title(title)
         if not fg.has_data(ax):
-            fg.note_empty(ax, "no seed logged here", keep_y=ax.get_subplotspec().is_first_col())
+            fg.note_empty(ax, "no seed logged here",
+                          keep_y=sharey and ax.get_subplotspec().is_first_col())
     outer_labels(axes)
-    figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
+    figure_legend(fig, axes, styles, df["entry_axes"].iloc[0],
+                  notes=not_drawn(axes, styles, runs))
     return fig
+
+
+def _two_part_title(title: str) -> str:
+    """A row's and a column's title on one line where they fit a panel, else on two."""
+    room = int(PANEL[0] * 1.15 * 72 / (fg.title_points() * 0.6))
+    if len(title) <= room or ", " not in title:
+        return title
+    row, column = title.rsplit(", ", 1)
+    return f"{row}\n{column}"
+
+
+def not_drawn(axes, styles: EntryStyles, runs: pd.DataFrame | None) -> list[str]:
+    """A line for each entry of ``styles`` that no panel drew, saying why (from ``runs``)."""
+    drawn = drawn_labels(axes)
+    missing = [e for e in styles.colors if str(e) not in drawn]
+    if not missing:
+        return []
+    return [f"{e}: not drawn, " + why_empty(runs if runs is not None else pd.DataFrame(
+        columns=["entry", "status"]), e).replace(",\nnothing logged after", "").replace(
+        ";\n", "; ") for e in missing]
 
 
 def time_grad_figure(time: pd.DataFrame, styles: EntryStyles) -> Figure:
     """‖∂L/∂h_t‖ against t: a column per sequence length, a row for initialisation and one
     for the end of training."""
     panels = _panels(time)
-    fig, axes = facets(2 * len(panels), ncols=len(panels), panel=(1.45, 1.2),
+    sharey = not own_scales(panels, "time_delta_norm")
+    fig, axes = facets(2 * len(panels), ncols=len(panels), panel=(1.45, 1.2), sharey=sharey,
                        legend=_legend_room(styles, time))
     for column, (title, rows) in enumerate(panels):
-        for row, (point, name) in enumerate((("first", "init"), ("last", "end"))):
+        for row, (point, name) in enumerate((("first", "at initialisation"),
+                                             ("last", "end of training"))):
             ax = axes[row * len(panels) + column]
             fg.plot_time_grad(rows, ax=ax, colors=styles.colors, dashes=styles.dashes,
                               log_point=point)
-            ax.set_title(f"{title}, {name}")
+            ax.set_title(name if title == "all runs" else f"{title}, {name}")
             if not fg.has_data(ax):
                 fg.note_empty(ax, "no seed logged here",
-                              keep_y=ax.get_subplotspec().is_first_col())
+                              keep_y=sharey and ax.get_subplotspec().is_first_col())
     outer_labels(axes)
     figure_legend(fig, axes, styles, time["entry_axes"].iloc[0])
     return fig
@@ -224,9 +387,7 @@ def grad_heatmap_figure(grad: pd.DataFrame) -> Figure:
     one outlying entry cannot set (:func:`~vgbench.report.figures.robust_limits`); values
     beyond them are drawn in the colour map's under and over colours."""
     data = fg._at_log_point(grad, 0)
-    medians = data.groupby(["entry", "frontier_value", "layer"], observed=True)["delta_norm"].median()
-    with np.errstate(divide="ignore"):
-        logs = np.log10(medians)
+    logs = fg.log10_centre(data, ["entry", "frontier_value", "layer"], "delta_norm")
     vmin, vmax = fg.robust_limits([g.to_numpy() for _, g in logs.groupby(level="entry",
                                                                           observed=True)])
     entries = data.drop_duplicates("entry").sort_values("entry_order")["entry"].tolist()
@@ -303,15 +464,27 @@ def per_entry_figure(grad: pd.DataFrame, plot, label: str, runs: pd.DataFrame | 
                           keep_y=ax.get_subplotspec().is_first_col())
     outer_labels(axes)
     n_layer = int(grad["layer"].max()) + 1 if len(grad) else 1
+    if n_layer <= fg.CATEGORICAL_LAYERS:   # a few named layers: a legend, not a colour scale
+        handles = {}
+        for ax in axes:
+            handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels())
+                            if not t.startswith("_")})
+        right = max(ax.get_position().x1 for ax in axes)
+        fig.legend(list(handles.values()), list(handles), loc="upper left",
+                   bbox_to_anchor=(right + 0.01, 0.98), fontsize=LEGEND_FONT, borderaxespad=0.2)
+        fit_legends(fig)
+        return fig
     mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
     fig.colorbar(mappable, cax=colorbar_axes(fig, axes), label=label)
     return fig
 
 
 def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) -> Figure:
+    """One panel of ``plot`` over every entry, titled by its task."""
     fig, axes = facets(1, panel=(2.2, 1.8), legend=_legend_room(styles, df, extra_labels))
     plot(df, ax=axes[0], colors=styles.colors, dashes=styles.dashes)
-    figure_legend(fig, axes, styles, df["entry_axes"].iloc[0])
+    axes[0].set_title(f"task: {df['task'].iloc[0]}" if "task" in df else "all runs")
+    figure_legend(fig, axes, styles, df["entry_axes"].iloc[0], notes=not_drawn(axes, styles, df))
     return fig
 
 
@@ -347,11 +520,12 @@ def dead_saturation_figure(runs: pd.DataFrame, styles: EntryStyles) -> Figure:
     return fig
 
 
-def outer_labels(axes):
-    """Axis labels only on the outer panels of a facet grid."""
+def outer_labels(axes, shared: bool = True):
+    """Axis labels only on the outer panels of a facet grid (y labels on every panel where
+    the panels have their own y scales, ``shared`` False)."""
     for ax in axes:
         spec = ax.get_subplotspec()
-        if spec is not None and not spec.is_first_col():
+        if spec is not None and not spec.is_first_col() and shared:
             ax.set_ylabel("")
         if spec is not None and not spec.is_last_row():
             ax.set_xlabel("")
@@ -476,16 +650,20 @@ def theory_frontier_figure(frontiers: pd.DataFrame, *, xi_multiple: int) -> Figu
 # ---------------------------------------------------------------------------- one study
 
 def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
-                  curves: pd.DataFrame, outdir: Path, formats=("png", "pdf")):
-    """Every figure that applies to one study. Returns ``[(name, caption, [paths])]``.
+                  curves: pd.DataFrame, outdir: Path, formats=("png", "pdf"),
+                  skipped: list | None = None):
+    """Every figure that applies to one study. Returns ``[(name, caption, [paths])]``; the
+    kinds that do not apply (:data:`KINDS`, :func:`skip_reason`) are appended to ``skipped``
+    as ``(name, reason)`` where a list is given.
 
     A study that runs several tasks gets each figure once per task (``time_grad_adding``,
     ``time_grad_copy``): losses and gradients of different tasks are not on one scale, and a
     seed band pooled over tasks would span both.
     """
     tasks = runs["task"].dropna().unique() if "task" in runs else []
+    skipped = skipped if skipped is not None else []
     if len(tasks) <= 1:
-        written = _figures(runs, grad, time, curves, outdir, formats)
+        written = _figures(runs, grad, time, curves, outdir, formats, skipped=skipped)
     else:
         written = []
         for task in sorted(tasks):
@@ -493,8 +671,11 @@ def study_figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
             ids = set(task_runs["run_id"])
             parts = [f[f["run_id"].isin(ids)] for f in (grad, time, curves)]
             suffix = f"_{safe_name(str(task))}"
-            for name, caption, paths in _figures(task_runs, *parts, outdir, formats, suffix):
+            found = []
+            for name, caption, paths in _figures(task_runs, *parts, outdir, formats, suffix,
+                                                 skipped=found):
                 written.append((name + suffix, f"{caption} ({task} task)", paths))
+            skipped += [(name + suffix, f"{reason} ({task} task)") for name, reason in found]
     remove_stale(outdir, [p for _, _, paths in written for p in paths])
     return written
 
@@ -512,45 +693,126 @@ def remove_stale(outdir: Path, written: list[Path]) -> list[Path]:
     return stale
 
 
-def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves: pd.DataFrame,
-             outdir: Path, formats, suffix: str = ""):
+@dataclass(frozen=True)
+class Shape:
+    """What one study's records hold, as far as the figure kinds care."""
+
+    axis: str | None          # the swept (frontier) axis
+    per_entry: int            # the most values of that axis any one entry ran (1 without one)
+    layers: int               # the most layers with a ∂L/∂h profile (feed-forward records)
+    steps: int                # the most log points of a run
+    recurrent: bool           # ∂L/∂h_t per time step
+    weights: bool             # sample weights logged
+    target: bool              # a target value to reach
+    curves: bool              # losses logged over training
+
+
+def study_shape(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
+                curves: pd.DataFrame) -> Shape:
     axis = runs["frontier_axis"].iloc[0]
     axis = axis if isinstance(axis, str) else None
+    per_entry = int(runs.groupby("entry")["frontier_value"].nunique().max()) if axis else 1
+    return Shape(axis=axis, per_entry=per_entry,
+                 layers=int(grad["layer"].max()) + 1 if len(grad) else 0,
+                 steps=int(grad["log_point"].max()) + 1 if len(grad) else 0,
+                 recurrent=len(time) > 0,
+                 weights=bool(len(grad) and grad["weight_sample_0"].notna().any()),
+                 target=bool(runs["target_value"].notna().any()), curves=len(curves) > 0)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A figure kind: the study shape it serves (for the report's index) and the test of it."""
+
+    serves: str
+    missing: Callable[[Shape], str | None]   # why a study of that shape gets none, or None
+
+
+def _swept(shape: Shape) -> str | None:
+    if shape.axis is None:
+        return "the study sweeps no axis"
+    if shape.per_entry < 2:
+        return (f"each entry ran one {shape.axis}: a line needs two values of it "
+                "(the outcomes figure shows these runs)")
+    return None
+
+
+KINDS = {
+    "grad_vs_layer": Kind("a per-layer ∂L/∂h profile at initialisation (feed-forward records)",
+                          lambda s: None if s.layers >= 2 and not s.recurrent else
+                          "recurrent records: time_grad shows the profile over time steps"
+                          if s.recurrent else "fewer than two layers"),
+    "grad_heatmap": Kind(f"a per-layer profile over at least {MIN_HEATMAP_ROWS} depths per entry",
+                         lambda s: None if s.axis == "depth" and s.per_entry >= MIN_HEATMAP_ROWS
+                         and not s.recurrent and s.layers >= 2 else
+                         f"fewer than {MIN_HEATMAP_ROWS} depths per entry (grad_vs_layer shows "
+                         "them better)"),
+    "loss_curves": Kind("losses logged over training",
+                        lambda s: None if s.curves else "no loss curve logged"),
+    "grad_over_steps": Kind("per-layer ∂L/∂W at two or more log points",
+                            lambda s: None if s.steps >= 2 else "one log point per run"),
+    "weight_trajectories": Kind("sample weights at two or more log points",
+                                lambda s: None if s.weights and s.steps >= 2 else
+                                "no weight samples over training"),
+    "time_grad": Kind("a per-time-step ∂L/∂h_t profile (recurrent records)",
+                      lambda s: None if s.recurrent else "feed-forward records"),
+    "loss_vs_baseline": Kind("recurrent runs over a swept sequence length, two or more per entry",
+                             lambda s: _swept(s) if s.recurrent else "feed-forward records"),
+    "frontier": Kind("a swept axis with two or more values per entry, and a target",
+                     lambda s: _swept(s) or (None if s.target else "no target to reach")),
+    "dead_saturation": Kind("a swept axis with two or more values per entry", _swept),
+    "outcomes": Kind("entries at one value of the swept axis each, or no swept axis",
+                     lambda s: None if _swept(s) else "the entries sweep an axis: frontier and "
+                     "dead_saturation draw them as lines"),
+}
+
+
+def skip_reason(name: str, shape: Shape) -> str | None:
+    """Why a study of ``shape`` gets no figure of kind ``name`` (None: it gets one)."""
+    return KINDS[name].missing(shape)
+
+
+def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves: pd.DataFrame,
+             outdir: Path, formats, suffix: str = "", skipped: list | None = None):
+    shape = study_shape(runs, grad, time, curves)
+    axis = shape.axis
     at = headline_value(runs)
     if math.isnan(at):  # entries ran different depths: the largest any ran
         at = runs["frontier_value"].max()
     styles = entry_styles(runs)
     grad = with_runs(grad, runs)
     curves = with_runs(curves, runs, ("entry", "entry_order", "entry_axes", "frontier_axis",
-                                      "frontier_value", "plateau_step", "task_baseline"))
+                                      "frontier_value", "plateau_step", "task_baseline", "ok"))
     time = with_runs(time, runs)
-    at_rows = (lambda d: d[d["frontier_value"] == at]) if axis else (lambda d: d)
-    recurrent = len(time) > 0
+    at_rows = (lambda d: d[d["frontier_value"] == at]) if axis and shape.per_entry > 1 else \
+        (lambda d: d)
+    where = f" at {axis} {fg._number_text(at)}" if axis and shape.per_entry > 1 \
+        and not math.isnan(at) else ""
+    builders = {
+        "grad_vs_layer": lambda: faceted_figure(grad, styles, fg.plot_grad_vs_layer, runs=runs,
+                                                value="delta_norm"),
+        "grad_heatmap": lambda: grad_heatmap_figure(grad),
+        "loss_curves": lambda: faceted_figure(curves, styles, fg.plot_loss_curves,
+                                              ("trivial predictor", "plateau"), runs=runs,
+                                              value="loss"),
+        "grad_over_steps": lambda: per_entry_figure(at_rows(grad), fg.plot_grad_over_steps,
+                                                    "layer l", at_rows(runs), where),
+        "weight_trajectories": lambda: per_entry_figure(
+            at_rows(grad), fg.plot_weight_trajectories, "layer l", at_rows(runs), where),
+        "time_grad": lambda: time_grad_figure(time, styles),
+        "loss_vs_baseline": lambda: single_figure(fg.plot_loss_vs_baseline, runs, styles,
+                                                  ("trivial predictor",)),
+        "frontier": lambda: single_figure(fg.plot_frontier, runs, styles, ("2/3 of seeds",)),
+        "dead_saturation": lambda: dead_saturation_figure(runs, styles),
+        "outcomes": lambda: outcomes_figure(runs),
+    }
     plans = []
-    if len(grad) and not recurrent:
-        plans.append(("grad_vs_layer", lambda: faceted_figure(grad, styles, fg.plot_grad_vs_layer)))
-        if axis == "depth" and grad["frontier_value"].nunique() >= MIN_HEATMAP_ROWS:
-            plans.append(("grad_heatmap", lambda: grad_heatmap_figure(grad)))
-    if len(curves):
-        plans.append(("loss_curves", lambda: faceted_figure(
-            curves, styles, fg.plot_loss_curves, ("trivial predictor", "plateau"))))
-    where = f" at {axis} {fg._number_text(at)}" if axis and not math.isnan(at) else ""
-    if len(grad):
-        plans.append(("grad_over_steps", lambda: per_entry_figure(
-            at_rows(grad), fg.plot_grad_over_steps, "layer l", at_rows(runs), where)))
-        if grad["weight_sample_0"].notna().any():
-            plans.append(("weight_trajectories", lambda: per_entry_figure(
-                at_rows(grad), fg.plot_weight_trajectories, "layer l", at_rows(runs), where)))
-    if recurrent:
-        plans.append(("time_grad", lambda: time_grad_figure(time, styles)))
-        if axis:
-            plans.append(("loss_vs_baseline", lambda: single_figure(
-                fg.plot_loss_vs_baseline, runs, styles, ("trivial predictor",))))
-    if axis and runs["target_value"].notna().any():
-        plans.append(("frontier", lambda: single_figure(fg.plot_frontier, runs, styles,
-                                                         ("2/3 of seeds",))))
-    if axis:
-        plans.append(("dead_saturation", lambda: dead_saturation_figure(runs, styles)))
+    for name in KINDS:
+        reason = skip_reason(name, shape)
+        if reason is None:
+            plans.append((name, builders[name]))
+        elif skipped is not None:
+            skipped.append((name, reason))
     n_entries = runs["entry"].nunique()
     written = []
     with style():
@@ -562,5 +824,35 @@ def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves:
             caption = CAPTIONS[name].format(axis=axis or "run", where=shown)
             if name in PER_ENTRY or name == "grad_heatmap":   # the panel titles' order
                 caption += f"; panels: {runs['entry_axes'].iloc[0]}"
+            caption += f"; {fg.CENTRE_TEXT}"
             written.append((name, caption, paths))
     return written
+
+
+def outcomes_figure(runs: pd.DataFrame) -> Figure:
+    """The outcome of each entry as a dot with the seeds' range, an entry per row, in the
+    leaderboard's order of frontier value and entry: the final test metric and the unit
+    fractions of the hidden layers (:func:`~vgbench.report.figures.plot_outcomes`). The figure
+    for studies whose entries each ran one setting, where a line against the swept axis would
+    be one point."""
+    runs = runs.sort_values(["frontier_value", "entry_order"])
+    metric = "final_" + str(runs["target_metric"].iloc[0])
+    values = [metric] + [v for v in unit_fractions(runs) if v in runs]
+    entries = runs.drop_duplicates("entry")
+    width = 1.5
+    labels_in = 0.06 * max(len(str(e)) for e in entries["entry"])
+    fig = Figure(figsize=(labels_in + 0.3 + len(values) * (width + 0.15),
+                          0.75 + 0.16 * len(entries)))
+    left = (labels_in + 0.15) / fig.get_figwidth()
+    grid = {"left": left, "right": 0.98, "bottom": 0.45 / fig.get_figheight(),
+            "top": 1 - 0.3 / fig.get_figheight(), "wspace": 0.12}
+    axes = fig.subplots(1, len(values), sharey=True, gridspec_kw=grid).ravel()
+    for ax, value in zip(axes, values):
+        fg.plot_outcomes(runs, ax=ax, value=value)
+        ax.set_title(UNIT_TITLES.get(value, value.removeprefix("final_").replace("_", " ")),
+                     fontsize=fg.title_points())
+    for ax in axes[1:]:
+        ax.tick_params(labelleft=False)
+    return fig
+
+

@@ -1,8 +1,9 @@
 """Axes-level figure functions over tidy frames, in seaborn's shape: ``plot_x(df, *, ax=None)``.
 
-Each draws on ``ax`` (the current axes if None) and returns it. Lines are the median over seeds
-and bands the range over seeds (min to max: with three to five seeds a range hides less than
-an interval would claim). Colours come from seaborn's colour-blind palette in entry order, so
+Each draws on ``ax`` (the current axes if None) and returns it. Lines are the mean over seeds
+(:data:`CENTRE_TEXT`: the statistic the tables report, so a figure and a table read the same
+number) and bands the range over seeds (min to max: with three to five seeds a range hides less
+than an interval would claim). Colours come from seaborn's colour-blind palette in entry order, so
 an entry looks the same in every figure of a study; a study with more than ten entries is
 drawn with colour for one axis and dashes for the others
 (:func:`vgbench.report.style.entry_styles`). Inputs are
@@ -29,6 +30,10 @@ from vgbench.diagnostics import GRAD_LABEL, TIME_GRAD_LABEL
 from vgbench.report.style import SEQUENTIAL, palette
 
 WEIGHT_CHANGE_LABEL = "‖w − w₀‖ / ‖w₀‖"
+# what every line of these figures is, said once in each caption (vgbench.report.captions)
+CENTRE_TEXT = ("lines: mean over seeds (metrics, losses and fractions: over the seeds that "
+               "finished, as in the tables; gradient norms: geometric mean, as the tables "
+               "average log10 a); bands: the seeds' range")
 FRONTIER_SHARE = 2 / 3
 # the heatmap's colour map: grey below its scale (vanished further), red above (exploding)
 HEATMAP_CMAP = mpl.colormaps[SEQUENTIAL].with_extremes(under="#b0b0b0", over="#d7301f")
@@ -40,13 +45,15 @@ def plot_grad_vs_layer(df: pd.DataFrame, *, ax=None, value: str = "delta_norm", 
     """‖∂L/∂h_l‖ against layer l (log scale), one line per ``hue``: the vanishing-gradient picture.
 
     ``df``: rows of ``grad_stats`` (with ``hue``), typically of one depth. ``log_point``: an
-    index, ``"first"`` or ``"last"``. A layer where a seed's signal underflowed to zero is
-    marked with a triangle on the bottom edge.
+    index, ``"first"`` or ``"last"``. Lines: the geometric mean over seeds; band: their range.
+    A layer where a seed's signal underflowed to zero is marked with a triangle (▼) on the
+    bottom edge, one whose signal is exactly zero with no small neighbour (a zero-initialised
+    gain: no gradient reaches it) with a circle (○): :func:`zero_kinds`.
     """
     ax = ax if ax is not None else plt.gca()
     data = _at_log_point(df, log_point)
-    _median_lines(ax, data, x="layer", value=value, hue=hue, colors=colors or palette(df, hue),
-                  dashes=dashes, offset=1, log_y=True, underflow="delta_underflow",
+    _centre_lines(ax, data, x="layer", value=value, hue=hue, colors=colors or palette(df, hue),
+                  dashes=dashes, offset=1, log_y=True, geometric=True, underflow="delta_underflow",
                   marker="o" if data["layer"].nunique() <= 12 else None)
     _log_y(ax)
     ax.xaxis.set_major_locator(InView(nbins=4, integer=True))
@@ -64,8 +71,8 @@ def plot_time_grad(df: pd.DataFrame, *, ax=None, value: str = "time_delta_norm",
     """
     ax = ax if ax is not None else plt.gca()
     data = _at_log_point(df, log_point)
-    _median_lines(ax, data, x="t", value=value, hue=hue, colors=colors or palette(df, hue),
-                  dashes=dashes, offset=1, linestyle=linestyle, log_y=True,
+    _centre_lines(ax, data, x="t", value=value, hue=hue, colors=colors or palette(df, hue),
+                  dashes=dashes, offset=1, linestyle=linestyle, log_y=True, geometric=True,
                   underflow="time_delta_underflow")
     _log_y(ax)
     ax.xaxis.set_major_locator(InView(nbins=4, integer=True))
@@ -75,7 +82,7 @@ def plot_time_grad(df: pd.DataFrame, *, ax=None, value: str = "time_delta_norm",
 
 def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
                       log_point: int | str = 0, vmin=None, vmax=None, cbar: bool = True):
-    """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), median over seeds; one entry,
+    """log10 ‖∂L/∂h_l‖ over depth (rows) x layer (columns), mean of log10 over seeds; one entry,
     drawn as an image with a pixel per cell.
 
     Cells beyond a network's depth are blank. Cells below ``vmin`` (a signal that underflowed
@@ -85,9 +92,8 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     """
     ax = ax if ax is not None else plt.gca()
     data = _at_log_point(df, log_point)
-    per_cell = data.groupby(["frontier_value", "layer"])[value].median()
-    with np.errstate(divide="ignore"):
-        matrix = np.log10(per_cell).unstack("layer")
+    per_cell = log10_centre(data, ["frontier_value", "layer"], value)
+    matrix = per_cell.unstack("layer")
     if len(matrix.columns):   # every layer a column: an image's cells are evenly spaced
         matrix = matrix.reindex(columns=range(int(matrix.columns.max()) + 1))
     values = matrix.to_numpy(float)
@@ -108,6 +114,20 @@ def plot_grad_heatmap(df: pd.DataFrame, *, ax=None, value: str = "delta_norm",
     if cbar and image is not None:
         ax.figure.colorbar(image, ax=ax, label="log10 " + GRAD_LABEL, extend="both")
     return ax
+
+
+def log10_centre(df: pd.DataFrame, by: list, value: str) -> pd.Series:
+    """Mean of log10 ``value`` over seeds per group of ``by``: -inf where a seed's signal
+    underflowed to 0, NaN where it is an exact zero (no gradient path; :func:`zero_kinds`)."""
+    underflow, exact = zero_kinds(df, value, "delta_underflow" if "delta_underflow" in df else None)
+    values = df[value].astype(float)
+    with np.errstate(divide="ignore"):
+        logs = np.log10(values.where(values > 0, 0.0))
+    logs = logs.where(~exact)
+    groups = [df[b] for b in by]
+    centre = logs.where(np.isfinite(logs)).groupby(groups, observed=True).mean()
+    lost = pd.Series(underflow.to_numpy(), index=df.index).groupby(groups, observed=True).any()
+    return centre.where(~lost.reindex(centre.index, fill_value=False), -np.inf)
 
 
 def robust_limits(groups, *, slack: float = 1.0, min_span: float = 1.0) -> tuple[float, float]:
@@ -136,43 +156,84 @@ def robust_limits(groups, *, slack: float = 1.0, min_span: float = 1.0) -> tuple
 
 def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str = "entry",
                      colors: dict | None = None, dashes: dict | None = None):
-    """Loss against step, median and range over seeds per ``hue``; an ``x`` marks each seed's
-    detected plateau (column ``plateau_step``) and a dashed line the task's trivial predictor
-    (column ``task_baseline``), where the frame has those columns."""
+    """Loss against step, mean and range over the seeds that finished (as the tables count
+    them; an entry none of whose seeds finished: over all its seeds) per ``hue``; an ``x``
+    marks each seed's detected plateau (column ``plateau_step``) and a dashed line the task's
+    trivial predictor (column ``task_baseline``), where the frame has those columns.
+
+    With a column ``ok``, the y axis spans what the finished seeds logged: a run that blew up
+    before it was stopped cannot stretch it over ten decades; a line that leaves the axis is
+    marked with a ▲ on the top edge where it does."""
     ax = ax if ax is not None else plt.gca()
     colors = colors or palette(df, hue)
+    if "ok" in df:   # per entry the finished seeds, or all seeds where none finished
+        finished = df["ok"].fillna(False).astype(bool)
+        any_finished = finished.groupby(df[hue], observed=True).transform("any")
+        df = df[finished | ~any_finished]
+        finished = finished[df.index]
+    else:
+        finished = pd.Series(True, index=df.index)
     positive = bool((df[value].dropna() > 0).all())
-    _median_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
+    _centre_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
                   log_y=positive)
+    centres = df.groupby([hue, "step"], observed=True)[value].mean().dropna()
     if "plateau_step" in df:
-        centers = df.groupby([hue, "step"], observed=True)[value].median().dropna()
         seeds = df.drop_duplicates(["run_id", "seed"]).dropna(subset=["plateau_step"])
         where, heights, marker_colors = [], [], []
         for label, steps in seeds.groupby(hue, observed=True)["plateau_step"]:
-            if label in colors and label in centers.index.get_level_values(0):
-                center = centers.xs(label, level=0)
+            if label in colors and label in centres.index.get_level_values(0):
+                centre = centres.xs(label, level=0)
                 where += list(steps)
-                heights += list(np.interp(steps, center.index.to_numpy(float), center.to_numpy()))
+                heights += list(np.interp(steps, centre.index.to_numpy(float), centre.to_numpy()))
                 marker_colors += [colors[label]] * len(steps)
-        if where:  # one marker per seed, on its entry's median curve
+        if where:  # one marker per seed, on its entry's mean curve
             ax.scatter(where, heights, marker="x", s=18, c=marker_colors, zorder=3,
                        label="plateau")
     if "task_baseline" in df and df["task_baseline"].notna().any():
         ax.axhline(df["task_baseline"].median(), color="0.4", linestyle="--", linewidth=0.8,
                    label="trivial predictor")
-    return _against_steps(ax, value, log=positive)
+    _against_steps(ax, value, log=positive)
+    kept = df.loc[finished, value].astype(float)
+    kept = kept[np.isfinite(kept) & ((kept > 0) if positive else True)]
+    if len(kept) and not finished.all():
+        low, high = float(kept.min()), float(kept.max())
+        if "task_baseline" in df and df["task_baseline"].notna().any():
+            base = float(df["task_baseline"].median())
+            low, high = min(low, base), max(high, base)
+        if positive:
+            pad = (high / low) ** 0.05 if high > low else 2.0
+            low, high = low / pad, high * pad
+        else:
+            pad = 0.05 * (high - low) or 1.0
+            low, high = low - pad, high + pad
+        ax.set_ylim(low, high)
+        off, off_colors = [], []
+        for label in colors:
+            if label in centres.index.get_level_values(0):
+                centre = centres.xs(label, level=0)
+                above = centre[centre > high]
+                if len(above):
+                    off.append(float(above.index[0]))
+                    off_colors.append(colors[label])
+        if off:
+            ax.scatter(off, np.full(len(off), 0.98), transform=ax.get_xaxis_transform(),
+                       marker="^", s=16, c=off_colors, clip_on=False, zorder=4,
+                       label="_off scale")
+    return ax
 
 
 def plot_grad_over_steps(df: pd.DataFrame, *, ax=None, value: str = "grad_norm",
                          colorbar: bool = True):
-    """Per-layer gradient norm against training step for one run, median over seeds; layers
-    coloured from input (dark) to output (light). Drawn as one line collection."""
+    """Per-layer gradient norm against training step for one run, geometric mean over seeds;
+    layers coloured from input (dark) to output (light), or, for a few layers (a recurrent
+    cell and its output), one categorical colour each, named in a legend
+    (:func:`layer_names`). Drawn as one line collection."""
     ax = ax if ax is not None else plt.gca()
-    values = df[value].where(df[value] > 0)
-    table = values.groupby([df["layer"], df["step"]]).median().unstack("step")
+    table = centre_stats(df, by=["layer", "step"], value=value, geometric=True)["mean"]
+    table = table.unstack("step")
     steps = table.columns.to_numpy(float)
     segments = [np.column_stack([steps, row]) for row in table.to_numpy(float)]
-    _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar)
+    _layer_lines(ax, segments, table.index.to_numpy(), _n_layer(df), colorbar, layer_names(df))
     return _against_steps(ax, value, log=True)
 
 
@@ -190,9 +251,12 @@ def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, relative: bool = True
     """Are the weights changing? Step against the fixed sample weights of each layer.
 
     ``relative`` (default): per layer, the relative change ‖w_t − w₀‖ / ‖w₀‖ of its sample
-    weights (the four fixed entries of the record), median over seeds, on a log scale: the
+    weights (the four fixed entries of the record), mean over seeds, on a log scale: the
     layers of every entry on one comparable scale, and a layer that does not learn is a line
     near the bottom (10⁻⁴ of its size or less). The initial step, where it is 0, is left out.
+    A layer whose sample weights start at 0 in some seed (the identity init of an IRNN's
+    recurrent matrix off the diagonal) has no relative change: its absolute change is drawn,
+    dashed, with a note.
     Otherwise ``w_t − w₀`` of each sample weight of one seed (the one that logged longest,
     unless ``seed`` is given). For deep networks ``max_layers`` layers evenly spaced from
     input to output; a line collection coloured by layer.
@@ -209,24 +273,44 @@ def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, relative: bool = True
         layers = layers[np.unique(np.linspace(0, len(layers) - 1, max_layers).round().astype(int))]
     data = df[df["layer"].isin(layers)].sort_values(["layer", "step"])
     segments, owners = [], []
+    styles = []
     if relative and len(data):
         table = data.set_index(["seed", "layer", "step"])[columns]
         first = table.groupby(level=["seed", "layer"]).transform("first")
         change = np.sqrt(((table - first) ** 2).mean(axis=1))
         size = np.sqrt((first ** 2).mean(axis=1))
-        ratio = change / size.where(size > 0)
+        # a layer whose sample weights start at 0 (an identity or zero init) has no relative
+        # change: its absolute change is drawn instead, dashed, and the panel says so
+        zero_start = (size == 0).groupby(level="layer").any()
+        absolute = zero_start.index[zero_start.to_numpy()]
+        in_absolute = change.index.get_level_values("layer").isin(absolute)
+        ratio = (change / size.where(size > 0)).where(~in_absolute, change)
         later = ratio.index.get_level_values("step") > first_step(ratio)
-        median = ratio[later].groupby(level=["layer", "step"]).median().unstack("step")
-        steps = median.columns.to_numpy(float)
+        later_ratio = ratio[later].reset_index(name="change")
+        # the arithmetic mean: a weight that did not move is a change of 0, which a geometric
+        # mean would turn into no line at all
+        centre = centre_stats(later_ratio, by=["layer", "step"], value="change",
+                              geometric=False)["mean"].unstack("step")
+        steps = centre.columns.to_numpy(float)
         frozen = 0
-        for layer, row in zip(median.index, median.to_numpy(float)):
+        for layer, row in zip(centre.index, centre.to_numpy(float)):
             segments.append(np.column_stack([steps, np.where(row > 0, row, np.nan)]))
             owners.append(layer)
+            styles.append("dashed" if layer in absolute else "solid")
             logged = row[np.isfinite(row)]
             frozen += bool(logged.size and np.all(logged == 0))
+        notes = []
         if frozen:  # not one sample weight moved, in float32: no line on a log scale, so say it
-            ax.text(0.03, 0.03, f"{frozen} of {len(median)} layers: no change at all",
-                    transform=ax.transAxes, ha="left", va="bottom", fontsize=6, color="0.2",
+            notes.append(f"{frozen} of {len(centre)} layers: no change at all")
+        if len(absolute):   # said in the legend where the layers have one, else in the panel
+            ax.plot([], [], color="0.4", linestyle="--", label="absolute change ‖w − w₀‖ (w₀ = 0)")
+            if _n_layer(df) > CATEGORICAL_LAYERS:
+                names = layer_names(df)
+                which = ", ".join(layer_label(layer, names) for layer in absolute)
+                notes.append(f"dashed: {which}, w₀ = 0:\nabsolute change ‖w − w₀‖")
+        if notes:
+            ax.text(0.03, 0.03, "\n".join(notes), transform=ax.transAxes, ha="left",
+                    va="bottom", fontsize=5.5, color="0.2",
                     bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
     else:
         for layer in layers:
@@ -236,7 +320,8 @@ def plot_weight_trajectories(df: pd.DataFrame, *, ax=None, relative: bool = True
                 weights = rows[column].to_numpy(float)
                 segments.append(np.column_stack([steps, weights - weights[0]]))
                 owners.append(layer)
-    _layer_lines(ax, segments, np.asarray(owners), _n_layer(df), colorbar)
+    _layer_lines(ax, segments, np.asarray(owners), _n_layer(df), colorbar, layer_names(df),
+                 styles or None)
     _few_ticks(ax, y=not relative)
     if relative:
         _log_y(ax)
@@ -286,7 +371,7 @@ def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fracti
     ax = ax if ax is not None else plt.gca()
     data = df[df["ok"]] if "ok" in df else df
     if value in data:
-        _median_lines(ax, data.dropna(subset=[value]), x="frontier_value", value=value, hue=hue,
+        _centre_lines(ax, data.dropna(subset=[value]), x="frontier_value", value=value, hue=hue,
                       dashes=dashes, colors=colors or palette(df, hue), marker="o")
         # a fraction is read from 0: the axis starts there and ends a little above the data
         top = min(1.02, max(0.05, 1.08 * float(data[value].max()) if data[value].notna().any()
@@ -294,6 +379,48 @@ def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fracti
         ax.set_ylim(-0.02 * top, top)
     ax.set(ylabel=f"fraction of {UNIT_FRACTIONS.get(value, value)}", xlabel=_axis_name(df))
     _frontier_scale(ax, df["frontier_value"])
+    return ax
+
+
+def plot_outcomes(df: pd.DataFrame, *, ax=None, value: str = "final_test_accuracy"):
+    """One row per entry (in the order of ``df``'s rows: sort it first): the mean of ``value``
+    over the seeds that finished (a dot, the number the tables report) and their range (a
+    bar); seeds that diverged or failed are counted at the right edge ("2/5 lost"). Rows of
+    different frontier values are separated by a line and labelled by it.
+
+    ``df``: rows of ``runs`` (one per run x seed) with ``entry``, ``ok`` and ``value``."""
+    ax = ax if ax is not None else plt.gca()
+    entries = list(dict.fromkeys(df["entry"]))
+    y = {e: i for i, e in enumerate(entries)}
+    for entry, rows in df.groupby("entry", sort=False):
+        done = rows.loc[rows["ok"].astype(bool), value].astype(float).dropna() \
+            if value in rows else pd.Series(dtype=float)
+        i = y[entry]
+        if len(done):
+            ax.plot([done.min(), done.max()], [i, i], color="0.55", linewidth=1.6,
+                    solid_capstyle="butt", label="_seed range")
+            ax.plot([done.mean()], [i], "o", color="C0", markersize=3.5, label=str(entry))
+        lost = int((~rows["ok"].astype(bool)).sum())
+        if lost:
+            ax.text(1.0, i, f" {lost}/{len(rows)} lost", transform=ax.get_yaxis_transform(),
+                    va="center", ha="left", fontsize=5.5, color="C3")
+    axis = _axis_name(df)
+    if axis and df["frontier_value"].nunique() > 1:
+        order = df.drop_duplicates("entry")["frontier_value"].to_numpy(float)
+        for i in np.flatnonzero(np.diff(order)) + 1:
+            ax.axhline(i - 0.5, color="0.75", linewidth=0.6)
+        for v in np.unique(order):
+            rows = np.flatnonzero(order == v)
+            ax.text(0.99, rows.min() - 0.45, f"{axis} {_number_text(v)}", fontsize=5.5,
+                    transform=ax.get_yaxis_transform(), ha="right", va="top", color="0.35")
+    ax.set_yticks(range(len(entries)), [str(e) for e in entries])
+    ax.set_ylim(len(entries) - 0.5, -0.5)
+    ax.tick_params(axis="y", length=0)
+    if value.endswith("fraction_final") or value.endswith("saturation_final") \
+            or value.endswith("accuracy"):
+        ax.set_xlim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(InView(nbins=4))
+    ax.set_xlabel(value.removeprefix("final_").replace("_final", "").replace("_", " "))
     return ax
 
 
@@ -305,7 +432,7 @@ def plot_loss_vs_baseline(df: pd.DataFrame, *, ax=None, value: str = "final_test
     ax = ax if ax is not None else plt.gca()
     data = df[df["ok"]].assign(ratio=lambda d: d[value] / d["task_baseline"])
     positive = bool(len(data) and (data["ratio"].dropna() > 0).all())
-    _median_lines(ax, data, x="frontier_value", value="ratio", hue=hue, dashes=dashes,
+    _centre_lines(ax, data, x="frontier_value", value="ratio", hue=hue, dashes=dashes,
                   colors=colors or palette(df, hue), marker="o", log_y=positive)
     ax.axhline(1.0, color="0.4", linestyle="--", linewidth=0.8, label="trivial predictor")
     if positive:
@@ -492,22 +619,70 @@ def _ordered(df: pd.DataFrame, hue: str, colors: dict):
     return [(label, groups[label]) for label in colors if label in groups]
 
 
-def _median_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors: dict,
+UNDERFLOW_SCALE = 1e-20   # a zero among signals this small is an underflow; among larger ones, exact
+
+
+def zero_kinds(df: pd.DataFrame, value: str, flag: str | None) -> tuple[pd.Series, pd.Series]:
+    """``(underflow, exact)``: which rows of ``df`` hold a signal of exactly 0 that underflowed
+    float32 (the profile of that seed and log point falls to values below
+    :data:`UNDERFLOW_SCALE` on its way there) and which hold an exact zero with no small
+    neighbour (no gradient reaches the layer: a zero-initialised gain such as SkipInit's, or
+    an output the loss does not use). Both are 0 in the record; only the first is vanishing."""
+    if flag is None or flag not in df or df.empty:
+        empty = pd.Series(False, index=df.index)
+        return empty, empty
+    zero = df[flag].astype(bool) | (df[value].astype(float) == 0)
+    if not zero.any():
+        return zero, zero
+    keys = [k for k in ("run_id", "seed", "log_point") if k in df]
+    positive = df[value].astype(float).where(df[value] > 0)
+    smallest = positive.groupby([df[k] for k in keys], observed=True).transform("min") \
+        if keys else pd.Series(positive.min(), index=df.index)
+    underflow = zero & ~(smallest >= UNDERFLOW_SCALE)     # no positive value at all: underflow
+    return underflow, zero & ~underflow
+
+
+def centre_stats(df: pd.DataFrame, *, by: list, value: str, geometric: bool) -> pd.DataFrame:
+    """Per group of ``by``: the centre over seeds (``mean``: arithmetic, or geometric — the
+    mean of log10 — with ``geometric``), the seeds' range (``min``, ``max``) and ``count``.
+    With ``geometric`` a group where some seed is 0 (or not positive) has no centre."""
+    values = df[value].astype(float)
+    groups = [df[b] for b in by]
+    if geometric:
+        positive = values.where(values > 0)
+        with np.errstate(divide="ignore"):
+            logs = np.log10(positive)
+        stats = pd.DataFrame({"logs": logs, "bad": values.notna() & positive.isna(),
+                              "v": positive}).groupby(groups, observed=True, sort=True).agg(
+            mean=("logs", "mean"), bad=("bad", "any"), min=("v", "min"), max=("v", "max"),
+            count=("v", "count"))
+        stats["mean"] = np.where(stats.pop("bad"), np.nan, 10.0 ** stats["mean"])
+        return stats
+    return values.groupby(groups, observed=True, sort=True).agg(["mean", "min", "max", "count"])
+
+
+def _centre_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors: dict,
                   dashes: dict | None = None, offset: float = 0, marker=None,
-                  linestyle: str = "-", log_y: bool = False, underflow: str | None = None):
-    """Median over seeds (line) and range over seeds (band) of ``value`` against ``x``; with
-    ``log_y`` a zero (an underflow, marked on the bottom edge via ``underflow``) is left out."""
+                  linestyle: str = "-", log_y: bool = False, geometric: bool = False,
+                  underflow: str | None = None):
+    """Centre over seeds (line) and range over seeds (band) of ``value`` against ``x``.
+
+    The centre is the statistic the tables report for the same kind of quantity
+    (:data:`CENTRE_TEXT`): the arithmetic mean for a metric, a loss or a fraction; with
+    ``geometric`` (gradient and weight norms) the geometric mean, the mean of log10, as the
+    tables average log10 a. On a log axis a zero leaves its point out and is marked on the
+    bottom edge: ▼ where it is an underflow, ○ where it is an exact zero (:func:`zero_kinds`)."""
     if df.empty:
         return
-    values = df[value].astype(float)
-    if log_y:
-        values = values.where(values > 0)  # zero: underflow, marked below
-    stats = values.groupby([df[hue], df[x]], observed=True, sort=True).agg(
-        ["median", "min", "max", "count"])
-    vanished = pd.Series(dtype=object)
-    if underflow and underflow in df:
-        flagged = df[underflow].astype(bool)
-        vanished = df[x][flagged].groupby(df[hue][flagged], observed=True).unique()
+    stats = centre_stats(df, by=[hue, x], value=value, geometric=geometric)
+    if log_y and not geometric:   # a mean that is not positive has no place on a log axis
+        stats["mean"] = stats["mean"].where(stats["mean"] > 0)
+    marks = {}
+    if log_y and underflow:
+        vanished, exact = zero_kinds(df, value, underflow)
+        for name, rows in (("_underflow", vanished), ("_exact zero", exact)):
+            if rows.any():
+                marks[name] = df[x][rows].groupby(df[hue][rows], observed=True).unique()
     present = set(stats.index.get_level_values(0))
     bands, band_colors = [], []
     for label in colors:
@@ -515,15 +690,18 @@ def _median_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors:
             continue
         part = stats.xs(label, level=0)
         xs = part.index.to_numpy(float) + offset
-        ax.plot(xs, part["median"].to_numpy(), color=colors[label], marker=marker,
+        ax.plot(xs, part["mean"].to_numpy(), color=colors[label], marker=marker,
                 linestyle=(dashes or {}).get(label, linestyle), label=str(label), markersize=3)
         if part["count"].max() > 1:
             bands += _band_polygons(xs, part["min"].to_numpy(), part["max"].to_numpy())
             band_colors += [colors[label]] * (len(bands) - len(band_colors))
-        if label in vanished.index and len(vanished[label]):
-            where = np.asarray(vanished[label], float) + offset
-            ax.scatter(where, np.full(len(where), 0.02), transform=ax.get_xaxis_transform(),
-                       marker="v", s=14, color=colors[label], label="_underflow", clip_on=False)
+        for name, where in marks.items():
+            if label in where.index and len(where[label]):
+                at = np.asarray(where[label], float) + offset
+                ax.scatter(at, np.full(len(at), 0.02), transform=ax.get_xaxis_transform(),
+                           marker="v" if name == "_underflow" else "o", s=14,
+                           color=colors[label] if name == "_underflow" else "none",
+                           edgecolors=colors[label], linewidths=0.8, label=name, clip_on=False)
     if bands:  # one collection for all the seed bands: much quicker than a fill per entry
         ax.add_collection(PolyCollection(bands, facecolors=band_colors, alpha=0.2,
                                          linewidths=0, label="_seed range"), autolim=True)
@@ -546,14 +724,44 @@ def _band_polygons(xs, low, high) -> list:
     return polygons
 
 
-def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool):
-    """One line per segment, coloured by its layer (0 = input) on the sequential colour map."""
+CATEGORICAL_LAYERS = 4   # up to this many layers: a colour and a name each, not a colour bar
+
+
+def layer_names(df: pd.DataFrame) -> dict:
+    """layer index -> its name in the record (``recurrent_1``, ``output``), where known."""
+    if "layer_name" not in df or df.empty:
+        return {}
+    pairs = df[["layer", "layer_name"]].dropna().drop_duplicates("layer")
+    return {int(k): str(v) for k, v in zip(pairs["layer"], pairs["layer_name"])}
+
+
+def layer_label(layer: int, names: dict) -> str:
+    return f"layer {int(layer) + 1}" + (f" ({names[int(layer)]})" if int(layer) in names else "")
+
+
+def layer_colors(n_layer: int):
+    """The colour of each layer: categorical for a few layers, else the sequential map."""
+    if n_layer <= CATEGORICAL_LAYERS:
+        return list(sns.color_palette("colorblind", CATEGORICAL_LAYERS))[:n_layer]
     norm = Normalize(0, max(n_layer - 1, 1))
-    lines = LineCollection(segments, colors=mpl.colormaps[SEQUENTIAL](norm(layers)),
-                           linewidths=0.8)
+    return [mpl.colormaps[SEQUENTIAL](norm(i)) for i in range(n_layer)]
+
+
+def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool, names: dict | None = None,
+                 linestyles=None):
+    """One line per segment, coloured by its layer (0 = input): on the sequential colour map,
+    or, for at most :data:`CATEGORICAL_LAYERS` layers, a categorical colour each with the
+    layer's name as its label (for a legend: two weight matrices are not a continuum)."""
+    palette = layer_colors(n_layer)
+    colors = [palette[min(int(layer), n_layer - 1)] for layer in layers]
+    lines = LineCollection(segments, colors=colors, linewidths=0.8,
+                           linestyles=linestyles if linestyles is not None else "solid")
     ax.add_collection(lines)
     ax.autoscale_view()
-    if colorbar:
+    if n_layer <= CATEGORICAL_LAYERS:
+        for layer in sorted(set(int(x) for x in layers)):   # legend proxies
+            ax.plot([], [], color=palette[layer], label=layer_label(layer, names or {}))
+    elif colorbar:
         mappable = mpl.cm.ScalarMappable(norm=Normalize(1, max(n_layer, 2)), cmap=SEQUENTIAL)
         ax.figure.colorbar(mappable, ax=ax, label="layer l", pad=0.02)
 

@@ -23,7 +23,8 @@ def safe_name(study: str) -> str:
 class Output:
     """One thing the report wrote: its kind, study, short name, caption and files."""
 
-    kind: str            # "frame", "leaderboard", "table" or "figure"
+    kind: str            # "frame", "leaderboard", "table", "figure" or "skipped" (a figure
+                         # kind that does not apply: its caption says why; no files)
     study: str | None
     name: str
     caption: str
@@ -73,6 +74,10 @@ def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path
         for output in outputs:
             if output.study == study and output.kind == "figure":
                 lines += _figure(output, results_dir, unlinked)
+        skipped = [o for o in outputs if o.study == study and o.kind == "skipped"]
+        if skipped:
+            lines += ["Figure kinds not drawn for this study, and why:", ""]
+            lines += [f"- **{o.name}**: {o.caption}" for o in skipped] + [""]
     if problems:
         lines += ["## Skipped records", "",
                   f"{len(problems)} file{'s' * (len(problems) != 1)} could not be used:", ""]

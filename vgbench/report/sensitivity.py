@@ -2,8 +2,9 @@
 
 Validation metric against the tuned value (log axis), one line per entry (mean over the
 finished seeds, band from the lowest to the highest seed), one panel per setting of the swept
-axis; a filled dot marks each entry's chosen value, and a cross at the panel's foot each value
-at which seeds diverged or failed (with their count).
+axis; a filled dot marks each entry's chosen value, and a cross each value at which seeds
+diverged or failed (with their count), on the panel's edge where "worst" is for the metric:
+the foot where higher is better (accuracy), the top where lower is (a loss).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from matplotlib.transforms import blended_transform_factory
 
 from vgbench.report import tuning
 
-CAPTION = ("final validation metric against {field} (log axis), one line per entry with the "
-           "seeds' range; ●: the chosen {field}; ×: seeds that diverged or failed there")
+CAPTION = ("final validation metric against {field} (log axis), one line per entry: the mean "
+           "over the seeds that finished, with their range; ●: the chosen {field}; ×: seeds that "
+           "diverged or failed there, on the edge where the metric is worst")
 
 
 def plot_sensitivity(df: pd.DataFrame, *, field: str = "lr", ax=None, colors=None, dashes=None):
@@ -29,6 +31,8 @@ def plot_sensitivity(df: pd.DataFrame, *, field: str = "lr", ax=None, colors=Non
     ax = ax or plt.gca()
     colors, dashes = colors or {}, dashes or {}
     foot = blended_transform_factory(ax.transData, ax.transAxes)
+    higher = bool(df["higher_is_better"].iloc[0]) if "higher_is_better" in df and len(df) else True
+    worst, count_at = (0.03, 0.07) if higher else (0.97, 0.89)   # where "worst" is
     for entry, rows in df.sort_values("entry_order").groupby("entry", sort=False):
         color = colors.get(entry, "0.3")
         per_value = rows.groupby(field, sort=True)
@@ -46,9 +50,10 @@ def plot_sensitivity(df: pd.DataFrame, *, field: str = "lr", ax=None, colors=Non
                 ax.plot([value], [y], "o", color=color, ms=3.5, zorder=5)
         lost = rows[~rows["ok"]].groupby(field).size()
         for value, count in lost.items():
-            ax.plot([value], [0.03], "x", color=color, ms=4, transform=foot, clip_on=False)
+            ax.plot([value], [worst], "x", color=color, ms=4, transform=foot, clip_on=False,
+                    label="_lost")
             if count > 1:
-                ax.text(value, 0.07, str(count), color=color, fontsize=5, ha="center",
+                ax.text(value, count_at, str(count), color=color, fontsize=5, ha="center",
                         transform=foot)
     values = np.array(sorted(df[field].dropna().unique()), float)
     if len(values):

@@ -41,6 +41,20 @@ class EntryStyles:
     colors: dict
     dashes: dict = field(default_factory=dict)
     legend: list = field(default_factory=list)   # [(handle, label)]
+    # legend label -> the entries it stands for (a colour of a factored legend stands for
+    # several); a label not here (an axis heading) is kept while anything under it is drawn
+    members: dict = field(default_factory=dict)
+    title: str | None = None     # the legend's title, where it is not the entry axes
+
+    def shown(self, drawn: set) -> list:
+        """The legend's ``(handle, label)`` pairs for what is ``drawn`` (entry labels): an
+        entry, a colour or a dash that no panel drew is left out, and so is a heading with
+        nothing left under it."""
+        kept = [(h, t) for h, t in self.legend
+                if t not in self.members or self.members[t] & drawn]
+        headings = [i for i, (_, t) in enumerate(kept) if t not in self.members]
+        return [pair for i, pair in enumerate(kept) if i not in headings
+                or (i + 1 < len(kept) and (i + 1) not in headings)]
 
 
 def entry_styles(runs: pd.DataFrame) -> EntryStyles:
@@ -59,7 +73,8 @@ def entry_styles(runs: pd.DataFrame) -> EntryStyles:
     palette = sns.color_palette("colorblind" if len(entries) <= MAX_COLORS else "husl",
                                 len(entries))
     colors = dict(zip(entries, palette))
-    return EntryStyles(colors, {}, [(Line2D([], [], color=c), e) for e, c in colors.items()])
+    return EntryStyles(colors, {}, [(Line2D([], [], color=c), e) for e, c in colors.items()],
+                       {e: {e} for e in entries})
 
 
 def _pick(part, index) -> str:
@@ -92,7 +107,22 @@ def _factored(entries, parts, index, axes) -> EntryStyles:
     legend += [(Line2D([], [], color=c), h) for h, c in palette.items()]
     legend += [(blank, _pick(axes, rest) + ":")]
     legend += [(Line2D([], [], color="0.3", linestyle=d), r) for r, d in dash.items()]
-    return EntryStyles(colors, dashes, legend)
+    members = {h: {e for e, p in zip(entries, parts) if _pick(p, index) == h} for h in hues}
+    members.update({r: {e for e, p in zip(entries, parts) if _pick(p, rest) == r} for r in rests})
+    return EntryStyles(colors, dashes, legend, members)
+
+
+def split_styles(entries: list, parts: list, colour_index: tuple, axes: list) -> EntryStyles:
+    """A colour per value combination of the ``colour_index`` axes of each entry (``parts``:
+    its axis values), for figures whose panels already separate the other axes."""
+    keys = [_pick(p, colour_index) for p in parts]
+    hues = list(dict.fromkeys(keys))
+    palette = dict(zip(hues, sns.color_palette("colorblind" if len(hues) <= MAX_COLORS
+                                               else "husl", len(hues))))
+    colors = {e: palette[k] for e, k in zip(entries, keys)}
+    members = {h: {e for e, k in zip(entries, keys) if k == h} for h in hues}
+    return EntryStyles(colors, {}, [(Line2D([], [], color=c), h) for h, c in palette.items()],
+                       members, _pick(axes, colour_index))
 
 
 def palette(df: pd.DataFrame, hue: str) -> dict:
