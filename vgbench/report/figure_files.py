@@ -101,12 +101,13 @@ MARKS = {   # bottom- and top-edge marks of the panels, explained once in a figu
 
 
 def drawn_labels(axes) -> set:
-    """The labels of the lines the panels drew with at least one finite point."""
+    """The labels of the lines the panels drew: two finite points, or one with a marker."""
     drawn = set()
     for ax in axes:
         for line in ax.get_lines():
             xy = np.column_stack(line.get_data()).astype(float) if len(line.get_xdata()) else []
-            if len(xy) and np.isfinite(xy).all(axis=1).any():
+            finite = int(np.isfinite(xy).all(axis=1).sum()) if len(xy) else 0
+            if finite >= 2 or (finite == 1 and line.get_marker() not in (None, "", "None", " ")):
                 drawn.add(line.get_label())
     return drawn
 
