@@ -242,7 +242,8 @@ def _write_all_tables(outputs: list[Output], results_dir: Path) -> list[Output]:
     study per page, so that the tables can be read (and checked to fit) together."""
     tables = results_dir / "tables"
     inputs = []
-    for output in outputs:
+    # studies in alphabetical order, the theory study's agreement table last
+    for output in sorted(outputs, key=lambda o: (o.study == "theory", o.study or "")):
         for path in output.paths:
             if output.kind == "table" and path.suffix == ".tex":
                 relative = Path(os.path.relpath(path, tables)).with_suffix("").as_posix()
