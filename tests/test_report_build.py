@@ -21,6 +21,7 @@ def test_build_report_writes_frames_leaderboards_tables_figures_and_index(tmp_pa
                  "leaderboards/toy.csv", "leaderboards/toy_by_depth.csv",
                  "leaderboards/memory.csv", "leaderboards/memory_by_seq_len.csv",
                  "tables/toy.tex", "tables/toy.md", "tables/memory.tex", "tables/memory.md",
+                 "tables/all.tex",
                  "figures/toy/grad_vs_layer.png", "figures/memory/time_grad.png"):
         assert (results / name).exists(), name
     runs = pd.read_csv(results / "runs.csv")

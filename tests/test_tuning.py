@@ -118,7 +118,7 @@ def test_tables_name_each_settings_grid_and_mark_edge_choices(tmp_path):
     build_report(results, formats=("png",), workers=1)
     table = (results / "tables" / "tuned.md").read_text()
     assert "lr from {0.1, 0.3} at depth 2; {0.01, 0.03} at depth 4" in table
-    assert "(lr 0.3‡)" in table and "‡: still at an end of its range" in table
+    assert "| 0.3‡ |" in table and "‡: still at an end of its range" in table
     assert "Chosen and reported on the same seeds" in table   # records without confirmation runs
     board = pd.read_csv(results / "leaderboards" / "tuned_by_depth.csv")
     assert board["tuned_at_edge"].tolist() == [True, True]

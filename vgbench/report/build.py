@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from vgbench.report.frames import load_frames
 from vgbench.report.index import Output, safe_name, write_index
 from vgbench.report.leaderboard import by_setting, leaderboard
 from vgbench.report.parallel import default_workers, run_tasks
+from vgbench.report.table_layout import document_text
 from vgbench.report.tables import latex_table, markdown_table
 from vgbench.selection import CONFIRM_SUFFIX
 
@@ -84,6 +86,7 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
                            "axes, tuned values, status, validation and test metric, signed "
                            "attenuation, program fingerprint (what vgbench compare reads)", (p,))
                     for p in paths]
+    outputs += _write_all_tables(outputs, results_dir)
     n_records = frames.runs["run_id"].nunique() if len(frames.runs) else 0
     index = write_index(outputs, problems, results_dir, n_records)
     return [p for o in outputs for p in o.paths] + [index]
@@ -234,3 +237,23 @@ def _write_tables(study, name, runs, board, settings, results_dir: Path) -> list
     outputs.append(Output("table", study, name, "paper tables (booktabs LaTeX, Markdown) with "
                           "provenance footer", (tex, md)))
     return outputs
+
+
+def _write_all_tables(outputs: list[Output], results_dir: Path) -> list[Output]:
+    """``tables/all.tex``: a two-column document that inputs every LaTeX table written, a
+    study per page, so that the tables can be read (and checked to fit) together."""
+    tables = results_dir / "tables"
+    inputs = []
+    # studies in alphabetical order, the theory study's agreement table last
+    for output in sorted(outputs, key=lambda o: (o.study == "theory", o.study or "")):
+        for path in output.paths:
+            if output.kind == "table" and path.suffix == ".tex":
+                relative = Path(os.path.relpath(path, tables)).with_suffix("").as_posix()
+                inputs.append(relative)
+    if not inputs:
+        return []
+    tables.mkdir(parents=True, exist_ok=True)
+    path = tables / "all.tex"
+    path.write_text(document_text(inputs), encoding="utf-8")
+    return [Output("table", None, "all", "every LaTeX table above in one two-column document "
+                   "(pdflatex all.tex in tables/)", (path,))]

@@ -16,10 +16,19 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from vgbench.report.table_layout import (
+    Placed,
+    float_text,
+    split_to_fit,
+    tabular_width,
+    with_columns,
+)
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -52,51 +61,85 @@ class Dialect:
     delta: str
     log_a: str
     percent: str
+    ref: Callable[[str, str], str]   # (label, words for a format without references)
 
 
-LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"\textbf{{{s}}}",
+LATEX = Dialect(escape=latex_escape, bold=lambda s: rf"{{\bfseries\boldmath {s}}}",
                 code=lambda s: rf"\texttt{{{latex_escape(s)}}}", pm=r"$\pm$",
                 infinity=r"$\infty$", missing="--", dagger=r"$^\dagger$", ddagger=r"$^\ddagger$",
                 geq=r"$\geq$", seed_range="--", sci=lambda m, e: rf"${m}\times10^{{{e}}}$",
                 small=lambda s: rf"{{\scriptsize {s}}}", arrow=r"$\to$", delta=r"$\Delta$",
-                log_a=r"$\log_{10} a$", percent=r"\%")
+                log_a=r"$\log_{10} a$", percent=r"\%",
+                ref=lambda label, _: rf"Table~\ref{{tab:{label}}}")
 MARKDOWN = Dialect(escape=lambda s: str(s).replace("|", r"\|"), bold=lambda s: f"**{s}**",
                    code=lambda s: f"`{s}`", pm="±", infinity="∞", missing="–", dagger="†",
                    ddagger="‡", geq="≥", seed_range="–", sci=lambda m, e: f"{m}e{e}", small=lambda s: s,
-                   arrow="→", delta="Δ", log_a="log10 a", percent="%")
+                   arrow="→", delta="Δ", log_a="log10 a", percent="%",
+                   ref=lambda _, words: words)
 
 
-def number(x, dialect: Dialect, decimals: int | None = None, sign: bool = False) -> str:
-    """A number for a table: fixed decimals in [0.001, 1000), scientific outside."""
+@dataclass(frozen=True)
+class NumberFormat:
+    """How every number of one column is written: fixed point with ``decimals`` digits, or
+    scientific (``decimals`` None) with two decimals in the mantissa."""
+
+    decimals: int | None = 3
+
+    @classmethod
+    def of(cls, values, *, most_decimals: int = 4, decades: float = 3.0) -> "NumberFormat":
+        """The one format of a column holding ``values``: fixed point with the decimals that
+        give its smallest nonzero magnitude 2 significant digits (and its largest 3), where
+        that needs at most ``most_decimals`` and the column spans under ``decades`` decades;
+        scientific otherwise."""
+        sizes = [abs(float(v)) for v in values if v is not None and np.isfinite(float(v))]
+        sizes = [v for v in sizes if v > 0]
+        if not sizes:
+            return cls(3)
+        small, large = min(sizes), max(sizes)
+        decimals = max(1 - math.floor(math.log10(small)), 2 - math.floor(math.log10(large)), 0)
+        if decimals > most_decimals or large >= 1e5 or large / small >= 10 ** decades:
+            return cls(None)
+        return cls(decimals)
+
+
+def number(x, dialect: Dialect, decimals: int | NumberFormat | None = None,
+           sign: bool = False) -> str:
+    """A number for a table in its column's format (:class:`NumberFormat`, or fixed
+    ``decimals``); a lone number (``decimals`` None) gets the format of a column of one."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return dialect.missing
     x = float(x)
     if math.isinf(x):
         return ("$-$" if dialect is LATEX else "−") * (x < 0) + "+" * (sign and x > 0) \
             + dialect.infinity
-    if decimals is None:
-        decimals = _decimals(x)
-    if decimals is None:
+    form = decimals if isinstance(decimals, NumberFormat) else \
+        NumberFormat.of([x]) if decimals is None else NumberFormat(decimals)
+    if form.decimals is None:
         mantissa, exponent = f"{x:{'+' if sign else ''}.2e}".split("e")
         return dialect.sci(mantissa, int(exponent))
-    text = f"{x:{'+' if sign else ''}.{decimals}f}"
+    text = f"{x:{'+' if sign else ''}.{form.decimals}f}"
     return text.replace("-", "$-$", 1) if dialect is LATEX else text.replace("-", "−", 1)
 
 
-def _decimals(x: float) -> int | None:
-    size = abs(x)
-    if size == 0 or 0.01 <= size < 1000:
-        return 3
-    return 4 if 0.001 <= size < 0.01 else None
-
-
-def mean_std(mean, std, dialect: Dialect) -> str:
+def mean_std(mean, std, dialect: Dialect, form: NumberFormat | None = None) -> str:
+    """``mean ± std`` in the mean's format: the std at the mean's decimals, or, scientific,
+    both over the mean's power of ten: ``(2.64 ± 2.10)×10^-4``."""
     if mean is None or np.isnan(mean):
         return dialect.missing
-    decimals = _decimals(float(mean)) if np.isfinite(mean) else 3
-    text = number(mean, dialect, decimals)
-    if std is not None and not np.isnan(std):
-        text += " " + dialect.small(f"{dialect.pm} {number(std, dialect, decimals)}")
+    form = form or NumberFormat.of([mean])
+    has_std = std is not None and not np.isnan(std)
+    if form.decimals is None and np.isfinite(mean) and mean != 0:
+        mantissa, exponent = f"{float(mean):.2e}".split("e")
+        if not has_std:
+            return dialect.sci(mantissa, int(exponent))
+        spread = f"{float(std) / 10 ** int(exponent):.2f}"
+        if dialect is LATEX:
+            return rf"$({mantissa} \pm {spread})\times10^{{{int(exponent)}}}$"
+        return f"({mantissa.replace('-', '−')} ± {spread})e{int(exponent)}"
+    form = form if form.decimals is not None else NumberFormat(3)
+    text = number(mean, dialect, form)
+    if has_std:
+        text += " " + dialect.small(f"{dialect.pm} {number(std, dialect, form)}")
     return text
 
 
@@ -165,19 +208,26 @@ class Table:
     rows: list[list[str]]
     label: str
     groups: list[tuple[str, int, int]]
+    short: str = ""
+    text_columns: int = 1
+    align: str = ""   # one of l, r, c per column; default: text columns left, the others right
+
+    def alignment(self) -> str:
+        return self.align or "l" * self.text_columns + "r" * (len(self.header) - self.text_columns)
 
 
 def _info(board: pd.DataFrame, dialect: Dialect) -> dict:
     first = board.iloc[0]
     axis = first["frontier_axis"] if isinstance(first["frontier_axis"], str) else None
-    target = "" if np.isnan(first["target"]) else f"; target {number(first['target'], dialect)}"
+    target = "" if np.isnan(first["target"]) else f"; target {_value_text(first['target'])}"
     return {"axis": axis, "at": first["at"], "higher": bool(first["higher_is_better"]),
             "metric": str(first["metric"]).replace("_", " "), "target": target,
             "where": f"Study {dialect.code(first['study'])}, task {dialect.code(first['task'])}",
             "direction": "higher" if first["higher_is_better"] else "lower",
             "entry": dialect.escape(str(first["entry_axes"] or "entry")),
             "rule": _rule_text(board, dialect),
-            "label": re.sub(r"[^A-Za-z0-9-]+", "-", f"vgbench-{first['study']}-{first['task']}")}
+            "label": re.sub(r"[^A-Za-z0-9-]+", "-", f"vgbench-{first['study']}-{first['task']}"),
+            "study": str(first["study"]), "task": str(first["task"])}
 
 
 def _rule_text(board: pd.DataFrame, dialect: Dialect) -> str:
@@ -257,15 +307,12 @@ def _tuning_caption(board: pd.DataFrame, dialect: Dialect, settings: pd.DataFram
             f"metric, ties to the smaller value; test numbers are never used to choose.{seeds}{edge}")
 
 
-def _metric_cell(setting, best: float | None, dialect: Dialect, chosen: bool = False) -> str:
-    text = mean_std(setting["mean"], setting["std"], dialect)
+def _metric_cell(setting, best: float | None, dialect: Dialect, form: NumberFormat) -> str:
+    text = mean_std(setting["mean"], setting["std"], dialect, form)
     if best is not None and setting["mean"] == best:
         text = dialect.bold(text)
     lost = int(setting["n_diverged"] + setting["n_failed"])
-    text += f" ({lost} failed)" if lost else ""
-    if chosen and tuned(setting):
-        text += " " + dialect.small(f"({_chosen_text(setting, dialect)})")
-    return text
+    return text + (f" ({lost} failed)" if lost else "")
 
 
 def _best(means, higher: bool) -> float | None:
@@ -276,149 +323,322 @@ def _best(means, higher: bool) -> float | None:
     return float(np.nanmax(means) if higher else np.nanmin(means))
 
 
-def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect) -> Table | None:
-    """The final metric of each entry at each value of the frontier axis, and the frontier."""
+def _entry_cell(row, dialect: Dialect) -> str:
+    return dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")
+
+
+def _lost(rows: pd.DataFrame) -> bool:
+    return bool((rows["n_diverged"] + rows["n_failed"]).fillna(0).gt(0).any())
+
+
+def _notes(dialect: Dialect, *, bold: bool, baseline: bool, failed: bool,
+           bold_text: str = "best in bold") -> str:
+    """The clauses that explain what a table's cells show, and only what they show."""
+    notes = [bold_text] * bool(bold) + [f"{dialect.dagger} baseline entry"] * bool(baseline)
+    notes += ["(k failed): seeds that diverged or failed"] * bool(failed)
+    return "".join(f"; {n}" for n in notes)
+
+
+def _short(info: dict, dialect: Dialect, what: str) -> str:
+    """The list-of-tables caption: study, task, what the table shows."""
+    return dialect.escape(f"{info['study']} ({info['task']}): {what}")
+
+
+def _values_text(values, axis: str) -> str:
+    return f"{axis} {', '.join(_int_text(v) for v in values)}"
+
+
+def _part_names(values, every) -> tuple[str, str]:
+    """(label suffix, short-caption suffix) of a part holding ``values`` of ``every``."""
+    if list(values) == list(every):
+        return "", ""
+    first, last = _int_text(values[0]), _int_text(values[-1])
+    return f"-{first}-{last}", f" {first} to {last}" if first != last else f" {first}"
+
+
+def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect,
+                  values=None) -> Table:
+    """The final metric of each entry at each of ``values`` (default: every value) of the
+    frontier axis, and, with the largest value, the frontier. One number format for the whole
+    table; the chosen tuned values are in :func:`chosen_table`."""
     info = _info(board, dialect)
-    if info["axis"] is None:
-        return None
-    values = sorted(settings["frontier_value"].dropna().unique())
-    columns = [settings[settings["frontier_value"] == v] for v in values]
+    every = sorted(settings["frontier_value"].dropna().unique())
+    values = every if values is None else list(values)
+    shown = settings[settings["frontier_value"].isin(values) & settings["entry"].isin(board["entry"])]
+    form = NumberFormat.of(shown["mean"])
+    columns = [shown[shown["frontier_value"] == v] for v in values]
     bests = [_best(part["mean"], info["higher"]) for part in columns]
-    rows = []
+    frontier = bool(values[-1] == every[-1])
+    rows, bold = [], False
     for _, row in board.iterrows():
-        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
+        cells = [_entry_cell(row, dialect)]
         for part, best in zip(columns, bests):
             here = part[part["entry"] == row["entry"]]
-            cells.append(_metric_cell(here.iloc[0], best, dialect, chosen=True)
+            cells.append(_metric_cell(here.iloc[0], best, dialect, form)
                          if len(here) else dialect.missing)
-        f = row["frontier"]
-        one = "*" if _flag(row.get("frontier_one_seed")) else ""
-        cells.append(dialect.missing + one if np.isnan(f) else
-                     (dialect.geq if row["frontier_censored"] else "") + _int_text(f) + one)
+            bold |= bool(len(here)) and best is not None and here["mean"].iloc[0] == best
+        if frontier:
+            cells.append(_frontier_text(row, dialect))
         rows.append(cells)
     axis = dialect.escape(info["axis"])
     caption = (f"{info['where']}: final {dialect.escape(info['metric'])} against {axis} "
                f"({info['direction']} is better{info['target']}), mean {dialect.pm} std over the "
-               f"seeds that finished; best per column in bold; {dialect.dagger} baseline entry; "
-               f"(k failed): seeds that diverged or failed. Frontier: the largest {axis} at which "
-               f"at least 2/3 of the seeds reach the target ({dialect.geq}: the largest tried; *: one "
-               f"seed's outcome decides it)."
-               f"{' In brackets: the chosen value.' if tuned(board.iloc[0]) else ''}"
-               f"{_tuning_caption(board, dialect, settings)}")
-    header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"]
+               f"seeds that finished"
+               + _notes(dialect, bold=bold, baseline=board["baseline"].any(),
+                        failed=_lost(shown), bold_text="best per column in bold") + ".")
+    if frontier:
+        censored = board["frontier_censored"].fillna(False).astype(bool) & board["frontier"].notna()
+        one = board.get("frontier_one_seed", pd.Series(False, index=board.index))
+        marks = [f"{dialect.geq}: the largest tried"] * bool(censored.any())
+        marks += ["*: one seed's outcome decides it"] * bool(one.fillna(False).astype(bool).any())
+        caption += (f" Frontier: the largest {axis} at which at least 2/3 of the seeds reach the "
+                    f"target{' (' + '; '.join(marks) + ')' if marks else ''}.")
+    if tuned(board.iloc[0]):
+        fields = " and ".join(dialect.escape(f) for f, _, _ in tuned(board.iloc[0]))
+        caption += (f" Each entry at its own {fields}, chosen per {axis} on the validation split "
+                    f"({dialect.ref(info['label'] + '-chosen', 'see the chosen-values table')}).")
+    label, short = _part_names(values, every)
+    header = [info["entry"]] + [_int_text(v) for v in values] + ["frontier"] * frontier
     span = (dialect.escape(f"{info['metric']} at {info['axis']}"), 2, 1 + len(values))
-    return Table(caption, header, rows, info["label"] + "-scaling", [span])
+    return Table(caption, header, rows, info["label"] + "-scaling" + label, [span],
+                 _short(info, dialect, f"{info['metric']} against {info['axis']}") + short)
 
 
-def comparison_table(board: pd.DataFrame, dialect: Dialect) -> Table:
-    """The leaderboard at the headline setting: metric, success, attenuation, paired test."""
+def _frontier_text(row, dialect: Dialect) -> str:
+    f = row["frontier"]
+    one = "*" if _flag(row.get("frontier_one_seed")) else ""
+    return (dialect.missing + one if np.isnan(f) else
+            (dialect.geq if row["frontier_censored"] else "") + _int_text(f) + one)
+
+
+def chosen_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect,
+                 values=None) -> Table:
+    """The tuned value(s) chosen for each entry at each of ``values`` of the frontier axis."""
     info = _info(board, dialect)
-    best = _best(board["mean"], info["higher"])
-    with_success = board["success"].astype(bool).any()
+    every = sorted(settings["frontier_value"].dropna().unique())
+    values = every if values is None else list(values)
+    shown = settings[settings["frontier_value"].isin(values) & settings["entry"].isin(board["entry"])]
     fields = [f for f, _, _ in tuned(board.iloc[0])]
     rows = []
     for _, row in board.iterrows():
-        cells = [dialect.escape(row["entry"]) + (dialect.dagger if row["baseline"] else "")]
-        cells += [_value_text(v) + _edge_mark(row, dialect) for _, v, _ in tuned(row)]
-        cells.append(_metric_cell(row, best, dialect))
-        cells += [str(row["success"])] if with_success else []
-        cells.append(f"{_signed(row.get('log10_attenuation_init'), dialect)} {dialect.arrow} "
-                     f"{_signed(row.get('log10_attenuation_final'), dialect)}")
-        cells.append(dialect.escape(row.get("limited_by") or "") or dialect.missing)
-        if row["baseline"] or np.isnan(row["p_improve"]):
-            cells += [dialect.missing, dialect.missing]
-        elif np.isnan(row["diff"]):   # no seed on which both finished: P(better) still counts
-            cells += [dialect.missing, number(row["p_improve"], dialect, 2)]
-        elif np.isnan(row["diff_ci_low"]):   # too few pairs, or no spread: the differences
-            values = str(row.get("diff_values") or "").split("; ")
-            text = ", ".join(number(float(v), dialect, _decimals(abs(row["diff"])) or 3, sign=True)
-                             for v in values if v)
-            cells += [f"{number(row['diff'], dialect, _decimals(abs(row['diff'])), sign=True)} "
-                      + dialect.small(f"({text})"), number(row["p_improve"], dialect, 2)]
-        else:
-            diff = [row["diff_ci_low"], row["diff"], row["diff_ci_high"]]
-            decimals = _decimals(np.nanmax(np.abs(diff)))
-            low, mid, high = (number(x, dialect, decimals, sign=True) for x in diff)
-            cells += [f"{mid} " + dialect.small(f"[{low}, {high}]"),
-                      number(row["p_improve"], dialect, 2)]
+        cells = [_entry_cell(row, dialect)]
+        for v in values:
+            here = shown[(shown["frontier_value"] == v) & (shown["entry"] == row["entry"])]
+            cells.append(_chosen_cell(here.iloc[0], dialect, len(fields) > 1)
+                         if len(here) else dialect.missing)
+        rows.append(cells)
+    names = " and ".join(dialect.escape(f) for f in fields)
+    caption = (f"{info['where']}: the {names} chosen for each entry at each "
+               f"{dialect.escape(info['axis'])}"
+               + _notes(dialect, bold=False, baseline=board["baseline"].any(), failed=False) + "."
+               + _tuning_caption(board, dialect, shown))
+    label, short = _part_names(values, every)
+    header = [info["entry"]] + [_int_text(v) for v in values]
+    span = (dialect.escape(f"{names} at {info['axis']}"), 2, 1 + len(values))
+    return Table(caption, header, rows, info["label"] + "-chosen" + label, [span],
+                 _short(info, dialect, f"chosen {'/'.join(fields)} against {info['axis']}") + short)
+
+
+def _chosen_cell(setting, dialect: Dialect, named: bool) -> str:
+    return ", ".join((f"{dialect.escape(f)} " if named else "") + _value_text(v)
+                     for f, v, _ in tuned(setting)) + _edge_mark(setting, dialect)
+
+
+COMPARISON_UNITS = (("tuned", "metric", "success"), ("attenuation", "limited"), ("delta",))
+_UNIT_NAMES = {"metric": "{metric}", "attenuation": "attenuation", "delta": "paired comparison"}
+
+
+def comparison_table(board: pd.DataFrame, dialect: Dialect, columns=None, *,
+                     chosen_elsewhere: bool = False, per_value: bool = False) -> Table:
+    """The leaderboard at the headline setting (or at the one value of the frontier axis its
+    rows share): tuned value, metric, success, attenuation, paired comparison with the
+    baseline; ``columns`` picks some of :data:`COMPARISON_UNITS`' names (default: all).
+    ``chosen_elsewhere``: the tuning protocol is in the chosen-values table; ``per_value``: one
+    of several comparisons, one per value of the frontier axis (its label says which)."""
+    info = _info(board, dialect)
+    columns = [c for unit in COMPARISON_UNITS for c in unit] if columns is None else list(columns)
+    best = _best(board["mean"], info["higher"])
+    form = NumberFormat.of(board["mean"])
+    fields = [f for f, _, _ in tuned(board.iloc[0])] if "tuned" in columns else []
+    show = set(columns) - ({"success"} if not board["success"].astype(bool).any() else set())
+    deltas = _delta_cells(board, dialect)
+    rows = []
+    for (_, row), delta in zip(board.iterrows(), deltas):
+        cells = [_entry_cell(row, dialect)]
+        cells += [_value_text(v) + _edge_mark(row, dialect) for _, v, _ in tuned(row)] * bool(fields)
+        cells += [_metric_cell(row, best, dialect, form)] * ("metric" in show)
+        cells += [str(row["success"])] * ("success" in show)
+        cells += [f"{_signed(row.get('log10_attenuation_init'), dialect)} {dialect.arrow} "
+                  f"{_signed(row.get('log10_attenuation_final'), dialect)}"] * ("attenuation" in show)
+        cells += [dialect.escape(row.get("limited_by") or "") or dialect.missing] * ("limited" in show)
+        cells += list(delta) * ("delta" in show)
         rows.append(cells)
     at = (f" at {dialect.escape(info['axis'])} {_int_text(info['at'])}"
           if info["axis"] and not np.isnan(info["at"]) else "")
-    caption = (f"{info['where']}{at}: final {dialect.escape(info['metric'])} "
-               f"({info['direction']} is better), mean {dialect.pm} std over the seeds that "
-               f"finished, best in bold; (k failed): seeds that diverged or failed. Success: "
-               f"seeds reaching the target{info['target'].replace('; target', '')}. "
-               f"{dialect.log_a}: log10 of the backpropagated signal at the input end over the "
-               f"output end, at initialisation {dialect.arrow} end of training (negative: "
-               f"vanishing; positive: exploding). Limited by: why a setting missed the target "
-               f"(vanished or exploded past 1.2 decades at the end, diverged, budget: still "
-               f"improving at the end, plateau: neither). "
-               f"{dialect.delta}: paired difference from the baseline{info['rule']} on shared "
-               f"seeds, with its 95{dialect.percent} bootstrap interval from 5 or more pairs, "
-               f"else the differences themselves in brackets; P(better): share of those seeds "
-               f"on which the entry beats the baseline (ties count half, failures lose)."
-               f"{_tuning_caption(board, dialect)}")
-    header = [info["entry"], *(dialect.escape(f) for f in fields), dialect.escape(info["metric"])]
-    header += ["success"] if with_success else []
-    header += [dialect.log_a, "limited by", f"{dialect.delta} vs. baseline [95{dialect.percent} CI]",
-               "P(better)"]
-    return Table(caption, header, rows, info["label"], [])
+    bold = "metric" in show and best is not None
+    caption = f"{info['where']}{at}: "
+    if "metric" in show:
+        caption += (f"final {dialect.escape(info['metric'])} ({info['direction']} is better), "
+                    f"mean {dialect.pm} std over the seeds that finished")
+    else:
+        caption += f"final {dialect.escape(info['metric'])}: how the entries got there"
+    caption += _notes(dialect, bold=bold, baseline=board["baseline"].any() and "delta" not in show,
+                      failed="metric" in show and _lost(board)) + "."
+    if "success" in show:
+        caption += f" Success: seeds reaching the target{info['target'].replace('; target', '')}."
+    if "attenuation" in show:
+        caption += (f" {dialect.log_a}: log10 of the backpropagated signal at the input end over "
+                    f"the output end, at initialisation {dialect.arrow} end of training (negative: "
+                    f"vanishing; positive: exploding).")
+    if "limited" in show:
+        caption += (" Limited by: why a setting missed the target (vanished or exploded past 1.2 "
+                    "decades at the end, diverged, budget: still improving at the end, plateau: "
+                    "neither).")
+    if "delta" in show:
+        caption += _delta_caption(board, deltas, info, dialect)
+    if fields:
+        marks = any(_edge_mark(row, dialect) for _, row in board.iterrows())
+        caption += (f" {dialect.escape(' and '.join(fields))}: chosen on the validation split"
+                    f"{', marks' * marks} as in "
+                    f"{dialect.ref(info['label'] + '-chosen', 'the chosen-values table')}."
+                    if chosen_elsewhere else _tuning_caption(board, dialect))
+    elif tuned(board.iloc[0]):
+        caption += (f" Each entry at its own tuned "
+                    f"{dialect.escape(' and '.join(f for f, _, _ in tuned(board.iloc[0])))}.")
+    header = [info["entry"], *(dialect.escape(f) for f in fields)]
+    header += [dialect.escape(info["metric"])] * ("metric" in show) + ["success"] * ("success" in show)
+    header += [dialect.log_a] * ("attenuation" in show) + ["limited by"] * ("limited" in show)
+    header += [f"{dialect.delta} vs. baseline", "P(better)"] * ("delta" in show)
+    align = "l" + "r" * (len(header) - 1)
+    if "limited" in show:   # the one column of words
+        at_column = len(fields) + 1 + ("metric" in show) + ("success" in show) + ("attenuation" in show)
+        align = align[:at_column] + "l" + align[at_column + 1:]
+    what = ", ".join(_UNIT_NAMES[c].format(metric=info["metric"]) for c in columns
+                     if c in _UNIT_NAMES and c in show)
+    suffix = "" if len(columns) == sum(map(len, COMPARISON_UNITS)) else "-" + "-".join(
+        c for c in columns if c in _UNIT_NAMES)
+    at_label = f"-{_int_text(info['at'])}" if per_value else ""
+    at_short = f" at {info['axis']} {_int_text(info['at'])}" if at else ""
+    return Table(caption, header, rows, info["label"] + at_label + suffix, [],
+                 _short(info, dialect, what + at_short), align=align)
+
+
+def _delta_cells(board: pd.DataFrame, dialect: Dialect) -> list[tuple[str, str]]:
+    """(Δ with its interval or its values, P(better)) of each row, one format for all Δs."""
+    form = NumberFormat.of(board["diff"])   # its interval and values beside it: the same
+    cells = []
+    for _, row in board.iterrows():
+        if row["baseline"] or np.isnan(row["p_improve"]):
+            cells.append((dialect.missing, dialect.missing))
+            continue
+        p_better = number(row["p_improve"], dialect, 2)
+        if np.isnan(row["diff"]):   # no seed on which both finished: P(better) still counts
+            cells.append((dialect.missing, p_better))
+        elif np.isnan(row["diff_ci_low"]):   # too few pairs, or no spread: the differences
+            found = [float(v) for v in str(row.get("diff_values") or "").split("; ") if v]
+            mid = number(row["diff"], dialect, form, sign=True)
+            if len(set(found)) == 1 and len(found) > 1:
+                text = f"(all {len(found)})"
+            else:
+                text = "(" + ", ".join(number(v, dialect, form, sign=True) for v in found) + ")"
+            cells.append((f"{mid} " + dialect.small(text), p_better))
+        else:
+            low, mid, high = (number(row[c], dialect, form, sign=True)
+                              for c in ("diff_ci_low", "diff", "diff_ci_high"))
+            cells.append((f"{mid} " + dialect.small(f"[{low}, {high}]"), p_better))
+    return cells
+
+
+def _delta_caption(board, deltas, info: dict, dialect: Dialect) -> str:
+    texts = [d for d, _ in deltas]
+    kinds = []
+    if any("[" in t for t in texts):
+        kinds.append(f"with its 95{dialect.percent} bootstrap interval from 5 or more pairs")
+    if any("(all " in t for t in texts):
+        kinds.append("(all k): the same difference on all k pairs")
+    if any("(" in t and "(all " not in t for t in texts):
+        kinds.append("in brackets: the differences themselves, where too few pairs for an interval")
+    return (f" {dialect.delta}: paired difference from the baseline{info['rule']} on shared seeds"
+            f"{', ' + '; '.join(kinds) if kinds else ''}; P(better): share of those seeds on "
+            f"which the entry beats the baseline (ties count half, failures lose).")
+
+
+def study_parts(board: pd.DataFrame, settings: pd.DataFrame,
+                dialect: Dialect) -> list[tuple[Callable[[list], Table], list]]:
+    """Per task, the tables of a study as ``(build, units)``: ``build(units)`` makes the table
+    of those units (values of the frontier axis, or comparison columns), so that a table too
+    wide for the page can be made again in parts. Per task: the scaling table and the chosen
+    values (where entries were run at two or more values of the frontier axis), then the
+    comparison at the headline setting; a study whose entries each ran at one value of the
+    axis gets one comparison per value instead."""
+    parts = []
+    for task, task_board in board.groupby("task", sort=True):
+        task_settings = settings[settings["task"] == task]
+        info = _info(task_board, dialect)
+        per_entry = task_settings.groupby("entry")["frontier_value"].nunique()
+        scaling = info["axis"] is not None and per_entry.max() >= 2 if len(per_entry) else False
+        units = sorted(task_settings["frontier_value"].dropna().unique())
+        if scaling:
+            parts.append((partial(scaling_table, task_board, task_settings, dialect), units))
+            if tuned(task_board.iloc[0]):
+                parts.append((partial(chosen_table, task_board, task_settings, dialect), units))
+        comparisons = [task_board]
+        if info["axis"] is not None and not scaling and task_board["at"].nunique() > 1:
+            comparisons = [rows for _, rows in task_board.groupby("at", sort=True)]
+        for rows in comparisons:
+            parts.append((_comparison_builder(rows, dialect, scaling, len(comparisons) > 1),
+                          list(COMPARISON_UNITS)))
+    return parts
+
+
+def _comparison_builder(board: pd.DataFrame, dialect: Dialect, chosen_elsewhere: bool,
+                        per_value: bool) -> Callable[[list], Table]:
+    def build(units):
+        return comparison_table(board, dialect, [c for unit in units for c in unit],
+                                chosen_elsewhere=chosen_elsewhere, per_value=per_value)
+    return build
 
 
 def study_tables(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect) -> list[Table]:
-    """Per task: the scaling table (if the study has a frontier axis), then the comparison."""
-    tables = []
-    for task, task_board in board.groupby("task", sort=True):
-        scaling = scaling_table(task_board, settings[settings["task"] == task], dialect)
-        tables += ([scaling] if scaling else []) + [comparison_table(task_board, dialect)]
-    return tables
+    """The tables of a study, whole (see :func:`study_parts`)."""
+    return [build(units) for build, units in study_parts(board, settings, dialect)]
 
 
 LATEX_PREAMBLE = [
     "% Generated by `vgbench report` from run records; do not edit by hand.",
-    "% Needs \\usepackage{booktabs} and \\usepackage{graphicx}. A table wider than the",
-    "% column is scaled down to \\linewidth; in two-column layouts, table* gives more room."]
+    "% Needs \\usepackage{booktabs} (texlive-latex-recommended) and nothing else. Floats are",
+    "% sized for a two-column page (\\columnwidth 3.25in, \\textwidth 6.75in, 10pt): table",
+    "% where a table fits the column, table* where it needs the page, wider ones split."]
 
 
-def latex_float(table: Table, footer: str, *, text_columns: int = 1) -> str:
-    """One booktabs ``table`` float with the provenance ``footer``; the first
-    ``text_columns`` columns are left-aligned, the others right-aligned."""
-    # the tabular is set in a box first: only a box wider than the line is scaled down
-    align = "l" * text_columns + "r" * (len(table.header) - text_columns)
-    lines = [r"\begin{table}[htbp]", r"\centering", r"\footnotesize",
-             r"\setlength{\tabcolsep}{4pt}", rf"\caption{{{table.caption}}}",
-             rf"\label{{tab:{table.label}}}",
-             r"\sbox0{%",
-             rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
-    for text, first, last in table.groups:
-        span = rf"\multicolumn{{{last - first + 1}}}{{c}}{{{text}}}"
-        lines.append(" & " * (first - 1) + span + " &" * (len(table.header) - last) + r" \\")
-        lines.append(rf"\cmidrule(lr){{{first}-{last}}}")
-    lines += [" & ".join(table.header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cells) + r" \\" for cells in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}}%",
-              r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi",
-              r"\par\smallskip",
-              rf"{{\scriptsize\raggedright Provenance: {footer}\par}}", r"\end{table}", ""]
-    return "\n".join(lines)
+def _width(table: Table) -> float:
+    return tabular_width(table.header, table.rows)
 
 
-def markdown_block(table: Table, *, text_columns: int = 1) -> list[str]:
-    """One pipe table under its caption (a spanning header becomes a prefix of each column's)."""
+def placed_tables(board: pd.DataFrame, settings: pd.DataFrame) -> list[Placed]:
+    """The LaTeX tables of a study, each in the float it fits (split where none is wide enough)."""
+    return [placed for build, units in study_parts(board, settings, LATEX)
+            for placed in split_to_fit(build, units, _width)]
+
+
+def markdown_block(table: Table) -> list[str]:
+    """One pipe table under its short and long caption (a spanning header becomes a prefix of
+    each column's)."""
     header = list(table.header)
     for text, first, last in table.groups:  # Markdown has no spanning header: prefix
         axis = text.rsplit(" at ", 1)[-1]
         header[first - 1:last] = [f"{axis} {h}" for h in header[first - 1:last]]
-    align = [":---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    return ([table.caption, "", "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    align = [{"l": ":---", "r": "---:", "c": ":---:"}[a] for a in table.alignment()]
+    return ([f"**{table.short}.** {table.caption}", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
             + ["| " + " | ".join(cells) + " |" for cells in table.rows] + [""])
 
 
 def latex_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.DataFrame) -> str:
-    """The LaTeX of one study: booktabs ``table`` floats, each with the provenance footer."""
+    """The LaTeX of one study: booktabs floats that fit the page, each with the provenance."""
     footer = provenance_text(study_runs, LATEX)
-    return "\n".join(LATEX_PREAMBLE + [latex_float(table, footer)
-                                       for table in study_tables(board, settings, LATEX)])
+    return "\n".join(LATEX_PREAMBLE + [float_text(placed, footer)
+                                       for placed in placed_tables(board, settings)])
 
 
 def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.DataFrame) -> str:
@@ -435,7 +655,7 @@ def markdown_table(study_runs: pd.DataFrame, board: pd.DataFrame, settings: pd.D
 THEORY_TABLE_CAPTION = (
     "Per-layer change of log10 |dL/dh_l| at initialization: mean-field prediction (1/2) log10 "
     "chi_1 against measurement (mean and 95 % t-interval over seeds; fitted over hidden layers "
-    "{first}..L-{last}).")
+    "{first}..L-{last}); agrees: within the tolerance of vgbench.report.theory (a no in bold).")
 
 
 def theory_table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect: Dialect, *,
@@ -455,6 +675,8 @@ def theory_table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect: Dialect,
     if dialect is LATEX:
         header = ["activation", "init", "width", r"$\sigma_w^2$", r"$\sigma_b^2$", r"$q^*$",
                   r"$\chi_1$", "predicted", r"measured (95\% CI)", "rel. error", "agrees"]
+    forms = {c: NumberFormat.of(table[c]) if len(table) else NumberFormat(3)
+             for c in ("sigma_w2", "sigma_b2", "q_star")}
     lines = []
     for row in table.itertuples():
         interval = (f"{number(row.measured, dialect, 5)} [{number(row.ci_low, dialect, 5)}, "
@@ -462,19 +684,28 @@ def theory_table_text(table: pd.DataFrame, runs: pd.DataFrame, dialect: Dialect,
         rel = (dialect.missing if math.isnan(row.rel_error)
                else f"{number(100 * row.rel_error, dialect, 1)}{dialect.percent}")
         lines.append([dialect.escape(row.activation), dialect.escape(row.init), str(int(row.width)),
-                      f"{row.sigma_w2:.3g}", f"{row.sigma_b2:.3g}", _q_text(row.q_star, dialect),
+                      number(row.sigma_w2, dialect, forms["sigma_w2"]),
+                      number(row.sigma_b2, dialect, forms["sigma_b2"]),
+                      number(row.q_star, dialect, forms["q_star"]),
                       f"{row.chi1:.4f}", number(row.predicted_fit, dialect, 5), interval, rel,
                       "yes" if row.agrees else dialect.bold("no")])
     depth = int(table["depth"].max()) if len(table) else window.stop
     # L - last is the last layer fitted: the window leaves ``last`` out at the output end
     caption = THEORY_TABLE_CAPTION.format(first=window.start + 1, last=depth - window.stop)
+    if not any(row[-1] == dialect.bold("no") for row in lines):
+        caption = caption.replace(" (a no in bold)", "")
     footer = provenance_text(runs, dialect)
     table = Table(caption=dialect.escape(caption), header=header, rows=lines,
-                  label="theory_agreement", groups=[])
+                  label="theory_agreement", groups=[], text_columns=2,
+                  short=dialect.escape(f"{study}: mean-field prediction against measurement"))
     if dialect is LATEX:
-        return "\n".join(LATEX_PREAMBLE + [latex_float(table, footer, text_columns=2)])
+        def build(columns):
+            return with_columns(table, [0, 1, *columns],
+                                label_suffix="" if columns[0] == 2 else f"-{columns[0]}")
+        placed = split_to_fit(build, list(range(2, len(header))), _width)
+        return "\n".join(LATEX_PREAMBLE + [float_text(p, footer) for p in placed])
     return "\n".join([f"# Study `{study}`: theory against measurement", ""]
-                     + markdown_block(table, text_columns=2) + [f"_Provenance: {footer}_", ""])
+                     + markdown_block(table) + [f"_Provenance: {footer}_", ""])
 
 
 def _q_text(q: float, dialect) -> str:
