@@ -255,5 +255,5 @@ def _write_all_tables(outputs: list[Output], results_dir: Path) -> list[Output]:
     tables.mkdir(parents=True, exist_ok=True)
     path = tables / "all.tex"
     path.write_text(document_text(inputs), encoding="utf-8")
-    return [Output("table", None, "all", "every LaTeX table above in one two-column document "
+    return [Output("table", None, "all", "every LaTeX table of this report in one two-column document "
                    "(pdflatex all.tex in tables/)", (path,))]

@@ -842,14 +842,16 @@ def outcomes_figure(runs: pd.DataFrame) -> Figure:
     entries = runs.drop_duplicates("entry")
     width = 1.5
     labels_in = 0.06 * max(len(str(e)) for e in entries["entry"])
-    fig = Figure(figsize=(labels_in + 0.3 + len(values) * (width + 0.15),
+    lost = 0.45   # inches right of the last panel for "k/n lost"
+    fig = Figure(figsize=(labels_in + 0.3 + len(values) * (width + 0.15) + lost,
                           0.75 + 0.16 * len(entries)))
     left = (labels_in + 0.15) / fig.get_figwidth()
-    grid = {"left": left, "right": 0.98, "bottom": 0.45 / fig.get_figheight(),
+    grid = {"left": left, "right": 1 - lost / fig.get_figwidth(), "bottom": 0.45 / fig.get_figheight(),
             "top": 1 - 0.3 / fig.get_figheight(), "wspace": 0.12}
     axes = fig.subplots(1, len(values), sharey=True, gridspec_kw=grid).ravel()
     for ax, value in zip(axes, values):
-        fg.plot_outcomes(runs, ax=ax, value=value)
+        fg.plot_outcomes(runs, ax=ax, value=value, lost_counts=ax is axes[-1],
+                         group_labels=ax is axes[0])
         ax.set_title(UNIT_TITLES.get(value, value.removeprefix("final_").replace("_", " ")),
                      fontsize=fg.title_points())
     for ax in axes[1:]:

@@ -382,11 +382,13 @@ def plot_dead_saturation(df: pd.DataFrame, *, ax=None, value: str = "dead_fracti
     return ax
 
 
-def plot_outcomes(df: pd.DataFrame, *, ax=None, value: str = "final_test_accuracy"):
+def plot_outcomes(df: pd.DataFrame, *, ax=None, value: str = "final_test_accuracy",
+                  lost_counts: bool = True, group_labels: bool = True):
     """One row per entry (in the order of ``df``'s rows: sort it first): the mean of ``value``
     over the seeds that finished (a dot, the number the tables report) and their range (a
-    bar); seeds that diverged or failed are counted at the right edge ("2/5 lost"). Rows of
-    different frontier values are separated by a line and labelled by it.
+    bar); seeds that diverged or failed are counted right of the panel ("2/5 lost",
+    ``lost_counts``). Rows of different frontier values are separated by a line and labelled
+    on it (``group_labels``).
 
     ``df``: rows of ``runs`` (one per run x seed) with ``entry``, ``ok`` and ``value``."""
     ax = ax if ax is not None else plt.gca()
@@ -401,18 +403,21 @@ def plot_outcomes(df: pd.DataFrame, *, ax=None, value: str = "final_test_accurac
                     solid_capstyle="butt", label="_seed range")
             ax.plot([done.mean()], [i], "o", color="C0", markersize=3.5, label=str(entry))
         lost = int((~rows["ok"].astype(bool)).sum())
-        if lost:
-            ax.text(1.0, i, f" {lost}/{len(rows)} lost", transform=ax.get_yaxis_transform(),
-                    va="center", ha="left", fontsize=5.5, color="C3")
+        if lost and lost_counts:   # beside the panel, right of it: no dot is ever there
+            ax.text(1.02, i, f"{lost}/{len(rows)} lost", transform=ax.get_yaxis_transform(),
+                    va="center", ha="left", fontsize=5.5, color="C3", clip_on=False)
     axis = _axis_name(df)
     if axis and df["frontier_value"].nunique() > 1:
         order = df.drop_duplicates("entry")["frontier_value"].to_numpy(float)
-        for i in np.flatnonzero(np.diff(order)) + 1:
+        starts = [0] + list(np.flatnonzero(np.diff(order)) + 1)
+        for i in starts[1:]:
             ax.axhline(i - 0.5, color="0.75", linewidth=0.6)
-        for v in np.unique(order):
-            rows = np.flatnonzero(order == v)
-            ax.text(0.99, rows.min() - 0.45, f"{axis} {_number_text(v)}", fontsize=5.5,
-                    transform=ax.get_yaxis_transform(), ha="right", va="top", color="0.35")
+        if group_labels:   # on the line between groups, between two rows' dots
+            for i in starts:
+                ax.text(0.5, i - 0.5, f"{axis} {_number_text(order[i])}", fontsize=5.5,
+                        transform=ax.get_yaxis_transform(), ha="center", va="center",
+                        color="0.3", bbox={"facecolor": "white", "edgecolor": "none",
+                                           "pad": 0.3}, clip_on=False)
     ax.set_yticks(range(len(entries)), [str(e) for e in entries])
     ax.set_ylim(len(entries) - 0.5, -0.5)
     ax.tick_params(axis="y", length=0)

@@ -64,6 +64,9 @@ def index_text(outputs: list[Output], problems: list[Problem], results_dir: Path
     frames = [o for o in outputs if o.kind == "frame"]
     if frames:
         lines += ["## Tidy frames", ""] + [_line(o, results_dir, unlinked) for o in frames] + [""]
+    every = [o for o in outputs if o.kind == "table" and o.study is None]
+    if every:   # tables/all.tex: every table of the report in one document
+        lines += ["## All tables", ""] + [_line(o, results_dir, unlinked) for o in every] + [""]
     studies = sorted({o.study for o in outputs if o.study is not None})
     for study in studies:
         lines += [f"## Study `{study}`", ""]
