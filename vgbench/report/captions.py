@@ -14,7 +14,9 @@ CAPTIONS = {
                      "gain, dead units); panels whose magnitudes differ by orders have their own y "
                      "scale",
     "grad_heatmap": "log10 ‖∂L/∂h_l‖ over depth × layer at initialisation, one panel per entry; "
-                    "grey cells are below the colour scale and red ones above it",
+                    "grey cells are below the colour scale (an underflow included) and red ones "
+                    "above it; blank: beyond the network's depth, or exactly 0 with no small "
+                    "neighbour (no gradient path)",
     "loss_curves": "training loss over the seeds that finished; × marks a detected plateau, "
                    "dashed: trivial predictor; the y axis spans the finished seeds, ▲ marks a "
                    "line that leaves it",
