@@ -187,3 +187,14 @@ def test_a_layer_whose_weights_start_at_zero_is_drawn_as_an_absolute_change():
     assert np.isfinite(segments[0][:, 1]).any()      # drawn, not dropped
     assert ax.collections[0].get_linestyles()[0][1] is not None   # dashed
     assert any("absolute change" in line.get_label() for line in ax.get_lines())
+
+
+def test_records_without_unit_fractions_get_no_unit_fraction_figure():
+    # a model that does not measure its units (a Flax plugin): no "no seed finished" panels
+    missing = {k: [None] * 3 for k in ("dead_fraction_final", "saturation_final",
+                                       "tail_saturation_final", "inactive_fraction_final")}
+    records = [record(study="plain", depth=d, activation=a, summary=missing)
+               for d in (2, 4) for a in ("relu", "tanh")]
+    _, drawn, skipped = drawn_figures(records, "plain")
+    assert skipped["dead_saturation"] == "no unit fractions in these records"
+    assert "frontier" in drawn

@@ -706,6 +706,7 @@ class Shape:
     weights: bool             # sample weights logged
     target: bool              # a target value to reach
     curves: bool              # losses logged over training
+    units: bool               # unit fractions (dead, inactive, saturated) in the summaries
 
 
 def study_shape(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
@@ -718,7 +719,8 @@ def study_shape(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
                  steps=int(grad["log_point"].max()) + 1 if len(grad) else 0,
                  recurrent=len(time) > 0,
                  weights=bool(len(grad) and grad["weight_sample_0"].notna().any()),
-                 target=bool(runs["target_value"].notna().any()), curves=len(curves) > 0)
+                 target=bool(runs["target_value"].notna().any()), curves=len(curves) > 0,
+                 units=any(v in runs and runs[v].notna().any() for v in unit_fractions(runs)))
 
 
 @dataclass(frozen=True)
@@ -761,7 +763,9 @@ KINDS = {
                              lambda s: _swept(s) if s.recurrent else "feed-forward records"),
     "frontier": Kind("a swept axis with two or more values per entry, and a target",
                      lambda s: _swept(s) or (None if s.target else "no target to reach")),
-    "dead_saturation": Kind("a swept axis with two or more values per entry", _swept),
+    "dead_saturation": Kind("unit fractions over a swept axis with two or more values per entry",
+                            lambda s: _swept(s) or (None if s.units else
+                                                    "no unit fractions in these records")),
     "outcomes": Kind("entries at one value of the swept axis each, or no swept axis",
                      lambda s: None if _swept(s) else "the entries sweep an axis: frontier and "
                      "dead_saturation draw them as lines"),
@@ -838,7 +842,7 @@ def outcomes_figure(runs: pd.DataFrame) -> Figure:
     be one point."""
     runs = runs.sort_values(["frontier_value", "entry_order"])
     metric = "final_" + str(runs["target_metric"].iloc[0])
-    values = [metric] + [v for v in unit_fractions(runs) if v in runs]
+    values = [metric] + [v for v in unit_fractions(runs) if v in runs and runs[v].notna().any()]
     entries = runs.drop_duplicates("entry")
     width = 1.5
     labels_in = 0.06 * max(len(str(e)) for e in entries["entry"])
