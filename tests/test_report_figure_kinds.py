@@ -198,3 +198,36 @@ def test_records_without_unit_fractions_get_no_unit_fraction_figure():
     _, drawn, skipped = drawn_figures(records, "plain")
     assert skipped["dead_saturation"] == "no unit fractions in these records"
     assert "frontier" in drawn
+
+
+def test_a_study_where_no_seed_reached_the_target_gets_no_frontier_lines_at_zero():
+    records = [record(study="hard", depth=d, activation=a, steps_to_target=[None] * 3)
+               for d in (2, 4) for a in ("relu", "tanh")]
+    _, drawn, skipped = drawn_figures(records, "hard")
+    assert "frontier" not in drawn and "no seed reached the target" in skipped["frontier"]
+
+
+def test_the_sensitivity_legend_names_lost_seeds_only_where_some_were_lost(tmp_path):
+    from vgbench.report.sensitivity import sensitivity_figures
+
+    def legend(records):
+        frames = build_frames(records)
+        runs = frames.runs.assign(tuned_axes="lr", lr_grid="{0.01, 0.1}")
+        with ff.style():
+            drawn = {}
+            original = ff.save
+            ff.save = lambda fig, stem, formats=("png",): drawn.setdefault(stem.name, fig) and []
+            try:
+                sensitivity_figures(runs, set(runs["run_id"]), tmp_path, ("png",))
+            finally:
+                ff.save = original
+        return [t for fig in drawn.values() for t in legend_labels(fig)]
+
+    clean = [record(study="t", depth=2, activation="relu", lr=lr, grid_axes={"depth": 2,
+                    "activation": "relu", "lr": lr}) for lr in (0.01, 0.1)]
+    lost = clean[:1] + [record(study="t", depth=2, activation="relu", lr=0.1,
+                               status=["diverged"] * 3,
+                               grid_axes={"depth": 2, "activation": "relu", "lr": 0.1})]
+    shown = legend(clean)
+    assert "chosen" in shown and "diverged / failed" not in shown
+    assert "diverged / failed" in legend(lost)

@@ -705,6 +705,7 @@ class Shape:
     recurrent: bool           # ∂L/∂h_t per time step
     weights: bool             # sample weights logged
     target: bool              # a target value to reach
+    reached: bool             # some seed reached it
     curves: bool              # losses logged over training
     units: bool               # unit fractions (dead, inactive, saturated) in the summaries
 
@@ -720,6 +721,7 @@ def study_shape(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
                  recurrent=len(time) > 0,
                  weights=bool(len(grad) and grad["weight_sample_0"].notna().any()),
                  target=bool(runs["target_value"].notna().any()), curves=len(curves) > 0,
+                 reached=bool(runs["reached"].fillna(False).astype(bool).any()),
                  units=any(v in runs and runs[v].notna().any() for v in unit_fractions(runs)))
 
 
@@ -761,8 +763,11 @@ KINDS = {
                       lambda s: None if s.recurrent else "feed-forward records"),
     "loss_vs_baseline": Kind("recurrent runs over a swept sequence length, two or more per entry",
                              lambda s: _swept(s) if s.recurrent else "feed-forward records"),
-    "frontier": Kind("a swept axis with two or more values per entry, and a target",
-                     lambda s: _swept(s) or (None if s.target else "no target to reach")),
+    "frontier": Kind("a swept axis with two or more values per entry, and a target some seed "
+                     "reached", lambda s: _swept(s) or ("no target to reach" if not s.target else
+                                                        None if s.reached else
+                                                        "no seed reached the target anywhere: "
+                                                        "every line would lie at 0")),
     "dead_saturation": Kind("unit fractions over a swept axis with two or more values per entry",
                             lambda s: _swept(s) or (None if s.units else
                                                     "no unit fractions in these records")),

@@ -95,8 +95,9 @@ def sensitivity_figures(runs: pd.DataFrame, chosen_ids, outdir: Path, formats=("
             metric = "validation " + str(rows["target_metric"].iloc[0]).removeprefix("test_")
             axes[0].set_ylabel(metric)
             axes[0].plot([], [], "o", color="0.3", ms=3.5, label="chosen")
-            axes[0].add_line(Line2D([], [], marker="x", color="0.3", linestyle="none",
-                                    label="diverged / failed"))
+            if any(line.get_label() == "_lost" for ax in axes for line in ax.get_lines()):
+                axes[0].add_line(Line2D([], [], marker="x", color="0.3", linestyle="none",
+                                        label="diverged / failed"))
             ff.outer_labels(axes)
             ff.figure_legend(fig, axes, styles, rows["entry_axes"].iloc[0])
             suffix = f"_{ff.safe_name(str(task))}" if len(tasks) > 1 else ""
