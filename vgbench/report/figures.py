@@ -749,7 +749,7 @@ def layer_colors(n_layer: int):
     if n_layer <= CATEGORICAL_LAYERS:
         return list(sns.color_palette("colorblind", CATEGORICAL_LAYERS))[:n_layer]
     norm = Normalize(0, max(n_layer - 1, 1))
-    return [mpl.colormaps[SEQUENTIAL](norm(i)) for i in range(n_layer)]
+    return list(mpl.colormaps[SEQUENTIAL](norm(np.arange(n_layer))))   # one colour map lookup
 
 
 def _layer_lines(ax, segments, layers, n_layer: int, colorbar: bool, names: dict | None = None,

@@ -368,15 +368,17 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect,
     form = NumberFormat.of(shown["mean"])
     columns = [shown[shown["frontier_value"] == v] for v in values]
     bests = [_best(part["mean"], info["higher"]) for part in columns]
+    # each entry's row of each column, looked up once (a table is built for every split tried)
+    cells_of = [_first_rows(part) for part in columns]
     frontier = bool(values[-1] == every[-1])
     rows, bold = [], False
     for _, row in board.iterrows():
         cells = [_entry_cell(row, dialect)]
-        for part, best in zip(columns, bests):
-            here = part[part["entry"] == row["entry"]]
-            cells.append(_metric_cell(here.iloc[0], best, dialect, form)
-                         if len(here) else dialect.missing)
-            bold |= bool(len(here)) and best is not None and here["mean"].iloc[0] == best
+        for found, best in zip(cells_of, bests):
+            here = found.get(row["entry"])
+            cells.append(_metric_cell(here, best, dialect, form)
+                         if here is not None else dialect.missing)
+            bold |= here is not None and best is not None and here["mean"] == best
         if frontier:
             cells.append(_frontier_text(row, dialect))
         rows.append(cells)
@@ -402,6 +404,14 @@ def scaling_table(board: pd.DataFrame, settings: pd.DataFrame, dialect: Dialect,
     span = (dialect.escape(f"{info['metric']} at {info['axis']}"), 2, 1 + len(values))
     return Table(caption, header, rows, info["label"] + "-scaling" + label, [span],
                  _short(info, dialect, f"{info['metric']} against {info['axis']}") + short)
+
+
+def _first_rows(frame: pd.DataFrame) -> dict:
+    """entry -> its first row of ``frame`` (a Series), as ``frame[frame.entry == e].iloc[0]``."""
+    found = {}
+    for _, row in frame.iterrows():
+        found.setdefault(row["entry"], row)
+    return found
 
 
 def _frontier_text(row, dialect: Dialect) -> str:
