@@ -11,9 +11,9 @@ import pytest
 from vgbench import diagnostics as table
 from vgbench import theory
 from vgbench.report import theory as report
-from vgbench.report.figure_files import theory_phase_figure
 from vgbench.report.frames import build_frames
 from vgbench.report.synthetic import make_record, make_study
+from vgbench.report.theory_figures import theory_phase_figure
 
 DEPTH = 12
 

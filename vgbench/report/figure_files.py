@@ -2,18 +2,15 @@
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (not pyplot), so a report never
 opens a window nor keeps figures alive. :func:`study_figures` decides which figures a study
-gets: feed-forward studies the layer-wise pictures, recurrent ones the time-wise pictures, and
-every study with a frontier axis the frontier and unit-fraction plots. The theory study's
-figures (``theory_*_figure``) are laid out here too; :mod:`vgbench.report.theory` writes them.
+gets: each figure kind of :data:`vgbench.report.figure_kinds.KINDS` whose study shape the
+study has. The theory study's figures are laid out in :mod:`vgbench.report.theory_figures`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib as mpl
 import numpy as np
@@ -23,10 +20,18 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from vgbench.activations import LEAKY_SLOPE
 from vgbench.report import figures as fg
 from vgbench.report.captions import CAPTIONS
-from vgbench.report.frames import ACTIVATION_ORDER, with_runs
+from vgbench.report.figure_kinds import (  # noqa: F401  (figure kinds: re-exported)
+    KINDS,
+    MIN_HEATMAP_ROWS,
+    Kind,
+    Shape,
+    skip_reason,
+    study_shape,
+    unit_fractions,
+)
+from vgbench.report.frames import with_runs
 from vgbench.report.index import safe_name
 from vgbench.report.leaderboard import headline_value
 from vgbench.report.style import SEQUENTIAL, EntryStyles, entry_styles, split_styles, style
@@ -39,7 +44,6 @@ LEGEND_FONT = 7.0
 TITLE_LINE = 0.15       # inches per extra line of a wrapped panel title
 COLORBAR = 0.75         # inches for a colour bar and its label
 MAX_ENTRY_PANELS = 16
-MIN_HEATMAP_ROWS = 4    # fewer depths: grad_vs_layer's lines show them better than stripes
 PER_ENTRY = ("grad_over_steps", "weight_trajectories")
 MIN_DPI, MIN_PIXELS, MAX_DPI = 200, 1200, 600   # PNG resolution (:func:`png_dpi`)
 MAX_LINES = 8          # lines per panel; more entries are split into rows of panels
@@ -489,14 +493,6 @@ def single_figure(plot, df: pd.DataFrame, styles: EntryStyles, extra_labels=()) 
     return fig
 
 
-def unit_fractions(runs: pd.DataFrame) -> list[str]:
-    """The unit fractions a study's records hold: dead, inactive and tail-saturated units;
-    for records older than the last two, the flat fraction that mixes them."""
-    split = [v for v in ("inactive_fraction_final", "tail_saturation_final")
-             if v in runs and runs[v].notna().any()]
-    return ["dead_fraction_final"] + (split or ["saturation_final"])
-
-
 UNIT_TITLES = {"dead_fraction_final": "dead: output 0 on every example",
                "inactive_fraction_final": "inactive: rectifier off",
                "tail_saturation_final": "tail-saturated: sigmoid/tanh flat",
@@ -530,122 +526,6 @@ def outer_labels(axes, shared: bool = True):
             ax.set_ylabel("")
         if spec is not None and not spec.is_last_row():
             ax.set_xlabel("")
-
-
-# ---------------------------------------------------------------------------- mean-field theory
-# the theory study's figures (:func:`vgbench.report.theory.theory_outputs` saves them)
-
-JACOBIAN_FLOOR = 1e-6  # singular values below this x the largest are not resolved (float32)
-
-
-def _by_activation(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    return sorted(df.groupby("activation", sort=False),
-                  key=lambda kv: (ACTIVATION_ORDER.get(kv[0], len(ACTIVATION_ORDER)), kv[0]))
-
-
-def _panel_handles(axes) -> dict:
-    """label -> handle of what the panels labelled, each label once, for one figure legend."""
-    handles = {}
-    for ax in axes:
-        handles.update({label: h for h, label in zip(*ax.get_legend_handles_labels())})
-    return handles
-
-
-def theory_profiles_figure(profiles: pd.DataFrame) -> Figure:
-    """Measured and predicted log10 |dL/dh_l| against layer, a panel per activation
-    (:func:`~vgbench.report.figures.plot_delta_profiles`)."""
-    panels = _by_activation(profiles)
-    fig, axes = facets(len(panels), ncols=2, panel=(2.6, 2.0), sharey=False)
-    for ax, (activation, rows) in zip(axes, panels):
-        fg.plot_delta_profiles(rows, ax=ax)
-        ax.set_title(activation)
-    outer_labels(axes)
-    return fig
-
-
-def theory_phase_figure(table: pd.DataFrame, inputs: dict, *, activation_of) -> Figure:
-    """The phase diagram of each activation in the agreement ``table`` but identity, with the
-    study's Gaussian points filled with their measured chi_1
-    (:func:`~vgbench.report.figures.plot_phase_diagram`).
-
-    ``inputs``: run id -> its record's theory inputs; ``activation_of``: (theory inputs,
-    leaky slope) -> the activation, :func:`vgbench.report.theory.activation_of` (given by
-    the caller: the drawing never reaches back into the analysis).
-    """
-    gaussian = table[table["init"] == "gaussian"]
-    activations = [a for a, _ in _by_activation(table) if a != "identity"]
-    widest = table[table["width"] == table["width"].max()]
-    legend = ["xavier, lecun_normal, orthogonal", "study point (measured χ1)"]
-    fig, axes = facets(len(activations), ncols=2, panel=(2.4, 1.9), sharey=False,
-                       legend=COLORBAR + legend_width(legend))
-    for ax, activation in zip(axes, activations):
-        points = gaussian[gaussian["activation"] == activation]
-        top = max(4.0, 1.1 * float(points["sigma_w2"].max())) if len(points) else 4.0
-        rows = widest[widest["activation"] == activation]
-        rows = rows if len(rows) else table[table["activation"] == activation]
-        run = rows.iloc[0]
-        found = inputs[run["run_id"]]   # the run's own activation
-        markers = {}   # the built-in initializers and every one these runs used
-        for run_id in rows["run_id"]:
-            markers.update(inputs.get(run_id, {}).get("initializers", {}))
-        slope = float(run.get("leaky_slope", LEAKY_SLOPE))
-        fg.plot_phase_diagram(activation_of(found, slope), ax=ax,
-                              points=points, sigma_w2_range=(0.05, top), title=activation,
-                              initializers=markers, colorbar=False)
-    outer_labels(axes)
-    mappable = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-fg.PHASE_LIMIT, fg.PHASE_LIMIT),
-                                     cmap="RdBu_r")
-    cax = colorbar_axes(fig, axes)
-    fig.colorbar(mappable, cax=cax, label="log10 χ1")
-    handles = _panel_handles(axes)
-    fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=6,
-               bbox_to_anchor=(cax.get_position().x1 + COLORBAR / fig.get_figwidth(), 0.98))
-    fit_legends(fig)
-    return fig
-
-
-def theory_spectra_figure(spectra: pd.DataFrame) -> Figure:
-    """The Jacobian's singular value distributions, a panel per activation, a colour per run
-    (:func:`~vgbench.report.figures.plot_jacobian_spectra`)."""
-    panels = _by_activation(spectra)
-    colors = fg.label_colors(spectra)
-    fig, axes = facets(len(panels), ncols=4, panel=(1.7, 1.6), sharey=True,
-                       legend=legend_width(list(colors)))
-    for ax, (activation, rows) in zip(axes, panels):
-        fg.plot_jacobian_spectra(rows, ax=ax, colors=colors, floor=JACOBIAN_FLOOR)
-        ax.set_title(activation)
-    outer_labels(axes)
-    handles = _panel_handles(axes)
-    right = max(ax.get_position().x1 for ax in axes)
-    fig.legend(list(handles.values()), list(handles), loc="upper left", fontsize=7,
-               bbox_to_anchor=(right + 0.01, 0.98))
-    fit_legends(fig)
-    return fig
-
-
-def theory_frontier_figure(frontiers: pd.DataFrame, *, xi_multiple: int) -> Figure:
-    """The trainability frontier against ``xi_multiple`` xi_c, a panel per study and task
-    (:func:`~vgbench.report.figures.plot_frontier_vs_xi`); ``xi_multiple``: the one
-    :func:`vgbench.report.theory.frontier_frame` multiplied xi_c and xi_grad by.
-    """
-    panels = list(frontiers.groupby(["study", "task"], sort=True))
-    rows = [len(g) for _, g in panels]
-    longest = max(len(str(e)) for e in frontiers["entry"])
-    fig = Figure(figsize=(0.055 * longest + 4.6, 0.16 * sum(rows) + 0.75 * len(panels)),
-                 layout="constrained")
-    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=rows).ravel()
-    for ax, ((study, task), group) in zip(axes, panels):
-        fg.plot_frontier_vs_xi(group, ax=ax)
-        ax.set_title(f"{study} ({task})")
-    handles = [Line2D([], [], marker="o", color="C0", linestyle=""),
-               Line2D([], [], marker=">", color="C0", linestyle=""),
-               Line2D([], [], marker="x", color="C3", linestyle=""),
-               Line2D([], [], marker="|", color="k", linestyle="", markersize=8),
-               Line2D([], [], marker="d", markerfacecolor="none", color="0.4", linestyle="")]
-    labels = ["frontier", "every depth trains", "no depth trains", f"{xi_multiple} ξc",
-              f"{xi_multiple} |ξ∇|"]
-    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
-    return fig
 
 
 # ---------------------------------------------------------------------------- one study
@@ -692,94 +572,6 @@ def remove_stale(outdir: Path, written: list[Path]) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What one study's records hold, as far as the figure kinds care."""
-
-    axis: str | None          # the swept (frontier) axis
-    per_entry: int            # the most values of that axis any one entry ran (1 without one)
-    layers: int               # the most layers with a ∂L/∂h profile (feed-forward records)
-    steps: int                # the most log points of a run
-    recurrent: bool           # ∂L/∂h_t per time step
-    weights: bool             # sample weights logged
-    target: bool              # a target value to reach
-    reached: bool             # some seed reached it
-    curves: bool              # losses logged over training
-    units: bool               # unit fractions (dead, inactive, saturated) in the summaries
-
-
-def study_shape(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame,
-                curves: pd.DataFrame) -> Shape:
-    axis = runs["frontier_axis"].iloc[0]
-    axis = axis if isinstance(axis, str) else None
-    per_entry = int(runs.groupby("entry")["frontier_value"].nunique().max()) if axis else 1
-    return Shape(axis=axis, per_entry=per_entry,
-                 layers=int(grad["layer"].max()) + 1 if len(grad) else 0,
-                 steps=int(grad["log_point"].max()) + 1 if len(grad) else 0,
-                 recurrent=len(time) > 0,
-                 weights=bool(len(grad) and grad["weight_sample_0"].notna().any()),
-                 target=bool(runs["target_value"].notna().any()), curves=len(curves) > 0,
-                 reached=bool(runs["reached"].fillna(False).astype(bool).any()),
-                 units=any(v in runs and runs[v].notna().any() for v in unit_fractions(runs)))
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A figure kind: the study shape it serves (for the report's index) and the test of it."""
-
-    serves: str
-    missing: Callable[[Shape], str | None]   # why a study of that shape gets none, or None
-
-
-def _swept(shape: Shape) -> str | None:
-    if shape.axis is None:
-        return "the study sweeps no axis"
-    if shape.per_entry < 2:
-        return (f"each entry ran one {shape.axis}: a line needs two values of it "
-                "(the outcomes figure shows these runs)")
-    return None
-
-
-KINDS = {
-    "grad_vs_layer": Kind("a per-layer ∂L/∂h profile at initialisation (feed-forward records)",
-                          lambda s: None if s.layers >= 2 and not s.recurrent else
-                          "recurrent records: time_grad shows the profile over time steps"
-                          if s.recurrent else "fewer than two layers"),
-    "grad_heatmap": Kind(f"a per-layer profile over at least {MIN_HEATMAP_ROWS} depths per entry",
-                         lambda s: None if s.axis == "depth" and s.per_entry >= MIN_HEATMAP_ROWS
-                         and not s.recurrent and s.layers >= 2 else
-                         f"fewer than {MIN_HEATMAP_ROWS} depths per entry (grad_vs_layer shows "
-                         "them better)"),
-    "loss_curves": Kind("losses logged over training",
-                        lambda s: None if s.curves else "no loss curve logged"),
-    "grad_over_steps": Kind("per-layer ∂L/∂W at two or more log points",
-                            lambda s: None if s.steps >= 2 else "one log point per run"),
-    "weight_trajectories": Kind("sample weights at two or more log points",
-                                lambda s: None if s.weights and s.steps >= 2 else
-                                "no weight samples over training"),
-    "time_grad": Kind("a per-time-step ∂L/∂h_t profile (recurrent records)",
-                      lambda s: None if s.recurrent else "feed-forward records"),
-    "loss_vs_baseline": Kind("recurrent runs over a swept sequence length, two or more per entry",
-                             lambda s: _swept(s) if s.recurrent else "feed-forward records"),
-    "frontier": Kind("a swept axis with two or more values per entry, and a target some seed "
-                     "reached", lambda s: _swept(s) or ("no target to reach" if not s.target else
-                                                        None if s.reached else
-                                                        "no seed reached the target anywhere: "
-                                                        "every line would lie at 0")),
-    "dead_saturation": Kind("unit fractions over a swept axis with two or more values per entry",
-                            lambda s: _swept(s) or (None if s.units else
-                                                    "no unit fractions in these records")),
-    "outcomes": Kind("entries at one value of the swept axis each, or no swept axis",
-                     lambda s: None if _swept(s) else "the entries sweep an axis: frontier and "
-                     "dead_saturation draw them as lines"),
-}
-
-
-def skip_reason(name: str, shape: Shape) -> str | None:
-    """Why a study of ``shape`` gets no figure of kind ``name`` (None: it gets one)."""
-    return KINDS[name].missing(shape)
 
 
 def _figures(runs: pd.DataFrame, grad: pd.DataFrame, time: pd.DataFrame, curves: pd.DataFrame,

@@ -322,16 +322,16 @@ def theory_outputs(records, out_dir, *, frames=None, formats=("png", "pdf")) -> 
       out_dir: where the files go (created).
       frames: the records' :class:`~vgbench.report.frames.Frames`, if already built.
     """
-    from vgbench.report.figure_files import (
-        save,
+    from vgbench.report.figure_files import save
+    from vgbench.report.index import Output
+    from vgbench.report.style import style
+    from vgbench.report.tables import LATEX, MARKDOWN, theory_table_text
+    from vgbench.report.theory_figures import (
         theory_frontier_figure,
         theory_phase_figure,
         theory_profiles_figure,
         theory_spectra_figure,
     )
-    from vgbench.report.index import Output
-    from vgbench.report.style import style
-    from vgbench.report.tables import LATEX, MARKDOWN, theory_table_text
 
     if isinstance(records, (str, Path)):
         records = _theory_records(Path(records), frames)
