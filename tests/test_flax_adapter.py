@@ -177,15 +177,17 @@ def test_batch_norm_model_runs_in_the_training_program():
     assert np.all(np.isfinite(raw.outputs["logs"]["loss"]))
 
 
-class NoDense(nn.Module):
+class OnlyNorm(nn.Module):
+    """Parameters only in a normalisation layer: nothing that is a layer of its own."""
+
     @nn.compact
     def __call__(self, x):
-        return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        return nn.LayerNorm()(x)[..., :10]
 
 
 @pytest.mark.parametrize("name,make_module,error,match", [
-    ("test_flax_nodense", lambda spec, task: NoDense(), ValueError,
-     "test_flax_nodense.*no Dense.*perturb"),
+    ("test_flax_nodense", lambda spec, task: OnlyNorm(), ValueError,
+     "test_flax_nodense.*no module with parameters of its own.*perturb"),
     ("test_flax_out3", lambda spec, task: BatchNormMLP(3), ValueError,
      r"test_flax_out3.*\(batch, 10\).*\(2, 3\)"),
     ("test_flax_bad", lambda spec, task: object(), TypeError,
@@ -196,3 +198,116 @@ def test_bad_modules_get_one_clear_error(name, make_module, error, match):
         spec = RunSpec(task="digits", model=name)
         with pytest.raises(error, match=match):
             models.make(spec, tasks.make(spec))
+
+
+# ---------------------------------------------------------------------------- models as people write them
+
+class DropoutMLP(nn.Module):
+    """Flax's dropout guide: the flag is called ``training``."""
+
+    out: int = 3
+
+    @nn.compact
+    def __call__(self, x, training: bool):
+        x = nn.relu(nn.Dense(8)(x))
+        x = nn.Dropout(0.5, deterministic=not training)(x)
+        return nn.Dense(self.out)(x)
+
+
+class DeterministicMLP(nn.Module):
+    """The other convention: ``deterministic`` is True in evaluation."""
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        x = nn.Dropout(0.5)(nn.relu(nn.Dense(8)(x)), deterministic=deterministic)
+        return nn.Dense(3)(x)
+
+
+@pytest.mark.parametrize("net", [DropoutMLP(), DeterministicMLP()])
+def test_dropout_gets_a_new_key_every_training_step_and_none_in_evaluation(net):
+    model = adapt_module(net, (4,), output_dim=3)
+    params, state = model.init(jax.random.PRNGKey(0))
+    x = jnp.ones((6, 4))
+    out1, state1, _ = model.apply(params, state, x, train=True)
+    out2, state2, _ = model.apply(params, state1, x, train=True)
+    assert not np.allclose(out1, out2)                   # a new mask each step
+    again, _, _ = model.apply(params, state, x, train=True)
+    np.testing.assert_array_equal(out1, again)           # the same step: the same mask
+    assert int(state2["vgbench_rng"]["step"]) == 2
+    ev1, same, _ = model.apply(params, state1, x, train=False)
+    ev2, _, _ = model.apply(params, state2, x, train=False)
+    np.testing.assert_array_equal(ev1, ev2)              # evaluation: deterministic
+    assert same is state1
+    other = model.init(jax.random.PRNGKey(1))[1]         # another seed, another stream
+    assert not np.allclose(model.apply(params, other, x, train=True)[0], out1)
+
+
+def test_a_dropout_model_trains_in_the_training_program():
+    with flax_entry("test_flax_dropout", lambda spec, task: DropoutMLP(task.output_dim)) as name:
+        spec = RunSpec(task="teacher", model=name, steps=4, log_every=2, batch_size=8)
+        program, raw = train.train(spec, [0, 1])
+    assert program.model.layer_names == ("Dense_0", "Dense_1")
+    logs = raw.outputs["logs"]
+    assert np.all(np.isfinite(logs["loss"])) and np.all(logs["delta_norm"] > 0)
+
+
+class LocalNet(nn.Module):
+    """Layers that are not Dense or Conv: a ConvLocal stack, an Embed, a custom parameter."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Embed(11, 4)(x)                                       # integer tokens
+        h = nn.tanh(nn.ConvLocal(3, (2,))(h))
+        h = nn.LayerNorm()(h)
+        h = h.mean(axis=1) * self.param("gain", nn.initializers.ones, (3,))
+        return nn.Dense(2)(h)
+
+
+def test_every_module_with_parameters_is_probed_and_coverage_says_what_is_not():
+    from vgbench.models.flax_adapter import coverage
+
+    model = adapt_module(LocalNet(), (5,), name="local", output_dim=2, input_dtype=jnp.int32)
+    # the custom parameter sits on the root module: its output is the network's output
+    assert model.layer_names == ("Embed_0", "ConvLocal_0", "Dense_0", "root")
+    cover = coverage("local")
+    params, state = model.init(jax.random.PRNGKey(0))
+    sizes = {k: sum(a.size for a in jax.tree_util.tree_leaves(v)) for k, v in params.items()}
+    assert cover.not_probed == ("LayerNorm_0",)
+    assert cover.probed_share == pytest.approx(1 - sizes["LayerNorm_0"] / sum(sizes.values()))
+    assert "4 layers probed" in cover.line("local") and "LayerNorm_0" in cover.line("local")
+    x = jnp.array([[1, 2, 3, 4, 5], [0, 0, 1, 1, 2]], jnp.int32)     # tokens keep their dtype
+    out, _, _ = model.apply(params, state, x, train=False)
+    assert out.shape == (2, 2)
+
+
+class PerToken(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(10)(x.reshape(x.shape[0], 8, 8)), None      # (B, T, C) and an extra
+
+
+def test_a_per_token_or_tuple_output_is_caught_when_the_model_is_built():
+    with flax_entry("test_flax_tokens", lambda spec, task: PerToken()) as name:
+        spec = RunSpec(task="digits", model=name)
+        with pytest.raises(ValueError, match=r"test_flax_tokens.*\(batch, 10\).*output_fn"):
+            models.make(spec, tasks.make(spec))
+    vgbench.register_flax_model("test_flax_head", lambda spec, task: PerToken(),
+                                output_fn=lambda out: out[0][:, -1], doc="Last token (test entry).")
+    try:
+        spec = RunSpec(task="digits", model="test_flax_head")
+        model = models.make(spec, tasks.make(spec))
+        assert model.layer_names == ("Dense_0",)
+    finally:
+        models.MODELS.unregister("test_flax_head")
+
+
+class NamedAxisBN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.BatchNorm(use_running_average=not train, axis_name="batch")(nn.Dense(4)(x))
+        return nn.Dense(3)(x)
+
+
+def test_a_batch_norm_over_a_named_axis_gets_one_clear_error():
+    with pytest.raises(ValueError, match=r"'bn'.*named axis 'batch'.*leave axis_name out"):
+        adapt_module(NamedAxisBN(), (4,), name="bn", output_dim=3)

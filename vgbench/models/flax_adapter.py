@@ -5,11 +5,15 @@
 reads, and may take ``train`` (a bool keyword) to switch batch norm or anything else between
 training and evaluation. The adapter turns it into a :class:`vgbench.models.Model`:
 
-* **Probes.** Every call of a ``Dense``, ``DenseGeneral``, ``Conv``, ``ConvTranspose`` or
-  ``Einsum`` module gets a zero probe added to its output (through ``nn.intercept_methods``),
-  and so does every output the author marks with ``self.perturb(name, x)`` (flax's own
+* **Probes.** Every call of a module that holds parameters of its own (``Dense``, ``Conv``,
+  ``ConvLocal``, ``Embed``, ``Einsum``, a custom layer's ``self.param``; normalisation layers
+  aside, whose parameters join the layer they normalise) gets a zero probe added to its
+  floating-point output (through ``nn.intercept_methods``); ``probe=`` declares another set.
+  So does every output the author marks with ``self.perturb(name, x)`` (flax's own
   perturbation collection). Each probe site is one layer; the gradient with respect to the
   probes is the backpropagated signal dL/dh_l of every layer in one backward pass.
+  :func:`coverage` says what was probed: layers, the share of the parameters that probed
+  modules hold, and the modules with parameters that no probe covers.
 * **Layer order and names** come from the network itself: layers are ordered as the program
   computes them (input -> output), named by module path (``Block_0/Dense_1``; a module called
   twice gets ``@2`` on its second layer, a marked output ``path/name``).
@@ -23,19 +27,30 @@ training and evaluation. The adapter turns it into a :class:`vgbench.models.Mode
 Forward statistics: ``act_rms`` is the RMS of each probed output (a pre-activation); the
 adapter cannot know which nonlinearity follows a layer, so the unit statistics
 (``saturation``, ``tail_saturation``, ``inactive_fraction``, ``dead_fraction``) are NaN
-(recorded as null). Modules must be deterministic (no dropout RNG).
-The module's own initializers apply; ``make_module`` may read ``spec.init`` and other fields.
+(recorded as null). The module's own initializers apply; ``make_module`` may read ``spec.init``
+and other fields.
+
+* **Training and evaluation.** A ``__call__`` keyword ``train`` or ``training`` gets True in
+  training steps and False in evaluation, ``deterministic`` the opposite (``train_flag=``
+  names another; ``"not name"`` for one that is True in evaluation).
+* **RNG streams.** Streams the module asks for in training (``Dropout``'s ``"dropout"``, any
+  ``self.make_rng(name)``) are found when the model is built and get a new key every training
+  step: ``fold_in(fold_in(base, stream), step)``, ``base`` drawn from the seed's init key, the
+  step counted in the model's state. Evaluation passes ``train=False`` and is deterministic
+  (a stream still asked for there gets the same key at every evaluation).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jex_core
 
 from vgbench.models.base import Model, register_model
@@ -47,11 +62,37 @@ _DROPPED = (PERTURBATIONS, "intermediates")   # collections that are neither par
 _INIT_BATCH = 2
 
 
-def _probed_types() -> tuple[type, ...]:
+# normalisation layers hold parameters (a scale, a bias) but are not layers of their own: their
+# parameters join the layer they normalise
+NORM_TYPES = ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm", "SpectralNorm",
+              "WeightNorm")
+TRAIN_FLAGS = ("train", "training")          # True in training
+EVAL_FLAGS = ("deterministic", "eval", "evaluation", "use_running_average")   # True in evaluation
+RNG_STATE = "vgbench_rng"                    # the state collection of the per-step RNG keys
+_MAX_STREAMS = 8
+
+
+def _norm_types() -> tuple[type, ...]:
     import flax.linen as nn
 
-    return tuple(getattr(nn, n) for n in ("Dense", "DenseGeneral", "Conv", "ConvTranspose",
-                                          "Einsum") if hasattr(nn, n))
+    return tuple(getattr(nn, n) for n in NORM_TYPES if hasattr(nn, n))
+
+
+def _probe_rule(probe, own: set):
+    """``probed(module, path) -> bool`` for a ``probe`` declaration: None (modules holding
+    parameters of their own, normalisation aside), a tuple of module types or class names, or
+    a callable ``(module) -> bool``."""
+    if probe is None:
+        norms = _norm_types()
+        return lambda module, path: path in own and not isinstance(module, norms)
+    if callable(probe) and not isinstance(probe, (tuple, list, type)):
+        return lambda module, path: bool(probe(module))
+    kinds = tuple(probe) if isinstance(probe, (tuple, list)) else (probe,)
+    types = tuple(k for k in kinds if isinstance(k, type))
+    names = {k for k in kinds if isinstance(k, str)}
+    if len(types) + len(names) != len(kinds):
+        raise TypeError(f"probe must be module types, class names or a callable, got {probe!r}")
+    return lambda module, path: isinstance(module, types) or type(module).__name__ in names
 
 
 class _Site(NamedTuple):
@@ -65,16 +106,40 @@ def _path_text(path) -> str:
     return "/".join(str(p) for p in path) or "root"
 
 
-def _takes_train(module) -> bool:
+def _mode_flag(module, declared: str | None, where: str):
+    """``(keyword, value_in_training)`` of the module's train/eval switch, or None.
+
+    ``declared``: a keyword True in training, or ``"not <keyword>"`` for one True in
+    evaluation; else the first of :data:`TRAIN_FLAGS` and :data:`EVAL_FLAGS` that ``__call__``
+    takes (``train`` also where it takes ``**kwargs``)."""
     try:
         params = inspect.signature(type(module).__call__).parameters
     except (TypeError, ValueError):
-        return False
-    return "train" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        params = {}
+    if declared is not None:
+        name = declared.removeprefix("not ").strip()
+        if name not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ValueError(f"{where}: train_flag {declared!r}: __call__ takes no keyword {name!r}; "
+                             f"it takes {', '.join(p for p in params if p != 'self') or 'nothing'}")
+        return name, not declared.startswith("not ")
+    for name in TRAIN_FLAGS:
+        if name in params:
+            return name, True
+    for name in EVAL_FLAGS:
+        if name in params:
+            return name, False
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return "train", True
+    return None
 
 
-def _interceptor(probes: dict | None, *, sites: list | None = None, order: list | None = None,
-                 outputs: dict | None = None):
+def _own_param_paths(params) -> set:
+    """Paths (tuples of names) of the modules that hold parameters of their own."""
+    return {_key_path(path)[:-1] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
+                 order: list | None = None, outputs: dict | None = None):
     """Context in which each probed module's output gets ``probes[key]`` added.
 
     ``sites`` collects each probed call as a :class:`_Site` and ``order`` every module call
@@ -83,7 +148,6 @@ def _interceptor(probes: dict | None, *, sites: list | None = None, order: list 
     """
     import flax.linen as nn
 
-    probed = _probed_types()
     calls: dict[str, int] = {}
 
     def intercept(next_fun, args, kwargs, context):
@@ -94,7 +158,8 @@ def _interceptor(probes: dict | None, *, sites: list | None = None, order: list 
         if order is not None:
             order.append(("module", path))
         out = next_fun(*args, **kwargs)
-        if not isinstance(module, probed) or not hasattr(out, "shape"):
+        if not (hasattr(out, "shape") and jnp.issubdtype(out.dtype, jnp.floating)
+                and probed(module, path)):
             return out
         text = _path_text(path)
         calls[text] = calls.get(text, 0) + 1
@@ -141,7 +206,23 @@ def _unflatten_like(tree, leaves):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), leaves)
 
 
-def make_flax_model(module_factory: Callable, *, name: str = "flax") -> Callable:
+class Coverage(NamedTuple):
+    """What the probes of a flax model cover."""
+
+    layers: int               # probe sites (layers)
+    probed_share: float       # share of the parameters that probed modules hold themselves
+    not_probed: tuple         # paths of modules holding parameters that no probe covers
+
+    def line(self, name: str) -> str:
+        missing = ", ".join(self.not_probed[:6]) + (" ..." if len(self.not_probed) > 6 else "")
+        return (f"flax model {name!r}: {self.layers} layers probed; probed modules hold "
+                f"{100 * self.probed_share:.1f} % of the parameters"
+                + (f"; not probed (their parameters join a probed layer): {missing}"
+                   if self.not_probed else ""))
+
+
+def make_flax_model(module_factory: Callable, *, name: str = "flax", train_flag: str | None = None,
+                    output_fn: Callable | None = None, probe=None) -> Callable:
     """A vgbench model factory ``make(spec, task) -> Model`` from ``module_factory(spec, task)``."""
 
     def make(spec, task) -> Model:
@@ -149,25 +230,59 @@ def make_flax_model(module_factory: Callable, *, name: str = "flax") -> Callable
 
         module = module_factory(spec, task)
         if not isinstance(module, nn.Module):
+            hint = ""
+            try:
+                from flax import nnx
+                if isinstance(module, nnx.Module):
+                    hint = " (a flax.nnx module: register it with vgbench.register_nnx_model)"
+            except ImportError:   # pragma: no cover - flax without nnx
+                pass
             raise TypeError(f"flax model {name!r}: make_module(spec, task) must return a "
-                            f"flax.linen.Module, got {type(module).__name__}")
-        return adapt_module(module, task.input_shape, name=name, output_dim=task.output_dim)
+                            f"flax.linen.Module, got {type(module).__name__}{hint}")
+        x, y = jax.eval_shape(lambda k: task.sample(k, _INIT_BATCH), jax.random.PRNGKey(0))
+        return adapt_module(module, task.input_shape, name=name, output_dim=task.output_dim,
+                            output_shape=(*y.shape[1:], task.output_dim), input_dtype=x.dtype,
+                            train_flag=train_flag, output_fn=output_fn, probe=probe)
 
     return make
 
 
+def _explained(err: Exception, where: str, action: str) -> Exception:
+    """One clear error for the failures a flax module commonly has here, naming the fix."""
+    text = str(err)
+    if type(err).__name__ == "InvalidRngError":
+        return ValueError(f"{where}: {action} failed: {text.split(' (https')[0]}; vgbench passes "
+                          "a key for every stream the module asks for in training and none in "
+                          "evaluation: let the layer be deterministic when train is False "
+                          "(nn.Dropout(rate, deterministic=not train))")
+    if "unbound axis name" in text:
+        found = re.search(r"unbound axis name: ([^.\s]+)", text)
+        axis = found[1] if found else "?"
+        return ValueError(f"{where}: {action} failed: a layer reduces over the named axis {axis!r} "
+                          "(BatchNorm(axis_name=...)), which exists only under vmap or pmap; "
+                          "vgbench runs the module on a whole batch: leave axis_name out")
+    return ValueError(f"{where}: {action} failed: {type(err).__name__}: {text}")
+
+
 def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
-                 output_dim: int | None = None) -> Model:
+                 output_dim: int | None = None, output_shape: tuple | None = None,
+                 input_dtype=jnp.float32, train_flag: str | None = None,
+                 output_fn: Callable | None = None, probe=None) -> Model:
     """The :class:`Model` of a flax.linen ``module`` whose inputs are ``(batch, *input_shape)``.
 
-    ``output_dim``: where given, the size the output's last axis must have (the task's).
+    ``output_shape``: where given, the shape (batch axis aside) the output must have (the
+    task's: ``(output_dim,)``, ``(T, output_dim)`` for per-step targets); else ``output_dim``,
+    the size of its last axis. ``input_dtype``: the task's (integer tokens stay integers).
+    ``train_flag``, ``probe``: see the module docstring. ``output_fn``: applied to what the
+    module returns (a tuple's first element, a per-token head's last token ...).
     """
-    train_kw = _takes_train(module)
-    x0 = jax.ShapeDtypeStruct((_INIT_BATCH, *input_shape), jnp.float32)
     where = f"flax model {name!r} ({type(module).__name__})"
+    flag = _mode_flag(module, train_flag, where)
+    x0 = jax.ShapeDtypeStruct((_INIT_BATCH, *input_shape), input_dtype)
+    finish = output_fn if output_fn is not None else (lambda out: out)
 
     def kwargs(train):
-        return {"train": train} if train_kw else {}
+        return {} if flag is None else {flag[0]: train == flag[1]}
 
     def raw_init(key):
         return module.init(key, jnp.zeros(x0.shape, x0.dtype), **kwargs(False))
@@ -175,50 +290,74 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     try:
         variables = jax.eval_shape(raw_init, jax.random.PRNGKey(0))
     except Exception as err:
-        raise ValueError(f"{where}: init on a batch of shape {x0.shape} failed: "
-                         f"{type(err).__name__}: {err}") from err
+        raise _explained(err, where, f"init on a batch of shape {x0.shape}") from err
     if PROBE_PARAMS not in variables:
         raise ValueError(f"{where}: the module has no parameters")
     marked = variables.get(PERTURBATIONS, {})
     state_cols = tuple(c for c in variables if c != PROBE_PARAMS and c not in _DROPPED)
     abstract = {c: variables[c] for c in (PROBE_PARAMS, *state_cols)}
+    own = _own_param_paths(abstract[PROBE_PARAMS])
+    probed = _probe_rule(probe, own)
+    streams = _streams(module, abstract, x0, kwargs, where)
+
+    def run(v, x, train, rng_state, **extra):
+        rngs = _stream_keys(streams, rng_state, train)
+        return module.apply(v, x, **kwargs(train), **({"rngs": rngs} if rngs else {}), **extra)
 
     # one abstract forward pass: which modules are probed, in which order, with what shapes
     found: list[_Site] = []
     order: list = []
+    rng0 = _rng_state(jax.random.PRNGKey(0), streams)
 
     def record(v, x):
-        with _interceptor(None, sites=found, order=order):
-            return module.apply(v, x, **kwargs(False))
+        with _interceptor(None, probed, sites=found, order=order):
+            return run(v, x, True, rng0, mutable=list(state_cols) or False)
 
-    out_shape = jax.eval_shape(record, abstract, x0)
+    try:
+        out_shape = jax.eval_shape(record, abstract, x0)
+    except Exception as err:
+        raise _explained(err, where, "a training step") from err
+    out_shape = jax.eval_shape(finish, out_shape[0] if state_cols else out_shape)
     marked_leaves = jax.tree_util.tree_flatten_with_path(marked)[0]
     marked_sites = [_Site(_path_text(_key_path(p)), tuple(leaf.shape), leaf.dtype, None)
                     for p, leaf in marked_leaves]
     if not found and not marked_sites:
         raise ValueError(
-            f"{where}: the module calls no Dense, DenseGeneral, Conv, ConvTranspose or Einsum "
-            "module and marks no output with self.perturb(name, x): there is no layer to probe")
+            f"{where}: no module with parameters of its own is called (normalisation layers "
+            "aside) and no output is marked with self.perturb(name, x): there is no layer to probe")
     returned = getattr(out_shape, "shape", type(out_shape).__name__)
-    if output_dim is not None and (not isinstance(returned, tuple) or returned[-1:] != (output_dim,)):
+    wanted = (_INIT_BATCH, *output_shape) if output_shape is not None else None
+    if wanted is not None and returned != wanted:
+        raise ValueError(f"{where}: the task needs outputs of shape (batch, "
+                         f"{', '.join(map(str, wanted[1:]))}); the module returns {returned} for a "
+                         f"batch of {_INIT_BATCH}" + (" (a tuple or a per-token head: pass output_fn "
+                                                      "to register_flax_model)"
+                                                      if not isinstance(returned, tuple)
+                                                      or len(returned) != len(wanted) else ""))
+    if wanted is None and output_dim is not None and (not isinstance(returned, tuple)
+                                                      or returned[-1:] != (output_dim,)):
         raise ValueError(f"{where}: the task needs outputs of shape (batch, {output_dim}); "
                          f"the module returns {returned}")
     sites = found + marked_sites
     n_layers = len(sites)
 
     def apply(params, state, x, *, train, probes=None):
-        v = {PROBE_PARAMS: params, **state}
+        rng_state = state.get(RNG_STATE)
+        v = {PROBE_PARAMS: params, **{c: state[c] for c in state_cols}}
         if probes is not None and marked_sites:
             v[PERTURBATIONS] = _unflatten_like(marked, [probes[s.key] for s in marked_sites])
         mutable = list(state_cols) if (train and state_cols) else False
         outputs: dict = {}
-        ctx = _interceptor(probes, outputs=outputs) if probes is not None else contextlib.nullcontext()
+        ctx = (_interceptor(probes, probed, outputs=outputs) if probes is not None
+               else contextlib.nullcontext())
         with ctx:
-            result = module.apply(v, x, **kwargs(train), mutable=mutable)
-        if mutable:
-            out, new_state = result[0], {c: result[1][c] for c in state_cols}
-        else:
-            out, new_state = result, state
+            result = run(v, x, train, rng_state, mutable=mutable)
+        out = result[0] if mutable else result
+        new_state = state           # evaluation reads the state, never updates it
+        if train:
+            new_state = {c: (result[1] if mutable else state)[c] for c in state_cols}
+            if rng_state is not None:   # the next training step's keys
+                new_state[RNG_STATE] = _next_rng(rng_state)
         stats = {}
         if probes is not None:
             nan = jnp.full((), jnp.nan, jnp.float32)
@@ -227,21 +366,22 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
             stats["act_rms"] = jnp.stack([
                 safe_norm(outputs[s.key]) / jnp.sqrt(jnp.float32(outputs[s.key].size))
                 if s.key in outputs else nan for s in sites])
-        return out, new_state, stats
+        return finish(out), new_state, stats
 
+    state0 = {**{c: abstract[c] for c in state_cols}, **({RNG_STATE: rng0} if streams else {})}
     if marked_sites:
         def apply_probed(v, x, q):
-            state = {c: v[c] for c in state_cols}
-            return apply(v[PROBE_PARAMS], state, x, train=False, probes=q)[0]
-        sites = _in_program_order(apply_probed, abstract, x0, sites)
+            return apply(v[PROBE_PARAMS], v["state"], x, train=False, probes=q)[0]
+        sites = _in_program_order(apply_probed, {PROBE_PARAMS: abstract[PROBE_PARAMS],
+                                                 "state": state0}, x0, sites)
     keys = [s.key for s in sites]
 
     # parameters by layer: a probed module's own; another module's join the layer of the last
     # probed module called before it (whose output it processes), else the first layer
-    own = {}
+    own_site = {}
     for s in sites:
         if s.module is not None:
-            own.setdefault(s.module, s.key)
+            own_site.setdefault(s.module, s.key)
     after = {}
     last = None
     for kind, what in order:
@@ -252,8 +392,8 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
 
     def layer_of(module_path: tuple) -> str:
         for cut in range(len(module_path), -1, -1):   # the deepest probed module containing it
-            if module_path[:cut] in own:
-                return own[module_path[:cut]]
+            if module_path[:cut] in own_site:
+                return own_site[module_path[:cut]]
         for cut in range(len(module_path), -1, -1):
             if after.get(module_path[:cut]) is not None:
                 return after[module_path[:cut]]
@@ -262,19 +402,32 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     param_leaves = jax.tree_util.tree_flatten_with_path(abstract[PROBE_PARAMS])[0]
     layer_leaves: list[list[int]] = [[] for _ in keys]
     kernel_leaf: dict[int, int] = {}
-    for i, (path, _) in enumerate(param_leaves):
+    covered = total = 0
+    not_probed = []
+    for i, (path, leaf) in enumerate(param_leaves):
         names = _key_path(path)
         j = keys.index(layer_of(names[:-1]))
         layer_leaves[j].append(i)
-        if names[-1] == "kernel" and own.get(names[:-1]) == keys[j]:
+        size = int(np.prod(leaf.shape))
+        total += size
+        if names[:-1] in own_site:
+            covered += size
+        elif _path_text(names[:-1]) not in not_probed:
+            not_probed.append(_path_text(names[:-1]))
+        if names[-1] in ("kernel", "embedding") and own_site.get(names[:-1]) == keys[j]:
             kernel_leaf.setdefault(j, i)
     for j, members in enumerate(layer_leaves):
         if j not in kernel_leaf and members:
             kernel_leaf[j] = members[0]
+    cover = Coverage(len(keys), covered / max(total, 1), tuple(not_probed))
+    _COVERAGE[name] = cover
 
     def init(key):
         v = raw_init(key)
-        return v[PROBE_PARAMS], {c: v[c] for c in state_cols}
+        state = {c: v[c] for c in state_cols}
+        if streams:   # the streams' keys: from the init key, apart from what init drew
+            state[RNG_STATE] = _rng_state(jax.random.fold_in(key, _RNG_SALT), streams)
+        return v[PROBE_PARAMS], state
 
     def probes(batch_size):
         return {s.key: jnp.zeros((batch_size, *s.shape[1:]), s.dtype) for s in sites}
@@ -296,8 +449,57 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
                  probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
 
 
+_COVERAGE: dict[str, Coverage] = {}   # model name -> the coverage of its last build
+_RNG_SALT = 0x5EED
+
+
+def coverage(name: str) -> Coverage | None:
+    """What the probes of the flax model ``name`` cover, as of its last build (None: not built)."""
+    return _COVERAGE.get(name)
+
+
+def _streams(module, abstract, x0, kwargs, where) -> tuple[str, ...]:
+    """The RNG streams a training call of ``module`` asks for ("params" aside), found by
+    calling it abstractly until it asks for no new one."""
+    streams: list[str] = []
+    mutable = [c for c in abstract if c != PROBE_PARAMS] or False
+    for _ in range(_MAX_STREAMS):
+        rngs = {s: jax.random.PRNGKey(0) for s in streams}
+        try:
+            jax.eval_shape(lambda v, x: module.apply(v, x, **kwargs(True), rngs=rngs,
+                                                     mutable=mutable), abstract, x0)
+            return tuple(streams)
+        except Exception as err:
+            asked = re.search(r'needs PRNG for "([^"]+)"', str(err))
+            if type(err).__name__ != "InvalidRngError" or asked is None or asked[1] in streams:
+                raise _explained(err, where, "a training step") from err
+            streams.append(asked[1])
+    raise ValueError(f"{where}: asks for more than {_MAX_STREAMS} RNG streams")
+
+
+def _rng_state(key, streams) -> dict:
+    return {"key": jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            else key, "step": jnp.zeros((), jnp.int32)} if streams else {}
+
+
+def _next_rng(rng_state: dict) -> dict:
+    return {"key": rng_state["key"], "step": rng_state["step"] + 1}
+
+
+def _stream_keys(streams, rng_state, train: bool) -> dict:
+    """Each stream's key for this call: folded from the run's base key, the stream and the
+    training step (evaluation: one fixed key, so that it is deterministic)."""
+    if not streams or rng_state is None:
+        return {}
+    step = rng_state["step"] if train else jnp.int32(-1)
+    return {s: jax.random.fold_in(jax.random.fold_in(rng_state["key"], i), step)
+            for i, s in enumerate(streams)}
+
+
 def register_flax_model(name: str, make_module: Callable, *, defaults: dict | None = None,
-                        input_layout: str = "flat", doc: str | None = None) -> Callable:
+                        input_layout: str = "flat", doc: str | None = None,
+                        train_flag: str | None = None, output_fn: Callable | None = None,
+                        probe=None) -> Callable:
     """Register a flax.linen network as model ``name``: ``make_module(spec, task) -> Module``.
 
     The entry runs in grids, ``vgbench train`` and ``vgbench diagnose`` like the built-in
@@ -307,9 +509,18 @@ def register_flax_model(name: str, make_module: Callable, *, defaults: dict | No
     examples, ``"flat"`` (one vector each) or ``"channels"`` (images ``(H, W, C)``, sequences
     ``(T, C)``), as for :func:`vgbench.models.register_model`. The first line of ``doc`` (else of
     ``make_module``'s docstring) is what ``vgbench list`` and leaderboards show.
+    ``train_flag``: the ``__call__`` keyword that switches training and evaluation, where it is
+    not ``train``, ``training`` or ``deterministic`` (``"not name"``: True in evaluation).
+    ``output_fn``: applied to what the module returns (``lambda out: out[0]`` for a tuple,
+    ``lambda out: out[:, -1]`` for the last token of a per-token head). ``probe``: which modules
+    are layers (default: every module holding parameters of its own, normalisation aside), as
+    module types, class names or a predicate ``(module) -> bool``.
     """
     if not callable(make_module):
         raise TypeError(f"flax model {name!r}: make_module must be callable, got {make_module!r}")
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(f"flax model {name!r}: output_fn must be callable, got {output_fn!r}")
     text = doc if doc is not None else inspect.getdoc(make_module)
-    return register_model(name, make_flax_model(make_module, name=name), defaults=defaults,
-                          input_layout=input_layout, doc=text)
+    factory = make_flax_model(make_module, name=name, train_flag=train_flag, output_fn=output_fn,
+                              probe=probe)
+    return register_model(name, factory, defaults=defaults, input_layout=input_layout, doc=text)
