@@ -130,3 +130,28 @@ def test_bad_plugins_get_one_error_naming_the_plugin_and_nothing_runs(tmp_path, 
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "softcube.py" in proc.stderr
     assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
+
+
+def test_a_plugin_imports_the_modules_beside_it_and_its_hash_covers_them(tmp_path):
+    """A plugin that imports a module from its own folder: importable, and that module's
+    source is part of the plugin's hash (a change to it re-runs the plugin's configs)."""
+    import hashlib
+
+    from vgbench import plugins
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    helper = folder / "plugin_local_layers.py"
+    helper.write_text("SCALE = 3\n")
+    entry = folder / "entry.py"
+    entry.write_text("from plugin_local_layers import SCALE\nassert SCALE == 3\n")
+    digest = plugins.load_one(str(entry))
+    own = sha(entry.read_bytes())
+    assert digest == sha(f"{own}\nplugin_local_layers.py:{sha(helper.read_bytes())}".encode())
+    # a plugin that imports nothing beside it keeps the hash of its own source
+    lone = tmp_path / "lone.py"
+    lone.write_text("import math\n")
+    assert plugins.load_one(str(lone)) == sha(lone.read_bytes())

@@ -1,9 +1,12 @@
 """Plugins: a Python file or importable module that calls the public ``register_*`` functions.
 
-``load`` imports each plugin once. Every entry a plugin registers remembers the plugin as its
-origin, and a run config that names such an entry gets ``plugin_hash``, a hash of the source of
-exactly the plugins it uses (``hash_for``): a record made with older plugin code is never
-reused for new code, and configs that use no plugin keep their ids.
+``load`` imports each plugin once. A plugin file's folder is on ``sys.path`` while it imports
+(and after), so it can import the modules beside it (``from my_layers import Block``). Every
+entry a plugin registers remembers the plugin as its origin, and a run config that names such
+an entry gets ``plugin_hash``, a hash of the source of exactly the plugins it uses and of the
+modules beside them that they imported (``hash_for``): a record made with older plugin code,
+or with an older version of a module it imports, is never reused for new code, and configs
+that use no plugin keep their ids.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 from vgbench import registry
 
-_LOADED: dict[str, str] = {}   # plugin key -> sha256 of its source
+_LOADED: dict[str, str] = {}   # plugin key -> sha256 of its source and its local modules'
+_SOURCE: dict[str, str] = {}   # plugin key -> sha256 of its own source
 
 
 class PluginError(ValueError):
@@ -63,13 +67,17 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
         except (ImportError, ValueError) as err:
             raise PluginError(f"{where}: plugin {ref!r}: {err}") from None
     digest = hashlib.sha256(source).hexdigest()
-    if _LOADED.get(key) == digest:
-        return digest
+    if _SOURCE.get(key) == digest:
+        return _LOADED[key]
     if key in _LOADED:
         raise PluginError(f"{where}: plugin {ref!r} changed since it was imported in this process; "
                           "restart to load the new code")
     registry.import_builtins()   # built-in entries must register as vgbench's, not as the plugin's
     registry._ORIGINS.append(key)
+    before = set(sys.modules)
+    folder = str(Path(key).parent) if by_path else None
+    if folder is not None and folder not in sys.path:
+        sys.path.insert(0, folder)   # the modules beside the plugin are importable from it
     try:
         if by_path:
             mod_name = "vgbench_plugin_" + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -85,8 +93,30 @@ def load_one(ref: str, *, base: Path | None = None, where: str = "plugins") -> s
         raise PluginError(f"{where}: plugin {ref!r} failed to import: {type(err).__name__}: {err}") from err
     finally:
         registry._ORIGINS.pop()
-    _LOADED[key] = digest
-    return digest
+    _SOURCE[key] = digest
+    _LOADED[key] = _with_local_modules(digest, key if by_path else None, set(sys.modules) - before)
+    return _LOADED[key]
+
+
+def _with_local_modules(digest: str, plugin_file: str | None, imported: set) -> str:
+    """The plugin's digest, combined with the source of each module it imported from its own
+    folder (or below): a change to one of them is a change to the plugin. Unchanged where it
+    imported none (records made before this rule keep their ids)."""
+    if plugin_file is None:
+        return digest
+    folder = Path(plugin_file).parent.resolve()
+    local = []
+    for name in sorted(imported):
+        origin = getattr(sys.modules.get(name), "__file__", None)
+        if not origin or Path(origin).resolve() == Path(plugin_file).resolve():
+            continue
+        path = Path(origin).resolve()
+        if path.suffix == ".py" and path.is_file() and folder in path.parents:
+            local.append(f"{path.relative_to(folder).as_posix()}:"
+                         f"{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    if not local:
+        return digest
+    return hashlib.sha256((digest + "\n" + "\n".join(local)).encode()).hexdigest()
 
 
 def load(refs, *, base: Path | None = None, where: str = "plugins") -> str | None:
