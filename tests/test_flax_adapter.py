@@ -311,3 +311,55 @@ class NamedAxisBN(nn.Module):
 def test_a_batch_norm_over_a_named_axis_gets_one_clear_error():
     with pytest.raises(ValueError, match=r"'bn'.*named axis 'batch'.*leave axis_name out"):
         adapt_module(NamedAxisBN(), (4,), name="bn", output_dim=3)
+
+
+class ScanBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+        return nn.tanh(nn.Dense(8)(x)), None
+
+
+class ScannedStack(nn.Module):
+    """Flax's guide to scanning over layers: four blocks in one nn.scan."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8)(x)
+        blocks = nn.scan(ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                         length=4)
+        x, _ = blocks()(x, None)
+        return nn.Dense(3)(x)
+
+
+class RecurrentNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(nn.RNN(nn.LSTMCell(6))(x)[:, -1])
+
+
+def test_scanned_stacks_and_rnns_run_and_coverage_says_how_they_are_probed():
+    from vgbench.models.flax_adapter import coverage
+
+    stack = adapt_module(ScannedStack(), (5,), name="stack", output_dim=3)
+    assert stack.layer_names == ("Dense_0", "Dense_1")       # runs; the blocks are not probed
+    assert coverage("stack").not_probed == ("ScanScanBlock_0/Dense_0",)   # flax names it
+    rnn = adapt_module(RecurrentNet(), (7, 2), name="rnn", output_dim=3)
+    assert rnn.layer_names == ("RNN_0", "Dense_0")
+    cover = coverage("rnn")
+    assert cover.lifted == ("RNN_0",) and cover.probed_share == 1.0 and not cover.not_probed
+    params, state = rnn.init(jax.random.PRNGKey(0))
+    assert rnn.per_layer(params)[0] > 0                       # the cell's weights: RNN_0's layer
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 2))
+
+    def loss(probes):
+        out, _, _ = rnn.apply(params, state, x, train=True, probes=probes)
+        return jnp.sum(jnp.square(out))
+
+    zero = rnn.probes(3)
+    assert zero["RNN_0"].shape == (3, 7, 6)                   # every step's output h_t
+    grad = jax.grad(loss)(zero)["RNN_0"]
+    direction = jax.random.normal(jax.random.PRNGKey(2), grad.shape)
+    eps = 1e-2
+    numeric = (loss({**zero, "RNN_0": eps * direction})
+               - loss({**zero, "RNN_0": -eps * direction})) / (2 * eps)
+    np.testing.assert_allclose(jnp.vdot(grad, direction), numeric, rtol=2e-3)

@@ -100,6 +100,8 @@ class _Site(NamedTuple):
     shape: tuple        # the probed output's shape at the init batch (batch axis first)
     dtype: object
     module: tuple | None   # path of the probed module (None for a marked output)
+    lifted: tuple = ()     # a module around a lifted transform (nn.scan, nn.RNN): the paths of
+                           # the modules it runs there; probed at its output as one layer
 
 
 def _path_text(path) -> str:
@@ -139,42 +141,76 @@ def _own_param_paths(params) -> set:
 
 
 def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
-                 order: list | None = None, outputs: dict | None = None):
+                 order: list | None = None, outputs: dict | None = None,
+                 inner: set | None = None):
     """Context in which each probed module's output gets ``probes[key]`` added.
 
     ``sites`` collects each probed call as a :class:`_Site` and ``order`` every module call
     (``("module", path)``, then ``("site", key)`` for a probed one), in call order; ``outputs``
-    collects each probed output by key (for its forward statistics).
+    collects each probed output by key (for its forward statistics); ``inner`` the paths of
+    the modules called inside a lifted transform (nn.scan, nn.RNN, ...), which are not probed
+    one by one: the module around it is, at its output.
     """
     import flax.linen as nn
+    from flax.core import tracers
 
     calls: dict[str, int] = {}
+    stack: list = []     # [path, trace, inner module paths] of the module calls under way
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
         path = tuple(module.path) if module.scope is not None else ()
+        trace = tracers.current_trace()
+        if stack and trace != stack[0][1]:
+            # inside a lifted transform (nn.scan, nn.RNN, nn.vmap, nn.remat): its values live in
+            # another trace; the outermost module around it is probed at its output instead
+            stack[-1][2].add(path)
+            if inner is not None:
+                inner.add(path)
+            return next_fun(*args, **kwargs)
         if order is not None:
             order.append(("module", path))
-        out = next_fun(*args, **kwargs)
-        if not (hasattr(out, "shape") and jnp.issubdtype(out.dtype, jnp.floating)
-                and probed(module, path)):
+        stack.append([path, trace, set()])
+        try:
+            out = next_fun(*args, **kwargs)
+        finally:
+            _, _, within = stack.pop()
+        # the module network itself (the root) is never probed for what it lifts: its
+        # output is the network's output
+        lifted = bool(within) and bool(path)
+        leaves, treedef = jax.tree_util.tree_flatten(out)
+        # a lifted module's (carry, outputs): its carry, the first floating array, is probed
+        at = next((i for i, leaf in enumerate(leaves) if _floating(leaf)), None) if lifted else (
+            0 if _floating(out) else None)
+        if within and at is None and stack:
+            stack[-1][2].update(within)   # nothing to probe here: its caller's output is
+        if at is None or not (probed(module, path) or lifted):
             return out
+        whole, out = out, leaves[at] if lifted else out
         text = _path_text(path)
         calls[text] = calls.get(text, 0) + 1
         key = text if calls[text] == 1 else f"{text}@{calls[text]}"
         if sites is not None:
-            sites.append(_Site(key, tuple(out.shape), out.dtype, path))
+            sites.append(_Site(key, tuple(out.shape), out.dtype, path,
+                               tuple(sorted(within)) if lifted else ()))
         if order is not None:
             order.append(("site", key))
         if probes is not None:
             out = out + probes[key]
         if outputs is not None:
             outputs[key] = out
-        return out
+        if lifted:
+            leaves[at] = out
+            return jax.tree_util.tree_unflatten(treedef, leaves)
+        return out if whole is out or probes is not None else whole
 
     return nn.intercept_methods(intercept)
+
+
+def _floating(leaf) -> bool:
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
 
 
 def _key_path(path) -> tuple[str, ...]:
@@ -212,13 +248,17 @@ class Coverage(NamedTuple):
     layers: int               # probe sites (layers)
     probed_share: float       # share of the parameters that probed modules hold themselves
     not_probed: tuple         # paths of modules holding parameters that no probe covers
+    lifted: tuple = ()        # modules around nn.scan, nn.RNN, ...: one layer at their output
 
     def line(self, name: str) -> str:
         missing = ", ".join(self.not_probed[:6]) + (" ..." if len(self.not_probed) > 6 else "")
         return (f"flax model {name!r}: {self.layers} layers probed; probed modules hold "
                 f"{100 * self.probed_share:.1f} % of the parameters"
                 + (f"; not probed (their parameters join a probed layer): {missing}"
-                   if self.not_probed else ""))
+                   if self.not_probed else "")
+                + (f"; probed at their output as one layer each, not per iteration (they run "
+                   f"a lifted transform: nn.scan, nn.RNN, nn.vmap, nn.remat): "
+                   f"{', '.join(self.lifted)}" if self.lifted else ""))
 
 
 def make_flax_model(module_factory: Callable, *, name: str = "flax", train_flag: str | None = None,
@@ -390,10 +430,15 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
         else:
             after.setdefault(what, last)
 
+    # a module run inside a lifted transform belongs to the layer of the module around it
+    inner_site = {p: s.key for s in sites for p in s.lifted}
+
     def layer_of(module_path: tuple) -> str:
         for cut in range(len(module_path), -1, -1):   # the deepest probed module containing it
             if module_path[:cut] in own_site:
                 return own_site[module_path[:cut]]
+            if module_path[:cut] in inner_site:
+                return inner_site[module_path[:cut]]
         for cut in range(len(module_path), -1, -1):
             if after.get(module_path[:cut]) is not None:
                 return after[module_path[:cut]]
@@ -410,7 +455,7 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
         layer_leaves[j].append(i)
         size = int(np.prod(leaf.shape))
         total += size
-        if names[:-1] in own_site:
+        if names[:-1] in own_site or any(names[:cut] in inner_site for cut in range(len(names))):
             covered += size
         elif _path_text(names[:-1]) not in not_probed:
             not_probed.append(_path_text(names[:-1]))
@@ -419,7 +464,8 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     for j, members in enumerate(layer_leaves):
         if j not in kernel_leaf and members:
             kernel_leaf[j] = members[0]
-    cover = Coverage(len(keys), covered / max(total, 1), tuple(not_probed))
+    cover = Coverage(len(keys), covered / max(total, 1), tuple(not_probed),
+                     tuple(_path_text(s.module) for s in sites if s.lifted))
     _COVERAGE[name] = cover
 
     def init(key):
