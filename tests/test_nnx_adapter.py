@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +13,6 @@ import vgbench
 from vgbench import cli, diagnose, models, tasks, train
 from vgbench.models.nnx_adapter import make_nnx_model
 from vgbench.spec import RunSpec
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 class NnxMLP(nnx.Module):
@@ -237,10 +234,8 @@ def test_diagnose_runs_an_nnx_plugin(tmp_path, capsys):
         "    task.input_shape[0], spec.width, task.output_dim, rngs), doc='Two layers (test).')\n")
     out = tmp_path / "d.json"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            code = cli.main(["diagnose", "--plugin", str(plugin), "--model", "test_nnx_plugin",
-                             "--task", "teacher", "--width", "4", "--out", str(out)])
+        code = cli.main(["diagnose", "--plugin", str(plugin), "--model", "test_nnx_plugin",
+                         "--task", "teacher", "--width", "4", "--out", str(out)])
     finally:
         models.MODELS.unregister("test_nnx_plugin")
     assert code == 0, capsys.readouterr().err
