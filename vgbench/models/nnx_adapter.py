@@ -371,7 +371,7 @@ def _model(plan: _Plan, sites, merged, init, state_of, position) -> Model:
     def attach(module, probes):
         instances = {getattr(m, _PATH_ATTR, None): m for _, m in nnx.iter_modules(module)}
         for site in sites:
-            base, _, count = site.key.partition("@")
+            count = site.key.partition("@")[2]
             attr = _PROBE_ATTR + (f"_{count}" if count else "")
             setattr(instances[site.module], attr, Probe(probes[site.key]))
 
