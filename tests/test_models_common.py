@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 import vgbench
@@ -63,6 +64,56 @@ class FlaxBatchNorm(nn.Module):
 FLAX_MODULES = {"test_common_flax": FlaxSmall, "test_common_flax_bn": FlaxBatchNorm}
 
 
+class NnxBlock(nnx.Module):
+    def __init__(self, width, rngs):
+        self.linear = nnx.Linear(width, width, rngs=rngs)
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+
+    def __call__(self, h):
+        return jnp.tanh(self.norm(self.linear(h)))
+
+
+class NnxSmall(nnx.Module):
+    """flax.nnx: Linear, two blocks stacked by nnx.vmap and run by nnx.scan, a 1-D Conv over the
+    units, a Linear head."""
+
+    def __init__(self, din, width, out, rngs):
+        self.stem = nnx.Linear(din, width, rngs=rngs)
+
+        @nnx.split_rngs(splits=2)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def blocks(rngs):
+            return NnxBlock(width, rngs)
+
+        self.blocks = blocks(rngs)
+        self.conv = nnx.Conv(1, 2, (3,), rngs=rngs)
+        self.head = nnx.Linear(2 * width, out, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def run(h, block):
+            return block(h)
+
+        h = run(jnp.tanh(self.stem(x)), self.blocks)
+        h = self.conv(h[..., None]).reshape(h.shape[0], -1)
+        return self.head(nnx.relu(h))
+
+
+class NnxBatchNorm(nnx.Module):
+    """flax.nnx: Linear, batch norm (the built-in norm's momentum), tanh, a Linear head."""
+
+    def __init__(self, din, width, out, rngs):
+        self.linear = nnx.Linear(din, width, rngs=rngs)
+        self.norm = nnx.BatchNorm(width, momentum=norms.BN_MOMENTUM, epsilon=norms.EPS, rngs=rngs)
+        self.head = nnx.Linear(width, out, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(jnp.tanh(self.norm(self.linear(x))))
+
+
+NNX_MODULES = {"test_common_nnx": NnxSmall, "test_common_nnx_bn": NnxBatchNorm}
+
+
 class Case(NamedTuple):
     id: str
     fields: dict                    # RunSpec fields
@@ -90,6 +141,8 @@ CASES = [
     Case("rnn-gru", dict(**ADDING, cell="gru"), False),
     Case("flax", dict(model="test_common_flax", **TEACHER, width=6)),
     Case("flax-batchnorm", dict(model="test_common_flax_bn", **TEACHER, width=6)),
+    Case("nnx-scanned-stack", dict(model="test_common_nnx", **TEACHER, width=6)),
+    Case("nnx-batchnorm", dict(model="test_common_nnx_bn", **TEACHER, width=6)),
 ]
 
 
@@ -99,8 +152,12 @@ def flax_entries():
         vgbench.register_flax_model(name, lambda spec, task, module=module:
                                     module(spec.width, task.output_dim),
                                     doc=f"{module.__doc__} (test entry).")
+    for name, module in NNX_MODULES.items():
+        vgbench.register_nnx_model(name, lambda spec, task, rngs, module=module:
+                                   module(task.input_shape[0], spec.width, task.output_dim, rngs),
+                                   doc=f"{module.__doc__} (test entry).")
     yield
-    for name in FLAX_MODULES:
+    for name in [*FLAX_MODULES, *NNX_MODULES]:
         models.MODELS.unregister(name)
 
 
@@ -259,11 +316,11 @@ def built(request, flax_entries) -> Built:
     return built
 
 
-def test_every_builtin_and_the_flax_adapter_have_a_case():
+def test_every_builtin_and_the_flax_adapters_have_a_case():
     covered = {c.fields["model"] for c in CASES}
     builtin = {n for n in models.MODELS.names() if models.MODELS.origin(n) == "vgbench"}
-    assert builtin - set(FLAX_MODULES) <= covered, builtin - covered
-    assert set(FLAX_MODULES) <= covered
+    assert builtin - set(FLAX_MODULES) - set(NNX_MODULES) <= covered, builtin - covered
+    assert set(FLAX_MODULES) | set(NNX_MODULES) <= covered
 
 
 # ---------------------------------------------------------------------------- 1. probes are dL/dh_l

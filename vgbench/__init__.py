@@ -84,6 +84,7 @@ _EXPORTS = {
     "register_initializer": "vgbench.inits",
     "register_model": "vgbench.models",
     "register_flax_model": "vgbench.models.flax_adapter",
+    "register_nnx_model": "vgbench.models.nnx_adapter",
     "register_cell": "vgbench.models.rnn",
     "register_norm": "vgbench.norms",
     "register_skip": "vgbench.norms",

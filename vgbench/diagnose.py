@@ -5,7 +5,8 @@ Two ways in:
 * ``vgbench diagnose --model NAME [--plugin FILE] [--task T | --data-dir FILE.npz]`` builds the
   model a run config names, measures it at initialization (a run of 0 steps), prints the
   table and the verdict, and writes the run record and the ||dL/dh_l||-against-layer figure.
-* :func:`flax_layer_table` (a flax.linen module and its variables) or :func:`layer_table` (any
+* :func:`flax_layer_table` (a flax.linen module and its variables), :func:`nnx_layer_table`
+  (a flax.nnx module, which holds its own variables) or :func:`layer_table` (any
   :class:`vgbench.models.Model`) inside a user's own training loop: params, loss and one batch
   give the same tidy per-layer table, at any point of training.
 
@@ -52,6 +53,15 @@ def flax_layer_table(module, variables, x, y, loss) -> pd.DataFrame:
     model = adapt_module(module, tuple(np.shape(x)[1:]))
     state = {k: v for k, v in variables.items() if k != "params"}
     return layer_table(model, variables["params"], state, x, y, loss)
+
+
+def nnx_layer_table(module, x, y, loss) -> pd.DataFrame:
+    """:func:`layer_table` of a flax.nnx ``module`` (its parameters and state as they are now)
+    on one batch, for use inside one's own training loop; the module is not changed."""
+    from vgbench.models.nnx_adapter import adapt_nnx_module
+
+    model, params, state = adapt_nnx_module(module, tuple(np.shape(x)[1:]))
+    return layer_table(model, params, state, x, y, loss)
 
 
 def verdict_text(table: pd.DataFrame) -> str:
