@@ -267,14 +267,16 @@ def test_every_module_with_parameters_is_probed_and_coverage_says_what_is_not():
     from vgbench.models.flax_adapter import coverage
 
     model = adapt_module(LocalNet(), (5,), name="local", output_dim=2, input_dtype=jnp.int32)
-    # the custom parameter sits on the root module: its output is the network's output
-    assert model.layer_names == ("Embed_0", "ConvLocal_0", "Dense_0", "root")
+    # the custom parameter sits on the network itself, whose output is the network's output:
+    # not a layer of its own; it joins a layer by position
+    assert model.layer_names == ("Embed_0", "ConvLocal_0", "Dense_0")
     cover = coverage("local")
     params, state = model.init(jax.random.PRNGKey(0))
     sizes = {k: sum(a.size for a in jax.tree_util.tree_leaves(v)) for k, v in params.items()}
-    assert cover.not_probed == ("LayerNorm_0",)
-    assert cover.probed_share == pytest.approx(1 - sizes["LayerNorm_0"] / sum(sizes.values()))
-    assert "4 layers probed" in cover.line("local") and "LayerNorm_0" in cover.line("local")
+    assert cover.not_probed == ("LayerNorm_0", "root")
+    assert cover.probed_share == pytest.approx(
+        1 - (sizes["LayerNorm_0"] + sizes["gain"]) / sum(sizes.values()))
+    assert "3 layers probed" in cover.line("local") and "LayerNorm_0" in cover.line("local")
     x = jnp.array([[1, 2, 3, 4, 5], [0, 0, 1, 1, 2]], jnp.int32)     # tokens keep their dtype
     out, _, _ = model.apply(params, state, x, train=False)
     assert out.shape == (2, 2)

@@ -155,3 +155,27 @@ def test_a_plugin_imports_the_modules_beside_it_and_its_hash_covers_them(tmp_pat
     lone = tmp_path / "lone.py"
     lone.write_text("import math\n")
     assert plugins.load_one(str(lone)) == sha(lone.read_bytes())
+
+
+def test_a_flax_entry_hash_covers_the_adapter_that_probes_it(tmp_path):
+    """A change to how vgbench adapts a flax network is a change to the entry's runs."""
+    import hashlib
+    import sys
+
+    from vgbench import models, plugins
+    from vgbench.spec import RunSpec
+
+    plugin = tmp_path / "flax_entry.py"
+    plugin.write_text(
+        "import flax.linen as nn\nimport vgbench\n\n"
+        "def make(spec, task):\n    '''A one-layer flax net (test entry).'''\n"
+        "    return nn.Dense(task.output_dim)\n\n"
+        "vgbench.register_flax_model('test_hashed_flax', make)\n")
+    try:
+        own = plugins.load_one(str(plugin))
+        adapter = Path(sys.modules["vgbench.models.flax_adapter"].__file__).read_bytes()
+        expected = hashlib.sha256("".join(sorted(
+            [own, hashlib.sha256(adapter).hexdigest()])).encode()).hexdigest()[:16]
+        assert plugins.hash_for(RunSpec(model="test_hashed_flax", task="digits")) == expected
+    finally:
+        models.MODELS.unregister("test_hashed_flax")

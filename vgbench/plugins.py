@@ -129,8 +129,22 @@ def load(refs, *, base: Path | None = None, where: str = "plugins") -> str | Non
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
+# vgbench modules that turn a plugin's code into a model: their source is part of the hash of
+# the entries they adapt (a change to how a flax network is probed re-runs its configs)
+ADAPTERS = ("vgbench.models.flax_adapter", "vgbench.models.nnx_adapter")
+
+
+def _adapter_digest(entry) -> str | None:
+    module = getattr(getattr(entry, "func", entry), "__module__", None)
+    if module not in ADAPTERS or module not in sys.modules:
+        return None
+    return hashlib.sha256(Path(sys.modules[module].__file__).read_bytes()).hexdigest()
+
+
 def hash_for(spec) -> str | None:
-    """Hash of the source of the plugins whose entries ``spec`` names; None if it names none."""
+    """Hash of the source of the plugins whose entries ``spec`` names, and of the vgbench
+    adapter that turns an entry's code into a model (:data:`ADAPTERS`); None if it names no
+    plugin entry."""
     digests = set()
     for field, reg in registry.axes().items():
         name = getattr(spec, field)
@@ -138,6 +152,9 @@ def hash_for(spec) -> str | None:
             origin = reg.origin(name)
             if origin in _LOADED:
                 digests.add(_LOADED[origin])
+                adapter = _adapter_digest(reg.get(name))
+                if adapter is not None:
+                    digests.add(adapter)
     if not digests:
         return None
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]

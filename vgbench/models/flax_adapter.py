@@ -7,7 +7,7 @@ training and evaluation. The adapter turns it into a :class:`vgbench.models.Mode
 
 * **Probes.** Every call of a module that holds parameters of its own (``Dense``, ``Conv``,
   ``ConvLocal``, ``Embed``, ``Einsum``, a custom layer's ``self.param``; normalisation layers
-  aside, whose parameters join the layer they normalise) gets a zero probe added to its
+  and the network itself aside, whose parameters join a layer by position) gets a zero probe added to its
   floating-point output (through ``nn.intercept_methods``); ``probe=`` declares another set.
   So does every output the author marks with ``self.perturb(name, x)`` (flax's own
   perturbation collection). Each probe site is one layer; the gradient with respect to the
@@ -82,9 +82,9 @@ def _probe_rule(probe, own: set):
     """``probed(module, path) -> bool`` for a ``probe`` declaration: None (modules holding
     parameters of their own, normalisation aside), a tuple of module types or class names, or
     a callable ``(module) -> bool``."""
-    if probe is None:
+    if probe is None:   # the network itself aside: its output is the network's output
         norms = _norm_types()
-        return lambda module, path: path in own and not isinstance(module, norms)
+        return lambda module, path: bool(path) and path in own and not isinstance(module, norms)
     if callable(probe) and not isinstance(probe, (tuple, list, type)):
         return lambda module, path: bool(probe(module))
     kinds = tuple(probe) if isinstance(probe, (tuple, list)) else (probe,)
