@@ -81,3 +81,20 @@ def test_train_output_has_one_verdict_line_per_seed(capsys):
     assert code == 0
     assert text.count("seed 0: at init: ") == 1 and text.count("seed 1: at init: ") == 1
     assert "; at the end: " in text and "; symptoms: " in text
+
+
+def test_diagnose_of_a_flax_plugin_prints_what_its_probes_cover(tmp_path, capsys):
+    plugin = tmp_path / "normed.py"
+    plugin.write_text(
+        "import flax.linen as nn\nimport vgbench\n\n"
+        "class Normed(nn.Module):\n    out: int\n\n    @nn.compact\n"
+        "    def __call__(self, x):\n"
+        "        return nn.Dense(self.out)(nn.LayerNorm()(nn.relu(nn.Dense(16)(x))))\n\n"
+        "def make(spec, task):\n    '''Dense, LayerNorm, Dense (test entry).'''\n"
+        "    return Normed(task.output_dim)\n\n"
+        "vgbench.register_flax_model('test_diag_normed', make)\n")
+    code = cli.main(["diagnose", "--plugin", str(plugin), "--model", "test_diag_normed",
+                     "--task", "digits", "--out", str(tmp_path / "n.json")])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "'test_diag_normed': 2 layers probed" in text and "LayerNorm_0" in text

@@ -365,3 +365,20 @@ def test_scanned_stacks_and_rnns_run_and_coverage_says_how_they_are_probed():
     numeric = (loss({**zero, "RNN_0": eps * direction})
                - loss({**zero, "RNN_0": -eps * direction})) / (2 * eps)
     np.testing.assert_allclose(jnp.vdot(grad, direction), numeric, rtol=2e-3)
+
+
+def test_the_layer_table_takes_integer_tokens_and_dropout():
+    from vgbench.diagnose import flax_layer_table
+
+    class Tokens(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            h = nn.Dropout(0.2, deterministic=not train)(nn.Embed(11, 4)(x))
+            return nn.Dense(3)(h.mean(axis=1))
+
+    x = jnp.array([[1, 2, 3], [4, 5, 6]], jnp.int32)
+    variables = Tokens().init(jax.random.PRNGKey(0), x)
+    table = flax_layer_table(Tokens(), variables, x, jnp.array([0, 2]),
+                             lambda out, y: -jnp.mean(jax.nn.log_softmax(out)[jnp.arange(2), y]))
+    assert list(table["layer_name"]) == ["Embed_0", "Dense_0"]
+    assert np.all(table["delta_norm"] > 0)

@@ -172,6 +172,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
           f"(seed {args.seeds[0]})")
     print(diagnose.format_table(table))
+    from vgbench.models.flax_adapter import coverage  # what a flax entry's probes cover
+
+    if coverage(spec.model) is not None:
+        print(coverage(spec.model).line(spec.model))
     d = rec["diagnostics"]
     for i, seed in enumerate(args.seeds):
         v, span, prof = verdict.classify(d["delta_norm"][i][0])

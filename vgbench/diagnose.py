@@ -47,11 +47,18 @@ def layer_table(model, params, state, x, y, loss) -> pd.DataFrame:
 
 def flax_layer_table(module, variables, x, y, loss) -> pd.DataFrame:
     """:func:`layer_table` of a flax.linen ``module`` with ``variables`` (``params`` plus any
-    state such as ``batch_stats``) on one batch, for use inside one's own training loop."""
-    from vgbench.models.flax_adapter import adapt_module
+    state such as ``batch_stats``) on one batch, for use inside one's own training loop.
+    Integer inputs (tokens) keep their dtype; a module with dropout runs in training mode with
+    one fixed key."""
+    import jax
 
-    model = adapt_module(module, tuple(np.shape(x)[1:]))
+    from vgbench.models.flax_adapter import RNG_STATE, adapt_module
+
+    model = adapt_module(module, tuple(np.shape(x)[1:]), input_dtype=np.asarray(x).dtype)
     state = {k: v for k, v in variables.items() if k != "params"}
+    needs = jax.eval_shape(model.init, jax.random.PRNGKey(0))[1].get(RNG_STATE)
+    if needs is not None:   # dropout and other streams: a fixed key for this one batch
+        state[RNG_STATE] = model.init(jax.random.PRNGKey(0))[1][RNG_STATE]
     return layer_table(model, variables["params"], state, x, y, loss)
 
 
