@@ -382,3 +382,44 @@ def test_the_layer_table_takes_integer_tokens_and_dropout():
                              lambda out, y: -jnp.mean(jax.nn.log_softmax(out)[jnp.arange(2), y]))
     assert list(table["layer_name"]) == ["Embed_0", "Dense_0"]
     assert np.all(table["delta_norm"] > 0)
+
+
+class ActorCritic(nn.Module):
+    """A policy and a value head on one trunk, the value computed last; an auxiliary head the
+    output does not use; a two-layer path to the policy."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(8, name="trunk_1")(x))
+        h = nn.relu(nn.Dense(8, name="trunk_2")(h))
+        logits = nn.Dense(3, name="policy")(h)
+        value = nn.Dense(1, name="value")(h)
+        nn.Dense(2, name="aux")(h)
+        return jnp.concatenate([logits, value], -1)
+
+
+class Attention(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        q, k, v = (nn.Dense(4, name=n)(x) for n in ("query", "key", "value"))
+        return nn.Dense(2, name="out")(jax.nn.softmax(q @ k.T) @ v)
+
+
+def test_the_layer_graph_finds_the_signal_path_side_branches_and_unused_layers():
+    from vgbench.diagnose import flax_layer_table, verdict_text
+    from vgbench.models.flax_adapter import graph
+
+    adapt_module(ActorCritic(), (5,), name="ac", output_dim=4)
+    g = graph("ac")   # layers: trunk_1, trunk_2, policy, value, aux
+    assert g.chain == (0, 1, 2) and g.side == (3,) and g.outputs == (2, 3) and g.unused == (4,)
+    adapt_module(Attention(), (5,), name="attention", output_dim=2)
+    g = graph("attention")   # the key and value are beside the query, not deeper than it
+    assert g.chain == (0, 3) and g.side == (1, 2)
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5))
+    variables = ActorCritic().init(jax.random.PRNGKey(1), x)
+    table = flax_layer_table(ActorCritic(), variables, x, jnp.zeros((6, 4)),
+                             lambda out, y: jnp.mean(jnp.square(out - y)))
+    assert list(table["path"]) == ["signal", "signal", "signal", "side", "unused"]
+    assert table.loc[4, "delta_norm"] == 0.0                 # no gradient reaches aux
+    text = verdict_text(table)
+    assert "off the signal path: value" in text and "no gradient): aux" in text

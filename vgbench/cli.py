@@ -172,14 +172,27 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
           f"(seed {args.seeds[0]})")
     print(diagnose.format_table(table))
-    from vgbench.models.flax_adapter import coverage  # what a flax entry's probes cover
+    from vgbench.models.flax_adapter import (
+        coverage,  # what a flax entry's probes cover
+        graph,
+    )
 
     if coverage(spec.model) is not None:
         print(coverage(spec.model).line(spec.model))
     d = rec["diagnostics"]
+    # a flax entry's verdict reads the signal path of its layer graph (not every layer in
+    # program order: a second head or an attention's key is not depth)
+    path = graph(spec.model).chain if graph(spec.model) is not None else range(len(d["layer_names"]))
+    names = [d["layer_names"][j] for j in path]
     for i, seed in enumerate(args.seeds):
-        v, span, prof = verdict.classify(d["delta_norm"][i][0])
-        print(f"seed {seed}: " + verdict.phrase("at init", v, span, prof, d["layer_names"]))
+        v, span, prof = verdict.classify([d["delta_norm"][i][0][j] for j in path])
+        print(f"seed {seed}: " + verdict.phrase("at init", v, span, prof, names))
+    if graph(spec.model) is not None:
+        g = graph(spec.model)
+        for what, members in (("off the signal path", g.side),
+                              ("not read by the output (no gradient)", g.unused)):
+            if members:
+                print(f"{what}: {', '.join(d['layer_names'][j] for j in members)}")
     out = Path(args.out)
     record.write_json_atomic(out, rec)
     figures = diagnose.plot_profile(table, out.with_suffix(".png"),

@@ -59,7 +59,25 @@ def flax_layer_table(module, variables, x, y, loss) -> pd.DataFrame:
     needs = jax.eval_shape(model.init, jax.random.PRNGKey(0))[1].get(RNG_STATE)
     if needs is not None:   # dropout and other streams: a fixed key for this one batch
         state[RNG_STATE] = model.init(jax.random.PRNGKey(0))[1][RNG_STATE]
-    return layer_table(model, variables["params"], state, x, y, loss)
+    table = layer_table(model, variables["params"], state, x, y, loss)
+    from vgbench.models.flax_adapter import graph
+
+    return with_roles(table, graph("flax"))
+
+
+def with_roles(table: pd.DataFrame, graph) -> pd.DataFrame:
+    """``table`` with a column ``path``: ``signal`` for the layers on the longest path from
+    input to output (what the verdict reads), ``side`` for the others the output depends on
+    (a key beside a query, a second head), ``unused`` for those it does not (no gradient);
+    unchanged without a ``graph`` (:class:`vgbench.models.flax_adapter.Graph`)."""
+    if graph is None:
+        return table
+    roles = ["unused"] * len(table)
+    for i in graph.side:
+        roles[i] = "side"
+    for i in graph.chain:
+        roles[i] = "signal"
+    return table.assign(path=roles)
 
 
 def nnx_layer_table(module, x, y, loss) -> pd.DataFrame:
@@ -72,11 +90,21 @@ def nnx_layer_table(module, x, y, loss) -> pd.DataFrame:
 
 
 def verdict_text(table: pd.DataFrame) -> str:
-    """The verdict of a layer table's ||dL/dh_l|| profile, in one line."""
+    """The verdict of a layer table's ||dL/dh_l|| profile, in one line; with a ``path`` column
+    (:func:`with_roles`) the profile along the signal path only, and the layers off it named
+    apart."""
     from vgbench import verdict
 
-    v, span, prof = verdict.classify(table["delta_norm"].tolist())
-    return verdict.phrase("verdict", v, span, prof, tuple(table["layer_name"]))
+    rows = table[table["path"] == "signal"] if "path" in table else table
+    v, span, prof = verdict.classify(rows["delta_norm"].tolist())
+    text = verdict.phrase("verdict", v, span, prof, tuple(rows["layer_name"]))
+    if "path" in table:
+        for role, what in (("side", "off the signal path"),
+                           ("unused", "not read by the output (no gradient)")):
+            names = table.loc[table["path"] == role, "layer_name"].tolist()
+            if names:
+                text += f"; {what}: {', '.join(names)}"
+    return text
 
 
 def format_table(table: pd.DataFrame) -> str:

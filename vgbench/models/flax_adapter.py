@@ -43,7 +43,9 @@ and other fields.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import operator
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -217,25 +219,80 @@ def _key_path(path) -> tuple[str, ...]:
     return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def _in_program_order(apply_probed, variables, x0, sites: list[_Site]) -> list[_Site]:
-    """Sites sorted by where the program first uses their probe (the probe's add).
+class Graph(NamedTuple):
+    """How the probed layers depend on one another in the traced program.
 
-    A jaxpr lists equations in the order they are computed, so this places outputs marked with
-    ``perturb`` among the probed modules exactly; the modules' own call order is kept otherwise.
+    ``chain``: the longest path of layers from the input to an output (indices in layer
+    order): the network's depth as the signal travels it, what the verdict reads. ``side``:
+    the layers off that path (an attention's key and value beside its query, a second head).
+    ``outputs``: the layers nothing else reads, whose output the network returns (two for an
+    actor-critic's policy and value heads). ``unused``: layers the output does not depend on.
+    """
+
+    chain: tuple
+    side: tuple
+    outputs: tuple
+    unused: tuple
+
+
+def _trace(apply_probed, variables, x0, sites: list[_Site]) -> tuple[list[_Site], Graph]:
+    """The sites in program order (where the program first uses each probe, its add: a jaxpr
+    lists equations in the order they are computed, so outputs marked with ``perturb`` fall
+    among the probed modules exactly), and their :class:`Graph`.
+
+    Each variable of the jaxpr carries the set of probes it depends on (a bit mask, forward
+    through every equation; an equation with a sub-program counts each output as depending
+    on all its inputs). A site depends on the sites in the mask of the value its probe is
+    added to.
     """
     probes = {s.key: jax.ShapeDtypeStruct((_INIT_BATCH, *s.shape[1:]), s.dtype) for s in sites}
     closed = jax.make_jaxpr(apply_probed)(variables, x0, probes)
     leaves = jax.tree_util.tree_flatten_with_path(probes)[0]
-    n_probe = len(leaves)
-    probe_vars = closed.jaxpr.invars[-n_probe:]
-    first_use = {}
+    names = [_key_path(path)[0] for path, _ in leaves]
+    probe_vars = closed.jaxpr.invars[-len(leaves):]
+    bit = {var: 1 << i for i, var in enumerate(probe_vars)}
+    mask: dict = dict(bit)
+    first_use, before = {}, {}
     for index, eqn in enumerate(closed.jaxpr.eqns):
-        for var in eqn.invars:
+        masks = [0 if isinstance(v, jex_core.Literal) else mask.get(v, 0) for v in eqn.invars]
+        for var, m in zip(eqn.invars, masks):
             if not isinstance(var, jex_core.Literal):
                 first_use.setdefault(var, index)
-    position = {_key_path(path)[0]: first_use.get(var, len(closed.jaxpr.eqns))
-                for (path, _), var in zip(leaves, probe_vars)}
-    return sorted(sites, key=lambda s: position[s.key])
+                if var in bit and var not in before:   # what the probe is added to
+                    before[var] = functools.reduce(operator.or_, masks, 0) & ~bit[var]
+        total = functools.reduce(operator.or_, masks, 0)
+        for out in eqn.outvars:
+            mask[out] = total
+    n_eqns = len(closed.jaxpr.eqns)
+    position = {n: first_use.get(v, n_eqns) for n, v in zip(names, probe_vars)}
+    ordered = sorted(sites, key=lambda s: position[s.key])
+    index = {s.key: i for i, s in enumerate(ordered)}
+    depends = [0] * len(ordered)   # per site: the bit mask (in layer order) of sites before it
+    for n, v in zip(names, probe_vars):
+        m = before.get(v, 0)
+        depends[index[n]] = sum(1 << index[names[i]] for i in range(len(names)) if m >> i & 1)
+    reaches = functools.reduce(operator.or_, [mask.get(v, 0) for v in closed.jaxpr.outvars
+                                              if not isinstance(v, jex_core.Literal)], 0)
+    used = {index[names[i]] for i in range(len(names)) if reaches >> i & 1}
+    read = {i for d in depends for i in range(len(ordered)) if d >> i & 1}
+    outputs = tuple(i for i in range(len(ordered)) if i in used and i not in read)
+    length = [0] * len(ordered)
+    for j in range(len(ordered)):   # longest path ending at each site (layer order is a topological order)
+        preds = [i for i in range(j) if depends[j] >> i & 1]
+        length[j] = 1 + max((length[i] for i in preds), default=0)
+    chain = []
+    if outputs:
+        j = max(outputs, key=lambda o: (length[o], -o))
+        while True:
+            chain.append(j)
+            preds = [i for i in range(j) if depends[j] >> i & 1]
+            if not preds:
+                break
+            j = max(preds, key=lambda i: (length[i], -i))
+    chain = tuple(reversed(chain))
+    side = tuple(i for i in sorted(used) if i not in chain)
+    unused = tuple(i for i in range(len(ordered)) if i not in used)
+    return ordered, Graph(chain, side, outputs, unused)
 
 
 def _unflatten_like(tree, leaves):
@@ -409,12 +466,12 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
         return finish(out), new_state, stats
 
     state0 = {**{c: abstract[c] for c in state_cols}, **({RNG_STATE: rng0} if streams else {})}
-    if marked_sites:
-        def apply_probed(v, x, q):
-            return apply(v[PROBE_PARAMS], v["state"], x, train=False, probes=q)[0]
-        sites = _in_program_order(apply_probed, {PROBE_PARAMS: abstract[PROBE_PARAMS],
-                                                 "state": state0}, x0, sites)
+    def apply_probed(v, x, q):
+        return apply(v[PROBE_PARAMS], v["state"], x, train=False, probes=q)[0]
+    sites, graph = _trace(apply_probed, {PROBE_PARAMS: abstract[PROBE_PARAMS], "state": state0},
+                          x0, sites)
     keys = [s.key for s in sites]
+    _GRAPH[name] = graph
 
     # parameters by layer: a probed module's own; another module's join the layer of the last
     # probed module called before it (whose output it processes), else the first layer
@@ -496,7 +553,13 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
 
 
 _COVERAGE: dict[str, Coverage] = {}   # model name -> the coverage of its last build
+_GRAPH: dict[str, Graph] = {}         # model name -> the layer graph of its last build
 _RNG_SALT = 0x5EED
+
+
+def graph(name: str) -> Graph | None:
+    """How the layers of the flax model ``name`` depend on one another (its last build)."""
+    return _GRAPH.get(name)
 
 
 def coverage(name: str) -> Coverage | None:
