@@ -1,5 +1,5 @@
 """``Writer(logdir, monitor, every=N)``: a monitor's statistics to TensorBoard, CSV and W&B,
-and a warning when the ||dL/dh|| profile turns vanishing or exploding.
+and a warning when the ||dL/dh|| profile is vanishing or exploding.
 
 TensorBoard event files are written with tensorboardX (the ``monitor`` extra): it is pure
 Python on numpy and protobuf (both already in vgbench's lock), maintained, and writes the
@@ -65,7 +65,9 @@ class Writer:
       tensorboard: write event files (needs tensorboardX: ``pip install vgbench[monitor]``).
       histograms: also a TensorBoard histogram of log10 ``delta_norm`` over the layers.
       wandb: also ``wandb.log`` the scalars (needs ``wandb`` and the user's ``wandb.init``).
-      warn: a :class:`GradientProfileWarning` when the verdict turns vanishing or exploding.
+      warn: a :class:`GradientProfileWarning` the first time the verdict is vanishing, and
+        the first time it is exploding (not on every logging step of a minibatch-noisy
+        profile that flickers between healthy and vanishing; ``steps.csv`` has every verdict).
     """
 
     def __init__(self, logdir, monitor, *, every: int = 1, tensorboard: bool = True,
@@ -76,7 +78,7 @@ class Writer:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.monitor, self.every = monitor, every
         self.histograms, self.warn = histograms, warn
-        self.last_verdict: str | None = None
+        self.warned: set[str] = set()   # the verdicts warned of already
         self._tb = None
         if tensorboard:
             try:
@@ -109,7 +111,7 @@ class Writer:
         return True
 
     def write(self, step: int, values: dict) -> None:
-        """Write one step's numpy ``values`` everywhere, and warn on a turn of the verdict."""
+        """Write one step's numpy ``values`` everywhere, and warn of a new verdict."""
         layers = tuple(self.monitor.layer_names) if "delta_norm" in values else ()
         groups = tuple(self.monitor.group_names) if "grad_norm" in values else ()
         found = message = None
@@ -130,10 +132,9 @@ class Writer:
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
         self._write_csv(step, values, layers, groups, found)
-        if self.warn and message and found != self.last_verdict:
+        if self.warn and message and found not in self.warned:
+            self.warned.add(found)
             warnings.warn(message, GradientProfileWarning, stacklevel=3)
-        if found is not None:
-            self.last_verdict = found
 
     def _write_csv(self, step, values, layers, groups, found) -> None:
         names = {"layer": layers, "group": groups}
