@@ -239,3 +239,20 @@ def test_the_writer_logs_to_wandb_when_asked(tmp_path, monkeypatch):
 
 def test_the_package_exports_tap_and_monitor_lazily():
     assert vgbench.tap is tap and vgbench.Monitor is Monitor and vgbench.monitor.Writer is Writer
+
+
+def test_the_example_loop_runs_and_its_figure_reads_the_event_files(tmp_path):
+    pytest.importorskip("tensorboardX")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "monitor" / "monitor_loop.py"
+    spec = importlib.util.spec_from_file_location("monitor_loop", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradientProfileWarning)
+        example.train(str(tmp_path), steps=2, depth=3, width=8, batch=8, every=1)
+    frame = read_scalars(tmp_path)
+    assert sorted(frame[frame["tag"] == "delta_norm/layer_01_dense_0"]["step"]) == [0, 1, 2]
+    assert len(example.plot_delta_norm(frame).get_lines()) == 4
