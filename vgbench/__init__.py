@@ -91,7 +91,10 @@ _EXPORTS = {
     "register_clip": "vgbench.optimizers",
     "register_optimizer": "vgbench.optimizers",
     "register_task": "vgbench.tasks",
+    "tap": "vgbench.monitor",
+    "Monitor": "vgbench.monitor",
 }
+_SUBMODULES = ("monitor",)   # ``vgbench.monitor.Writer`` without importing it first
 
 __all__ = sorted(_EXPORTS)
 
@@ -99,4 +102,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vgbench.{name}")
     raise AttributeError(f"module 'vgbench' has no attribute {name!r}")

@@ -80,13 +80,19 @@ def _norm_types() -> tuple[type, ...]:
     return tuple(getattr(nn, n) for n in NORM_TYPES if hasattr(nn, n))
 
 
+def default_layer(module, path: tuple, holds_params: bool) -> bool:
+    """Whether a module call is a layer by default: the module holds parameters of its own
+    (``holds_params``), is not a normalisation layer (:data:`NORM_TYPES`) and is not the
+    network itself (``path`` empty: its output is the network's output)."""
+    return bool(path) and holds_params and not isinstance(module, _norm_types())
+
+
 def _probe_rule(probe, own: set):
     """``probed(module, path) -> bool`` for a ``probe`` declaration: None (modules holding
     parameters of their own, normalisation aside), a tuple of module types or class names, or
     a callable ``(module) -> bool``."""
-    if probe is None:   # the network itself aside: its output is the network's output
-        norms = _norm_types()
-        return lambda module, path: bool(path) and path in own and not isinstance(module, norms)
+    if probe is None:
+        return lambda module, path: default_layer(module, path, path in own)
     if callable(probe) and not isinstance(probe, (tuple, list, type)):
         return lambda module, path: bool(probe(module))
     kinds = tuple(probe) if isinstance(probe, (tuple, list)) else (probe,)
