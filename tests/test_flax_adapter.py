@@ -423,3 +423,34 @@ def test_the_layer_graph_finds_the_signal_path_side_branches_and_unused_layers()
     assert table.loc[4, "delta_norm"] == 0.0                 # no gradient reaches aux
     text = verdict_text(table)
     assert "off the signal path: value" in text and "no gradient): aux" in text
+
+
+class ZeroScaleBlock(nn.Module):
+    """Flax's ResNet block: the residual branch's last BatchNorm scale starts at 0."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.Dense(8)(x)
+        y = nn.relu(nn.Dense(8)(x))
+        y = nn.BatchNorm(use_running_average=not train, scale_init=nn.initializers.zeros)(
+            nn.Dense(8)(y))
+        return nn.Dense(3)(nn.relu(x + y))
+
+
+def test_exact_zeros_from_a_zero_scale_are_no_gradient_not_a_vanished_or_exploded_signal():
+    from vgbench import diagnostics
+    from vgbench.diagnose import flax_layer_table, verdict_text
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 5))
+    variables = ZeroScaleBlock().init(jax.random.PRNGKey(1), x)
+    table = flax_layer_table(ZeroScaleBlock(), variables, x, jnp.zeros((16, 3)),
+                             lambda out, y: jnp.mean(jnp.square(out - y)))
+    # the branch's two layers get exactly 0: the zero scale blocks every path back to them
+    assert list(table["delta_norm"] == 0) == [False, True, True, False]
+    text = verdict_text(table)
+    assert "exactly 0, no gradient" in text and "Dense_1, Dense_2" in text
+    verdict = text.split(";")[0]          # the verdict itself, before the layers named apart
+    assert "exploding" not in verdict and "vanishing" not in verdict
+    # an underflow is not an exact zero: the profile falls through tiny values to it
+    assert not diagnostics.exact_zeros([0.0, 1e-30, 1e-10, 1.0]).any()
+    assert list(diagnostics.exact_zeros([0.5, 0.0, 0.0, 1.0])) == [False, True, True, False]

@@ -183,10 +183,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     # a flax entry's verdict reads the signal path of its layer graph (not every layer in
     # program order: a second head or an attention's key is not depth)
     path = graph(spec.model).chain if graph(spec.model) is not None else range(len(d["layer_names"]))
-    names = [d["layer_names"][j] for j in path]
+    from vgbench.diagnostics import exact_zeros
+
     for i, seed in enumerate(args.seeds):
-        v, span, prof = verdict.classify([d["delta_norm"][i][0][j] for j in path])
-        print(f"seed {seed}: " + verdict.phrase("at init", v, span, prof, names))
+        profile = d["delta_norm"][i][0]
+        zero = exact_zeros(profile)   # no gradient reaches them: not part of the profile
+        kept = [j for j in path if not zero[j]]
+        v, span, prof = verdict.classify([profile[j] for j in kept])
+        line = verdict.phrase("at init", v, span, prof, [d["layer_names"][j] for j in kept])
+        if zero.any():
+            line += (f"; exactly 0, no gradient (a zero-initialised scale or an unused output): "
+                     f"{', '.join(n for n, z in zip(d['layer_names'], zero) if z)}")
+        print(f"seed {seed}: " + line)
     if graph(spec.model) is not None:
         g = graph(spec.model)
         for what, members in (("off the signal path", g.side),

@@ -93,17 +93,22 @@ def verdict_text(table: pd.DataFrame) -> str:
     """The verdict of a layer table's ||dL/dh_l|| profile, in one line; with a ``path`` column
     (:func:`with_roles`) the profile along the signal path only, and the layers off it named
     apart."""
-    from vgbench import verdict
+    from vgbench import diagnostics, verdict
 
-    rows = table[table["path"] == "signal"] if "path" in table else table
+    zero = diagnostics.exact_zeros(table["delta_norm"].to_numpy())
+    rows = table[~zero & ((table["path"] == "signal") if "path" in table else True)]
     v, span, prof = verdict.classify(rows["delta_norm"].tolist())
     text = verdict.phrase("verdict", v, span, prof, tuple(rows["layer_name"]))
     if "path" in table:
         for role, what in (("side", "off the signal path"),
                            ("unused", "not read by the output (no gradient)")):
-            names = table.loc[table["path"] == role, "layer_name"].tolist()
+            names = table.loc[(table["path"] == role) & ~zero, "layer_name"].tolist()
             if names:
                 text += f"; {what}: {', '.join(names)}"
+    names = table.loc[zero, "layer_name"].tolist()
+    if names:
+        text += (f"; exactly 0, no gradient (a zero-initialised scale or an unused output), "
+                 f"not vanishing: {', '.join(names)}")
     return text
 
 

@@ -24,6 +24,9 @@ import numpy as np
 
 N_WEIGHT_SAMPLES = 4          # fixed entries of each layer's weight followed over training
 SATURATION_FRACTION = 0.01    # a unit is flat on an example when |phi'| < 1 % of sup |phi'|
+# a signal of exactly 0 among values this small underflowed on its way there; among larger ones
+# it is exact: no gradient reaches the layer (a zero-initialised scale, an unused output)
+UNDERFLOW_SCALE = 1e-20
 
 SHAPES = {   # the axes of a diagnostic's array in a record, seeds first
     "point": ("seed", "log_point"),
@@ -139,6 +142,19 @@ def log10_or_nan(values) -> np.ndarray:
     values = np.asarray([np.nan if v is None else v for v in values], np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.isfinite(values) & (values > 0), np.log10(values), np.nan)
+
+
+def exact_zeros(profile) -> np.ndarray:
+    """Which layers of one ``‖∂L/∂h_l‖`` profile (one seed, one log point) are exactly 0 with
+    no value below :data:`UNDERFLOW_SCALE` anywhere in the profile: no gradient reaches them
+    (a zero-initialised scale such as SkipInit's gain or a ResNet's last BatchNorm scale, an
+    output the loss does not read). A zero in a profile that falls through tiny values is an
+    underflow: vanishing, not this."""
+    values = np.asarray(profile, np.float64)
+    positive = values[values > 0]
+    if not positive.size or positive.min() < UNDERFLOW_SCALE:
+        return np.zeros(values.shape, bool)
+    return values == 0
 
 
 def slope(log10_values) -> float | None:

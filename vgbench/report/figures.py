@@ -624,7 +624,7 @@ def _ordered(df: pd.DataFrame, hue: str, colors: dict):
     return [(label, groups[label]) for label in colors if label in groups]
 
 
-UNDERFLOW_SCALE = 1e-20   # a zero among signals this small is an underflow; among larger ones, exact
+UNDERFLOW_SCALE = diagnostics.UNDERFLOW_SCALE   # below it, a zero is an underflow; else exact
 
 
 def zero_kinds(df: pd.DataFrame, value: str, flag: str | None) -> tuple[pd.Series, pd.Series]:
