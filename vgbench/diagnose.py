@@ -102,10 +102,12 @@ def verdict_text(table: pd.DataFrame) -> str:
     if "path" in table:
         for role, what in (("side", "off the signal path"),
                            ("unused", "not read by the output (no gradient)")):
-            names = table.loc[(table["path"] == role) & ~zero, "layer_name"].tolist()
+            names = table.loc[(table["path"] == role) & (~zero | (role == "unused")),
+                              "layer_name"].tolist()
             if names:
                 text += f"; {what}: {', '.join(names)}"
-    names = table.loc[zero, "layer_name"].tolist()
+    unused = (table["path"] == "unused").to_numpy() if "path" in table else False
+    names = table.loc[zero & ~unused, "layer_name"].tolist()   # the graph says why unused ones are
     if names:
         text += (f"; exactly 0, no gradient (a zero-initialised scale or an unused output), "
                  f"not vanishing: {', '.join(names)}")
