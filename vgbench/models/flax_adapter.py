@@ -196,7 +196,8 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
             stack[-1][2].update(within)   # nothing to probe here: its caller's output is
         if at is None or not (probed(module, path) or lifted):
             return out
-        whole, out = out, leaves[at] if lifted else out
+        if lifted:
+            out = leaves[at]
         text = _path_text(path)
         calls[text] = calls.get(text, 0) + 1
         key = text if calls[text] == 1 else f"{text}@{calls[text]}"
@@ -212,9 +213,23 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
         if lifted:
             leaves[at] = out
             return jax.tree_util.tree_unflatten(treedef, leaves)
-        return out if whole is out or probes is not None else whole
+        return out
 
     return nn.intercept_methods(intercept)
+
+
+def last_site_before(events) -> dict:
+    """module path -> the key of the last probe site called before the module's first call
+    (None: none), from ``events`` in call order: ``("module", path)`` and ``("site", key)``.
+    A module that is no layer of its own processes that site's output: its parameters join
+    that layer."""
+    after, last = {}, None
+    for kind, what in events:
+        if kind == "site":
+            last = what
+        else:
+            after.setdefault(what, last)
+    return after
 
 
 def _floating(leaf) -> bool:
@@ -485,13 +500,7 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     for s in sites:
         if s.module is not None:
             own_site.setdefault(s.module, s.key)
-    after = {}
-    last = None
-    for kind, what in order:
-        if kind == "site":
-            last = what
-        else:
-            after.setdefault(what, last)
+    after = last_site_before(order)
 
     # a module run inside a lifted transform belongs to the layer of the module around it
     inner_site = {p: s.key for s in sites for p in s.lifted}

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vgbench.models.base import Model, register_model
+from vgbench.models.flax_adapter import last_site_before
 from vgbench.models.layers import N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples, safe_norm, tree_norm
 
 PROBED_TYPES = ("Linear", "LinearGeneral", "Conv", "ConvTranspose", "Einsum")
@@ -313,13 +314,7 @@ def _plan(sites: list[_Site], events: list, param_items) -> _Plan:
     own = {}
     for s in sites:
         own.setdefault(s.module, s.key)
-    after: dict[tuple, str | None] = {}
-    last = None
-    for kind, what in events:
-        if kind == "site":
-            last = what
-        else:
-            after.setdefault(what, last)
+    after = last_site_before(events)
 
     def site_for(module_path: tuple) -> str | None:
         for table in (own, after):

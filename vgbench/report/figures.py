@@ -174,9 +174,9 @@ def plot_loss_curves(df: pd.DataFrame, *, ax=None, value: str = "loss", hue: str
     else:
         finished = pd.Series(True, index=df.index)
     positive = bool((df[value].dropna() > 0).all())
-    _centre_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
-                  log_y=positive)
-    centres = df.groupby([hue, "step"], observed=True)[value].mean().dropna()
+    stats = _centre_lines(ax, df, x="step", value=value, hue=hue, colors=colors, dashes=dashes,
+                          log_y=positive)
+    centres = stats["mean"].dropna() if stats is not None else pd.Series(dtype=float)
     if "plateau_step" in df:
         seeds = df.drop_duplicates(["run_id", "seed"]).dropna(subset=["plateau_step"])
         where, heights, marker_colors = [], [], []
@@ -676,9 +676,10 @@ def _centre_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors:
     (:data:`CENTRE_TEXT`): the arithmetic mean for a metric, a loss or a fraction; with
     ``geometric`` (gradient and weight norms) the geometric mean, the mean of log10, as the
     tables average log10 a. On a log axis a zero leaves its point out and is marked on the
-    bottom edge: ▼ where it is an underflow, ○ where it is an exact zero (:func:`zero_kinds`)."""
+    bottom edge: ▼ where it is an underflow, ○ where it is an exact zero (:func:`zero_kinds`).
+    Returns the per-(hue, x) statistics it drew (:func:`centre_stats`), None for no rows."""
     if df.empty:
-        return
+        return None
     stats = centre_stats(df, by=[hue, x], value=value, geometric=geometric)
     if log_y and not geometric:   # a mean that is not positive has no place on a log axis
         stats["mean"] = stats["mean"].where(stats["mean"] > 0)
@@ -711,6 +712,7 @@ def _centre_lines(ax, df: pd.DataFrame, *, x: str, value: str, hue: str, colors:
         ax.add_collection(PolyCollection(bands, facecolors=band_colors, alpha=0.2,
                                          linewidths=0, label="_seed range"), autolim=True)
         ax.autoscale_view()
+    return stats
 
 
 def _band_polygons(xs, low, high) -> list:
