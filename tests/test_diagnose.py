@@ -98,3 +98,13 @@ def test_diagnose_of_a_flax_plugin_prints_what_its_probes_cover(tmp_path, capsys
     text = capsys.readouterr().out
     assert code == 0
     assert "'test_diag_normed': 2 layers probed" in text and "LayerNorm_0" in text
+
+
+def test_the_verdict_of_a_table_without_a_graph_names_only_its_exact_zeros():
+    import pandas as pd
+
+    table = pd.DataFrame({"layer": [1, 2, 3, 4], "layer_name": ["a", "b", "c", "d"],
+                          "delta_norm": [0.5, 0.0, 0.8, 1.0]})
+    text = diagnose.verdict_text(table)
+    assert text.endswith("not vanishing: b")                 # b alone, once
+    assert "exactly 0" not in diagnose.verdict_text(table.assign(delta_norm=[0.5, 0.6, 0.8, 1.0]))

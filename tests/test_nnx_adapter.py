@@ -280,3 +280,58 @@ def test_bad_modules_get_one_clear_error(make_module, error, match):
         spec = RunSpec(task="digits", model=name)
         with pytest.raises(error, match=match):
             models.make(spec, tasks.make(spec))
+
+
+# ---------------------------------------------------------------------------- coverage
+
+class Gain(nnx.Module):
+    """A hand-written layer: a learnable gain per unit (a Param of its own)."""
+
+    def __init__(self, width):
+        self.g = nnx.Param(jnp.full((width,), 0.5))
+
+    def __call__(self, x):
+        return x * self.g[...]
+
+
+class TokenNet(nnx.Module):
+    """Integer tokens -> nnx.Embed -> LayerNorm -> a hand-written gain -> Linear head."""
+
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(11, 6, rngs=rngs)
+        self.norm = nnx.LayerNorm(6, rngs=rngs)
+        self.gain = Gain(6)
+        self.head = nnx.Linear(6, 3, rngs=rngs)
+
+    def __call__(self, tokens):
+        h = self.gain(self.norm(self.embed(tokens).mean(axis=1)))
+        return self.head(h)
+
+
+def test_every_module_with_parameters_is_probed_and_coverage_says_what_is_not():
+    from vgbench.models.flax_adapter import coverage
+    from vgbench.models.nnx_adapter import adapt_nnx_module
+
+    model, params, state = adapt_nnx_module(TokenNet(nnx.Rngs(0)), (5,), name="tokens",
+                                            output_dim=3, input_dtype=jnp.int32)
+    assert model.layer_names == ("embed", "gain", "head")
+    cover = coverage("tokens")
+    assert cover.layers == 3 and cover.not_probed == ("norm",)
+    assert cover.probed_share == pytest.approx((66 + 6 + 21) / (66 + 12 + 6 + 21))
+    assert "'tokens': 3 layers probed" in cover.line("tokens") and "norm" in cover.line("tokens")
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (4, 5), 0, 11)
+    y = jax.random.normal(jax.random.PRNGKey(2), (4, 3))
+
+    def loss(probes):
+        out, _, _ = model.apply(params, state, tokens, train=True, probes=probes)
+        return jnp.sum(jnp.square(out - y))
+
+    zero = model.probes(4)
+    assert zero["embed"].shape == (4, 5, 6)                  # the embedding of every token
+    grads = jax.grad(loss)(zero)
+    for key in zero:
+        direction = jax.random.normal(jax.random.PRNGKey(3), zero[key].shape)
+        numeric = (loss({**zero, key: 1e-2 * direction})
+                   - loss({**zero, key: -1e-2 * direction})) / 2e-2
+        np.testing.assert_allclose(jnp.vdot(grads[key], direction), numeric, rtol=2e-3,
+                                   err_msg=key)

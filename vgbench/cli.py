@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     program, raw = train.train(spec, args.seeds)
     rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
                               layer_names=program.model.layer_names, compile_s=raw.compile_s,
-                              run_s=raw.run_s, batch_split=program.split)
+                              run_s=raw.run_s, batch_split=program.split,
+                              model_info=program.model.info)
     print(format_summary(rec))
     if args.out is not None:
         record.write_json_atomic(args.out, rec)
@@ -167,7 +168,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     program, raw = train.train(spec, args.seeds)
     rec = record.build_record(spec, args.seeds, raw.outputs, task=program.task,
                               layer_names=program.model.layer_names, compile_s=raw.compile_s,
-                              run_s=raw.run_s, batch_split=program.split, study="diagnose")
+                              run_s=raw.run_s, batch_split=program.split, study="diagnose",
+                              model_info=program.model.info)
     table = diagnose.record_table(rec, 0)
     print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
           f"(seed {args.seeds[0]})")
@@ -194,6 +196,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         if zero.any():
             line += (f"; exactly 0, no gradient (a zero-initialised scale or an unused output): "
                      f"{', '.join(n for n, z in zip(d['layer_names'], zero) if z)}")
+        if d.get("time_delta_norm") is not None:   # recurrent: the profile over time
+            over_time = diagnose.time_text(d["time_delta_norm"][i][0])
+            line = over_time if v is None else f"{line}; {over_time}"
         print(f"seed {seed}: " + line)
     if graph(spec.model) is not None:
         g = graph(spec.model)

@@ -42,7 +42,25 @@ def layer_table(model, params, state, x, y, loss) -> pd.DataFrame:
     table = pd.DataFrame({k: np.asarray(v, np.float64) for k, v in columns.items()})
     table.insert(0, "layer_name", list(model.layer_names))
     table.insert(0, "layer", np.arange(1, len(table) + 1))
+    time = model.probe_stats(probe_grads).get("time_delta_norm")
+    if time is not None:   # a recurrent model: ||dL/dh_t|| of its first recurrent layer, t = 1..T
+        table.attrs["time_delta_norm"] = np.asarray(time, np.float64)
     return table
+
+
+def time_text(profile) -> str:
+    """A recurrent layer's ||dL/dh_t|| profile (t = 1..T) in words: how much smaller the
+    signal reaching the first step is than at the last, and the effective horizon."""
+    from vgbench import diagnostics
+
+    row = np.asarray(profile, np.float64)
+    fall = diagnostics.attenuation(row)
+    horizon = diagnostics.effective_horizon(row)
+    if fall is None or not np.isfinite(fall):
+        return f"over time ({len(row)} steps): no signal measured"
+    size = "smaller" if fall < 0 else "larger"
+    return (f"over time: ||dL/dh_1|| is 10^{abs(fall):.1f} times {size} than ||dL/dh_T|| "
+            f"(T = {len(row)}); effective horizon {horizon} of {len(row) - 1} steps back")
 
 
 def flax_layer_table(module, variables, x, y, loss) -> pd.DataFrame:
@@ -99,6 +117,9 @@ def verdict_text(table: pd.DataFrame) -> str:
     rows = table[~zero & ((table["path"] == "signal") if "path" in table else True)]
     v, span, prof = verdict.classify(rows["delta_norm"].tolist())
     text = verdict.phrase("verdict", v, span, prof, tuple(rows["layer_name"]))
+    if "time_delta_norm" in table.attrs:   # a recurrent model: the profile over time says more
+        text = ("verdict: " if v is None else text + "; ") + time_text(
+            table.attrs["time_delta_norm"])
     if "path" in table:
         for role, what in (("side", "off the signal path"),
                            ("unused", "not read by the output (no gradient)")):
@@ -106,7 +127,8 @@ def verdict_text(table: pd.DataFrame) -> str:
                               "layer_name"].tolist()
             if names:
                 text += f"; {what}: {', '.join(names)}"
-    unused = (table["path"] == "unused").to_numpy() if "path" in table else False
+    unused = ((table["path"] == "unused").to_numpy() if "path" in table
+              else np.zeros(len(table), bool))
     names = table.loc[zero & ~unused, "layer_name"].tolist()   # the graph says why unused ones are
     if names:
         text += (f"; exactly 0, no gradient (a zero-initialised scale or an unused output), "

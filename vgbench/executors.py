@@ -185,7 +185,8 @@ def _records(batch: Batch, todo: list[Run]) -> tuple[list[dict], float, float]:
             run.spec, run.seeds, record.slice_outputs(raw.outputs, index), task=task,
             layer_names=program.model.layer_names, compile_s=raw.compile_s, run_s=raw.run_s,
             batch_split=program.split, study=batch.meta["study"],
-            grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes)
+            grid_hash=batch.meta["grid_hash"], grid_axes=run.grid_axes,
+            model_info=program.model.info)
         _protocol_fields(rec, batch, run)
         rec["timing"].update(batch_runs=len(batch.runs), batch_entries=batch.entries, devices=n_dev)
         out.append(rec)

@@ -162,12 +162,15 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
                  run_s: float, batch_split: int = 1, study: str = "adhoc",
                  grid_hash: str | None = None, grid_axes: dict | None = None,
                  errors: list | None = None,
-                 extra_diagnostics: dict | None = None, extra_summary: dict | None = None) -> dict:
+                 extra_diagnostics: dict | None = None, extra_summary: dict | None = None,
+                 model_info: dict | None = None) -> dict:
     """The run record of ``spec`` from program outputs whose leading axis matches ``seeds``.
 
     ``extra_diagnostics`` and ``extra_summary`` are merged into ``diagnostics`` and ``summary``
     (e.g. the Jacobian spectra of :func:`vgbench.jacobian.jacobian_diagnostics`).
     ``batch_split``: the CPU devices each batch was split over (``timing.batch_split``).
+    ``model_info``: what an adapted (flax, NNX) model says of its probes (``Model.info``),
+    recorded as ``probes``; the verdict reads the layers of its ``signal_path``.
     """
     seeds = [int(s) for s in seeds]
     logs, final = outputs["logs"], outputs["final"]
@@ -190,7 +193,8 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
         logs, steps, task=task, status=status, diverged_at=diverged_at)
     metrics["task_baseline"] = [task.baseline] * len(seeds)
     if "time_delta_norm" not in logs:   # the verdict's thresholds are calibrated over layers
-        verdict.add_verdicts(summary, logs, layer_names)
+        verdict.add_verdicts(summary, logs, layer_names,
+                             path=verdict.path_indices(layer_names, model_info))
     diagnostics = {"steps": steps, "layer_names": list(layer_names), **measured,
                    **(extra_diagnostics or {})}
     summary.update(extra_summary or {})
@@ -205,7 +209,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     if inputs is not None:
         record["theory"] = inputs   # what the reporter's mean-field predictions start from
     if getattr(task, "info", None):
-        record["task_info"] = task.info   # how the task's data were made (e.g. a generator's arguments)
+        record["task_info"] = task.info
+    if model_info:
+        record["probes"] = model_info   # what the probes of an adapted model cover   # how the task's data were made (e.g. a generator's arguments)
     return clean(record)
 
 

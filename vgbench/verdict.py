@@ -123,11 +123,24 @@ def seed_verdict(delta_init, delta_final, *, update_ratio=None, plateau=None, pl
             "signal_fall_final": prof_final["fall"], "symptoms": found, "verdict": text}
 
 
-def add_verdicts(summary: dict, logs: dict, layer_names) -> None:
+def path_indices(layer_names, probes: dict | None) -> list[int] | None:
+    """The positions of the layers on an adapted model's signal path (``probes`` of its
+    record, :attr:`vgbench.models.Model.info`), which its verdict reads; None: every layer."""
+    path = (probes or {}).get("signal_path")
+    if not path:
+        return None
+    names = list(layer_names)
+    return [names.index(n) for n in path if n in names] or None
+
+
+def add_verdicts(summary: dict, logs: dict, layer_names, *, path: list[int] | None = None) -> None:
     """Add each seed's :func:`seed_verdict` fields to a record's ``summary`` (lists per seed),
     from the program's per-layer ``logs`` ``[seed][log_point][layer]`` and the summary's
-    ``plateau``, ``plateau_step`` and ``dead_fraction_final``."""
+    ``plateau``, ``plateau_step`` and ``dead_fraction_final``. ``path``: the layers the
+    verdict reads (an adapted model's signal path, :func:`path_indices`), else all."""
     delta = np.asarray(logs["delta_norm"], np.float64)
+    if path is not None:
+        delta, layer_names = delta[..., path], [layer_names[j] for j in path]
     tail = logs.get("tail_saturation")
     per_seed = [seed_verdict(
         delta[i, 0], delta[i, -1], update_ratio=np.asarray(logs["update_ratio"][i], np.float64),
@@ -142,9 +155,15 @@ def add_verdicts(summary: dict, logs: dict, layer_names) -> None:
 def record_verdicts(record: dict) -> list[dict]:
     """:func:`seed_verdict` of every seed of a run record (its diagnostics and summary)."""
     d, s = record["diagnostics"], record["summary"]
+    names = d.get("layer_names", ())
+    path = path_indices(names, record.get("probes"))
+    if path is not None:
+        names = [names[j] for j in path]
     out = []
     for i in range(len(record["seeds"])):
         delta = d["delta_norm"][i]
+        if path is not None:
+            delta = [[row[j] for j in path] for row in delta]
         tail = d.get("tail_saturation")
         out.append(seed_verdict(
             delta[0], delta[-1], update_ratio=d.get("update_ratio", [None] * (i + 1))[i],
@@ -152,7 +171,7 @@ def record_verdicts(record: dict) -> list[dict]:
             plateau_step=s.get("plateau_step", [None] * (i + 1))[i],
             dead=s.get("dead_fraction_final", [None] * (i + 1))[i],
             tail_saturation=hidden_mean(tail[i][-1]) if tail else None,
-            layer_names=d.get("layer_names", ())))
+            layer_names=names))
     return out
 
 

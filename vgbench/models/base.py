@@ -25,6 +25,8 @@ class Model(NamedTuple):
     weight_samples: Callable
     compute_layout: Callable | None = None
     layer_axes: Callable | None = None
+    info: dict | None = None   # what the run record says of the probes (adapted models: coverage,
+                               # signal path), plain data
 
 
 MODELS: Registry[Callable] = Registry("model")

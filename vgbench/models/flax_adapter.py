@@ -12,6 +12,14 @@ training and evaluation. The adapter turns it into a :class:`vgbench.models.Mode
   So does every output the author marks with ``self.perturb(name, x)`` (flax's own
   perturbation collection). Each probe site is one layer; the gradient with respect to the
   probes is the backpropagated signal dL/dh_l of every layer in one backward pass.
+* **Scans, per iteration.** Every flax scan (``nn.scan``, ``nn.RNN``: all run
+  ``flax.core.axes_scan``) gets its probes as one more scanned input. A scanned stack (the
+  block's parameters sliced per iteration, ``variable_axes={"params": 0}``) has each probed
+  module of each block as its own layer (``layers/3/Dense_0``); a scan over time (the same
+  parameters at every step: ``nn.RNN(cell)``) is one layer whose probe is added to the carry
+  h_t the step returns, so its gradient is dL/dh_t through the recurrence, and its
+  ``time_delta_norm`` is recorded as for the built-in RNNs. A module around any other lifted
+  transform (``nn.vmap``, ``nn.remat`` alone) is probed at its output as one layer.
   :func:`coverage` says what was probed: layers, the share of the parameters that probed
   modules hold, and the modules with parameters that no probe covers.
 * **Layer order and names** come from the network itself: layers are ordered as the program
@@ -104,12 +112,20 @@ def _probe_rule(probe, own: set):
 
 
 class _Site(NamedTuple):
-    key: str            # the probe's key: the layer's name
-    shape: tuple        # the probed output's shape at the init batch (batch axis first)
+    key: str            # the probe's key (for a plain site also the layer's name)
+    shape: tuple        # the probed output's shape at the init batch (batch axis first); one
+                        # iteration's for a site inside a scan
     dtype: object
     module: tuple | None   # path of the probed module (None for a marked output)
-    lifted: tuple = ()     # a module around a lifted transform (nn.scan, nn.RNN): the paths of
-                           # the modules it runs there; probed at its output as one layer
+    lifted: tuple = ()     # the modules it runs inside a lifted transform: of a module around
+                           # nn.vmap, nn.remat... (probed at its output as one layer), or of the
+                           # body of a scan over time (whose parameters are the time site's)
+    scan: str = ""         # "layers": a probe per iteration of a scanned stack, each iteration
+                           # its own layer; "time": a probe per step on the carry h_t, one layer
+    length: int = 0        # the scan's iterations: the probe's leading axis
+    base: str = ""         # "layers": the stack's name ("blocks/3/Dense_0": block 3's Dense_0)
+    rel: tuple = ()        # "layers": the module's path inside one block
+    body: tuple = ()       # "layers": the path of the module one iteration runs
 
 
 def _path_text(path) -> str:
@@ -148,22 +164,169 @@ def _own_param_paths(params) -> set:
     return {_key_path(path)[:-1] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
+class _Scan:
+    """One flax scan (``nn.scan``, ``nn.RNN``) the module runs, as the recording pass saw it."""
+
+    def __init__(self, sid: str, length: int):
+        self.sid, self.length = sid, length
+        self.outer_key = None    # the site of the module around it, where that is probed
+        self.body = None         # path of the module one iteration runs
+        self.body_params = None  # shapes of its parameters as one iteration sees them
+        self.carry = None        # (index among the carry's leaves, shape, dtype) of h_t
+        self.inner: list = []    # (key, path in the body, shape, dtype) of its probed modules
+        self.order: list = []    # module calls and probe sites of one iteration, in call order
+        self.mode = None         # "layers", "time" or None (not probed per iteration)
+        self.keys: dict = {}     # probing: inner key -> probe key ("time": {"": key})
+
+
+class _Slot:
+    """The body of a scan being traced; ``probes`` its iteration's probes (None: recording)."""
+
+    def __init__(self, scan: _Scan, recording: bool):
+        self.scan, self.recording = scan, recording
+        self.probes = None
+        self.trace = None        # the body's trace, set by its first module call
+        self.calls: dict = {}
+
+
+def _carry_leaf(out):
+    """Index of the carry leaf at which a scan body's ``(carry, y)`` output is probed: the
+    one it also returns as ``y`` (an LSTM's h, not its c), else the last floating one; None
+    where the output is no ``(carry, y)`` pair."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        return None
+    carry = jax.tree_util.tree_leaves(out[0])
+    ys = jax.tree_util.tree_leaves(out[1])
+    floating = [i for i, leaf in enumerate(carry) if _floating(leaf)]
+    shared = [i for i in floating if any(carry[i] is y for y in ys)]
+    return (shared or floating or [None])[-1]
+
+
+def _add_to_carry(out, index: int, probe):
+    """``out`` with ``probe`` added to its carry leaf ``index``, wherever that array appears."""
+    leaves, treedef = jax.tree_util.tree_flatten(out)
+    target = jax.tree_util.tree_leaves(out[0])[index]
+    new = target + probe
+    return jax.tree_util.tree_unflatten(treedef, [new if leaf is target else leaf
+                                                  for leaf in leaves])
+
+
+class _LaxProxy:
+    """``jax.lax`` with another ``scan``."""
+
+    def __init__(self, real, scan):
+        self._real, self.scan = real, scan
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def _scan_hook(hook):
+    """Within the context, flax's lifted scans (``nn.scan``, ``nn.RNN``: all pass through
+    ``flax.core.axes_scan``) call ``hook(lax.scan, f, init, xs, ...)`` for ``lax.scan``."""
+    from flax.core import axes_scan
+
+    real = axes_scan.lax
+    axes_scan.lax = _LaxProxy(real, functools.partial(hook, real.scan))
+    try:
+        yield
+    finally:
+        axes_scan.lax = real
+
+
+@contextlib.contextmanager
 def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
                  order: list | None = None, outputs: dict | None = None,
-                 inner: set | None = None):
+                 inner: set | None = None, scans: list | None = None,
+                 plans: dict | None = None):
     """Context in which each probed module's output gets ``probes[key]`` added.
 
     ``sites`` collects each probed call as a :class:`_Site` and ``order`` every module call
-    (``("module", path)``, then ``("site", key)`` for a probed one), in call order; ``outputs``
-    collects each probed output by key (for its forward statistics); ``inner`` the paths of
-    the modules called inside a lifted transform (nn.scan, nn.RNN, ...), which are not probed
-    one by one: the module around it is, at its output.
+    (``("module", path)``, then ``("site", key)`` for a probed one; ``("scan", id)`` where a
+    scan returns), in call order; ``outputs`` collects each probed output by key (for its
+    forward statistics); ``inner`` the paths of the modules called inside a lifted transform.
+
+    Scans: recording (``scans`` a list), every flax scan the module runs is saved as a
+    :class:`_Scan` with what one iteration calls. Probing, ``plans`` maps a scan's id to its
+    :class:`_Scan` with a mode: a scanned stack ("layers") gets a probe per iteration on each
+    probed module of its block, a scan over time ("time") a probe per step on its carry h_t;
+    either goes into the body as one more scanned input. A module around any other lifted
+    transform (nn.vmap, nn.remat) is probed at its output as one layer.
     """
     import flax.linen as nn
     from flax.core import tracers
 
     calls: dict[str, int] = {}
-    stack: list = []     # [path, trace, inner module paths] of the module calls under way
+    scan_ids: dict[str, int] = {}
+    stack: list = []     # [path, trace, inner module paths, scans] of the module calls under way
+    slots: list[_Slot] = []
+
+    def hooked_scan(real_scan, f, init, xs=None, length=None, **kw):
+        if not stack or slots or (scans is None and not plans):
+            return real_scan(f, init, xs, length=length, **kw)
+        text = _path_text(stack[-1][0])
+        scan_ids[text] = scan_ids.get(text, 0) + 1
+        sid = f"{text}#{scan_ids[text]}"
+        if scans is not None:
+            n = length if length is not None else jax.tree_util.tree_leaves(xs)[0].shape[0]
+            scan = _Scan(sid, int(n))
+            scans.append(scan)
+            stack[-1][3].append(scan)
+            slot, extra = _Slot(scan, True), None
+        else:
+            scan = plans.get(sid)
+            if scan is None or scan.mode is None:
+                return real_scan(f, init, xs, length=length, **kw)
+            slot = _Slot(scan, False)
+            extra = {k: probes[p] for k, p in scan.keys.items()}
+
+        def body(carry, inputs):
+            x, slot.probes = inputs
+            slot.trace, slot.calls = None, {}
+            slots.append(slot)
+            try:
+                return f(carry, x)
+            finally:
+                slots.pop()
+
+        result = real_scan(body, init, (xs, extra), length=length, **kw)
+        if order is not None:
+            order.append(("scan", sid))
+        return result
+
+    def in_body(next_fun, args, kwargs, module, path, trace, slot: _Slot):
+        scan = slot.scan
+        first = slot.trace is None
+        if first:
+            slot.trace = trace
+            scan.body = path
+            if slot.recording:
+                scan.order, scan.inner = [], []
+        rel = path[len(scan.body):] if path[:len(scan.body)] == scan.body else path
+        if slot.recording:
+            scan.order.append(("module", path))
+        out = next_fun(*args, **kwargs)
+        if first and slot.recording:
+            scan.body_params = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                dict(module.variables.get(PROBE_PARAMS, {})))
+            at = _carry_leaf(out)
+            if at is not None:
+                leaf = jax.tree_util.tree_leaves(out[0])[at]
+                scan.carry = (at, tuple(leaf.shape), leaf.dtype)
+        if first and not slot.recording and scan.mode == "time":
+            return _add_to_carry(out, scan.carry[0], slot.probes[""])
+        if not (probed(module, path) and _floating(out)):
+            return out
+        text = _path_text(rel) if rel else ""
+        slot.calls[text] = slot.calls.get(text, 0) + 1
+        key = text if slot.calls[text] == 1 else f"{text}@{slot.calls[text]}"
+        if slot.recording:
+            scan.inner.append((key, rel, tuple(out.shape), out.dtype))
+            scan.order.append(("site", key))
+            return out
+        return out + slot.probes[key] if scan.mode == "layers" and key in slot.probes else out
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
@@ -172,19 +335,23 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
         path = tuple(module.path) if module.scope is not None else ()
         trace = tracers.current_trace()
         if stack and trace != stack[0][1]:
-            # inside a lifted transform (nn.scan, nn.RNN, nn.vmap, nn.remat): its values live in
-            # another trace; the outermost module around it is probed at its output instead
+            # inside a lifted transform (nn.scan, nn.RNN, nn.vmap, nn.remat): its values live
+            # in another trace: probed per iteration in a scan's body, else the outermost
+            # module around it is probed at its output
             stack[-1][2].add(path)
             if inner is not None:
                 inner.add(path)
+            slot = slots[-1] if slots else None
+            if slot is not None and slot.trace in (None, trace):
+                return in_body(next_fun, args, kwargs, module, path, trace, slot)
             return next_fun(*args, **kwargs)
         if order is not None:
             order.append(("module", path))
-        stack.append([path, trace, set()])
+        stack.append([path, trace, set(), []])
         try:
             out = next_fun(*args, **kwargs)
         finally:
-            _, _, within = stack.pop()
+            _, _, within, ran = stack.pop()
         # the module network itself (the root) is never probed for what it lifts: its
         # output is the network's output
         lifted = bool(within) and bool(path)
@@ -194,6 +361,7 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
             0 if _floating(out) else None)
         if within and at is None and stack:
             stack[-1][2].update(within)   # nothing to probe here: its caller's output is
+            stack[-1][3].extend(ran)
         if at is None or not (probed(module, path) or lifted):
             return out
         if lifted:
@@ -201,12 +369,14 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
         text = _path_text(path)
         calls[text] = calls.get(text, 0) + 1
         key = text if calls[text] == 1 else f"{text}@{calls[text]}"
+        for scan in ran:
+            scan.outer_key = key
         if sites is not None:
             sites.append(_Site(key, tuple(out.shape), out.dtype, path,
                                tuple(sorted(within)) if lifted else ()))
         if order is not None:
             order.append(("site", key))
-        if probes is not None:
+        if probes is not None and key in probes:
             out = out + probes[key]
         if outputs is not None:
             outputs[key] = out
@@ -215,7 +385,88 @@ def _interceptor(probes: dict | None, probed, *, sites: list | None = None,
             return jax.tree_util.tree_unflatten(treedef, leaves)
         return out
 
-    return nn.intercept_methods(intercept)
+    with nn.intercept_methods(intercept), _scan_hook(hooked_scan):
+        yield
+
+
+def _probe_shape(site: _Site, batch: int) -> tuple:
+    """A site's probe: its output's shape at ``batch``, after the scan's axis inside a scan."""
+    return ((site.length,) if site.scan else ()) + (batch, *site.shape[1:])
+
+
+def _subtree(tree, path: tuple):
+    for name in path:
+        if not isinstance(tree, dict) or name not in tree:
+            return None
+        tree = tree[name]
+    return tree
+
+
+def _plan_scans(scans: list[_Scan], params) -> list[_Site]:
+    """Each scan's mode, and its sites: a scan whose block's parameters are the slices of
+    parameters with the scan's axis first (``variable_axes={"params": 0}``) is a stack
+    ("layers": its probed modules, per iteration); one whose parameters are the same at every
+    step (``nn.RNN``, a cell under ``nn.scan`` with ``variable_broadcast="params"``) runs over
+    time ("time": its carry h_t, per step). Anything else is probed around it."""
+    sites, names = [], set()
+
+    def unique(name):
+        n, out = 1, name
+        while out in names:
+            n += 1
+            out = f"{name}@{n}"
+        names.add(out)
+        return out
+
+    for scan in scans:
+        if scan.body is None:
+            continue
+        full = _subtree(params, tuple(str(p) for p in scan.body))
+        seen = scan.body_params or {}
+        stacked = bool(jax.tree_util.tree_leaves(seen)) and full is not None and (
+            jax.tree_util.tree_structure(full) == jax.tree_util.tree_structure(seen)) and all(
+            tuple(f.shape) == (scan.length, *s.shape) for f, s in zip(
+                jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(seen)))
+        if stacked and scan.inner:
+            scan.mode = "layers"
+            base = unique(_path_text(scan.body))
+            for key, rel, shape, dtype in scan.inner:
+                scan.keys[key] = f"{base}/*" + (f"/{key}" if key else "")
+                sites.append(_Site(scan.keys[key], shape, dtype, tuple(scan.body) + tuple(rel),
+                                   scan="layers", length=scan.length, base=base, rel=key,
+                                   body=tuple(scan.body)))
+        elif not stacked and scan.carry is not None:
+            scan.mode = "time"
+            base = unique(scan.outer_key or _path_text(scan.body))
+            scan.keys[""] = f"{base}/*"
+            called = tuple(sorted({p for kind, p in scan.order if kind == "module"}))
+            sites.append(_Site(scan.keys[""], scan.carry[1], scan.carry[2], None, called,
+                               scan="time", length=scan.length, base=base))
+    return sites
+
+
+def _layer_name(site: _Site, index) -> str:
+    if site.scan == "layers":
+        return f"{site.base}/{index}" + (f"/{site.rel}" if site.rel else "")
+    return site.base if site.scan == "time" else site.key
+
+
+def _unrolled(sites: list[_Site]) -> list[tuple]:
+    """The layers ``(site, iteration or None)`` in program order: a stack's probed modules
+    block by block."""
+    layers, i = [], 0
+    while i < len(sites):
+        group = [sites[i]]
+        while (sites[i].scan == "layers" and i + len(group) < len(sites)
+               and sites[i + len(group)].scan == "layers"
+               and sites[i + len(group)].base == sites[i].base):
+            group.append(sites[i + len(group)])
+        if group[0].scan == "layers":
+            layers += [(s, it) for it in range(group[0].length) for s in group]
+        else:
+            layers.append((group[0], None))
+        i += len(group)
+    return layers
 
 
 def last_site_before(events) -> dict:
@@ -266,7 +517,7 @@ def _trace(apply_probed, variables, x0, sites: list[_Site]) -> tuple[list[_Site]
     on all its inputs). A site depends on the sites in the mask of the value its probe is
     added to.
     """
-    probes = {s.key: jax.ShapeDtypeStruct((_INIT_BATCH, *s.shape[1:]), s.dtype) for s in sites}
+    probes = {s.key: jax.ShapeDtypeStruct(_probe_shape(s, _INIT_BATCH), s.dtype) for s in sites}
     closed = jax.make_jaxpr(apply_probed)(variables, x0, probes)
     leaves = jax.tree_util.tree_flatten_with_path(probes)[0]
     names = [_key_path(path)[0] for path, _ in leaves]
@@ -321,22 +572,34 @@ def _unflatten_like(tree, leaves):
 
 
 class Coverage(NamedTuple):
-    """What the probes of a flax model cover."""
+    """What the probes of a flax (linen or NNX) model cover."""
 
     layers: int               # probe sites (layers)
     probed_share: float       # share of the parameters that probed modules hold themselves
     not_probed: tuple         # paths of modules holding parameters that no probe covers
-    lifted: tuple = ()        # modules around nn.scan, nn.RNN, ...: one layer at their output
+    lifted: tuple = ()        # modules around nn.vmap, nn.remat...: one layer at their output
+    scans: tuple = ()         # how each scan is probed ("blocks: 4 blocks x 1 module, per block")
 
     def line(self, name: str) -> str:
         missing = ", ".join(self.not_probed[:6]) + (" ..." if len(self.not_probed) > 6 else "")
-        return (f"flax model {name!r}: {self.layers} layers probed; probed modules hold "
+        return (f"model {name!r}: {self.layers} layers probed; probed modules hold "
                 f"{100 * self.probed_share:.1f} % of the parameters"
+                + (f"; scans probed per iteration: {'; '.join(self.scans)}" if self.scans else "")
                 + (f"; not probed (their parameters join a probed layer): {missing}"
                    if self.not_probed else "")
                 + (f"; probed at their output as one layer each, not per iteration (they run "
-                   f"a lifted transform: nn.scan, nn.RNN, nn.vmap, nn.remat): "
+                   f"a lifted transform other than a scan: nn.vmap, nn.remat, nn.jit): "
                    f"{', '.join(self.lifted)}" if self.lifted else ""))
+
+
+def _scan_text(site: _Site, scan: _Scan) -> str:
+    """How a scan is probed, for the coverage line."""
+    if site.scan == "time":
+        return (f"{site.base}: over time, the carry h_t at each of {site.length} steps "
+                f"(one layer; its module {_path_text(scan.body)} runs each step)")
+    n = len(scan.keys)
+    return (f"{site.base}: a stack of {site.length} blocks, {n} probed module{'s' if n != 1 else ''}"
+            f" in each block, one layer per block and module")
 
 
 def make_flax_model(module_factory: Callable, *, name: str = "flax", train_flag: str | None = None,
@@ -427,8 +690,10 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     order: list = []
     rng0 = _rng_state(jax.random.PRNGKey(0), streams)
 
+    scans: list[_Scan] = []
+
     def record(v, x):
-        with _interceptor(None, probed, sites=found, order=order):
+        with _interceptor(None, probed, sites=found, order=order, scans=scans):
             return run(v, x, True, rng0, mutable=list(state_cols) or False)
 
     try:
@@ -439,7 +704,10 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
     marked_leaves = jax.tree_util.tree_flatten_with_path(marked)[0]
     marked_sites = [_Site(_path_text(_key_path(p)), tuple(leaf.shape), leaf.dtype, None)
                     for p, leaf in marked_leaves]
-    if not found and not marked_sites:
+    scan_sites = _plan_scans(scans, abstract[PROBE_PARAMS])
+    plans = {scan.sid: scan for scan in scans}
+    replaced = {scan.outer_key for scan in scans if scan.mode and scan.outer_key}
+    if not found and not marked_sites and not scan_sites:
         raise ValueError(
             f"{where}: no module with parameters of its own is called (normalisation layers "
             "aside) and no output is marked with self.perturb(name, x): there is no layer to probe")
@@ -456,17 +724,18 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
                                                       or returned[-1:] != (output_dim,)):
         raise ValueError(f"{where}: the task needs outputs of shape (batch, {output_dim}); "
                          f"the module returns {returned}")
-    sites = found + marked_sites
-    n_layers = len(sites)
+    sites = [s for s in found if s.key not in replaced] + scan_sites + marked_sites
+    scan_of = {s.key: scan for scan in scans if scan.mode for s in scan_sites
+               if s.key in scan.keys.values()}
 
-    def apply(params, state, x, *, train, probes=None):
+    def apply(params, state, x, *, train, probes=None, _stats=True):
         rng_state = state.get(RNG_STATE)
         v = {PROBE_PARAMS: params, **{c: state[c] for c in state_cols}}
         if probes is not None and marked_sites:
             v[PERTURBATIONS] = _unflatten_like(marked, [probes[s.key] for s in marked_sites])
         mutable = list(state_cols) if (train and state_cols) else False
         outputs: dict = {}
-        ctx = (_interceptor(probes, probed, outputs=outputs) if probes is not None
+        ctx = (_interceptor(probes, probed, outputs=outputs, plans=plans) if probes is not None
                else contextlib.nullcontext())
         with ctx:
             result = run(v, x, train, rng_state, mutable=mutable)
@@ -477,68 +746,126 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
             if rng_state is not None:   # the next training step's keys
                 new_state[RNG_STATE] = _next_rng(rng_state)
         stats = {}
-        if probes is not None:
+        if probes is not None and _stats:
             nan = jnp.full((), jnp.nan, jnp.float32)
             # the unit statistics need the nonlinearity that follows a layer, unknown here
-            stats = {k: jnp.full((n_layers,), v, jnp.float32) for k, v in NAN_STATS.items()}
+            stats = {k: jnp.full((len(layers),), v, jnp.float32) for k, v in NAN_STATS.items()}
             stats["act_rms"] = jnp.stack([
                 safe_norm(outputs[s.key]) / jnp.sqrt(jnp.float32(outputs[s.key].size))
-                if s.key in outputs else nan for s in sites])
+                if s.key in outputs and not s.scan else nan for s, _ in layers])
         return finish(out), new_state, stats
 
     state0 = {**{c: abstract[c] for c in state_cols}, **({RNG_STATE: rng0} if streams else {})}
+
     def apply_probed(v, x, q):
-        return apply(v[PROBE_PARAMS], v["state"], x, train=False, probes=q)[0]
-    sites, graph = _trace(apply_probed, {PROBE_PARAMS: abstract[PROBE_PARAMS], "state": state0},
-                          x0, sites)
-    keys = [s.key for s in sites]
-    _GRAPH[name] = graph
+        return apply(v[PROBE_PARAMS], v["state"], x, train=False, probes=q, _stats=False)[0]
+    sites, site_graph = _trace(apply_probed, {PROBE_PARAMS: abstract[PROBE_PARAMS], "state": state0},
+                               x0, sites)
+    layers = _unrolled(sites)
+    names = tuple(_layer_name(s, it) for s, it in layers)
+    layer_index = {(s.key, it): j for j, (s, it) in enumerate(layers)}
+    of_site = [[j for j, (s, _) in enumerate(layers) if s.key == site.key] for site in sites]
+    _GRAPH[name] = Graph(*(tuple(sorted(j for i in part for j in of_site[i]))
+                           for part in (site_graph.chain, site_graph.side)),
+                         tuple(of_site[i][-1] for i in site_graph.outputs),
+                         tuple(sorted(j for i in site_graph.unused for j in of_site[i])))
 
     # parameters by layer: a probed module's own; another module's join the layer of the last
-    # probed module called before it (whose output it processes), else the first layer
-    own_site = {}
-    for s in sites:
-        if s.module is not None:
-            own_site.setdefault(s.module, s.key)
-    after = last_site_before(order)
+    # probed module called before it (whose output it processes), else the first layer; in a
+    # stack, block i's slice is block i's
+    own_layer = {s.module: layer_index[(s.key, None)] for s in reversed(sites)
+                 if s.module is not None and not s.scan}
+    inner_layer = {p: layer_index[(s.key, None)] for s in sites for p in s.lifted}
+    last_of = {}
+    for scan in scans:
+        if scan.mode:
+            last_of[scan.sid] = max(layer_index[(k, it)] for k in scan.keys.values()
+                                    for it in ((None,) if scan.mode == "time"
+                                               else range(scan.length)) if (k, it) in layer_index)
+    key_layer = {s.key: layer_index[(s.key, None)] for s in sites if not s.scan}
+    events = [(kind, what) if kind != "scan" else ("site", ("scan", what))
+              for kind, what in order if kind != "scan" or what in last_of]
+    after = last_site_before(events)
 
-    # a module run inside a lifted transform belongs to the layer of the module around it
-    inner_site = {p: s.key for s in sites for p in s.lifted}
+    def joined(key) -> int | None:
+        if key is None:
+            return None
+        return last_of[key[1]] if isinstance(key, tuple) else key_layer.get(key)
 
-    def layer_of(module_path: tuple) -> str:
+    stacks = [s for s in sites if s.scan == "layers"]
+
+    def stack_site(module_path: tuple, shape: tuple):
+        """The stack site whose block holds a parameter of ``module_path`` (shape: its leaf's)
+        and whether that module is probed itself."""
+        for s in stacks:
+            body = s.body
+            if module_path[:len(body)] != body or not shape or shape[0] != s.length:
+                continue
+            group = [g for g in stacks if g.base == s.base]
+            for g in group:
+                if g.module == module_path:
+                    return g, True
+            scan = scan_of[s.key]
+            inner_after = last_site_before(scan.order)
+            for cut in range(len(module_path), len(body) - 1, -1):
+                key = inner_after.get(module_path[:cut])
+                if key is not None:
+                    return next(g for g in group if g.rel == key), False
+            return group[0], False
+        return None, False
+
+    def layer_of(module_path: tuple) -> int:
         for cut in range(len(module_path), -1, -1):   # the deepest probed module containing it
-            if module_path[:cut] in own_site:
-                return own_site[module_path[:cut]]
-            if module_path[:cut] in inner_site:
-                return inner_site[module_path[:cut]]
+            if module_path[:cut] in own_layer:
+                return own_layer[module_path[:cut]]
+            if module_path[:cut] in inner_layer:
+                return inner_layer[module_path[:cut]]
         for cut in range(len(module_path), -1, -1):
-            if after.get(module_path[:cut]) is not None:
-                return after[module_path[:cut]]
-        return keys[0]
+            j = joined(after.get(module_path[:cut]))
+            if j is not None:
+                return j
+        return 0
 
     param_leaves = jax.tree_util.tree_flatten_with_path(abstract[PROBE_PARAMS])[0]
-    layer_leaves: list[list[int]] = [[] for _ in keys]
-    kernel_leaf: dict[int, int] = {}
+    members: list[list[tuple]] = [[] for _ in layers]   # per layer: (leaf, slice or None)
+    kernel_leaf: dict[int, tuple] = {}
     covered = total = 0
     not_probed = []
     for i, (path, leaf) in enumerate(param_leaves):
-        names = _key_path(path)
-        j = keys.index(layer_of(names[:-1]))
-        layer_leaves[j].append(i)
+        leaf_names = _key_path(path)
+        module_path = leaf_names[:-1]
         size = int(np.prod(leaf.shape))
         total += size
-        if names[:-1] in own_site or any(names[:cut] in inner_site for cut in range(len(names))):
+        site, own = stack_site(module_path, tuple(leaf.shape))
+        if site is not None:
+            for it in range(site.length):
+                j = layer_index[(site.key, it)]
+                members[j].append((i, it))
+                if own and leaf_names[-1] in ("kernel", "embedding"):
+                    kernel_leaf.setdefault(j, (i, it))
+            is_covered = own
+        else:
+            j = layer_of(module_path)
+            members[j].append((i, None))
+            is_covered = (module_path in own_layer
+                          or any(module_path[:cut] in inner_layer for cut in range(len(leaf_names))))
+            if leaf_names[-1] in ("kernel", "embedding") and own_layer.get(module_path) == j:
+                kernel_leaf.setdefault(j, (i, None))
+        if is_covered:
             covered += size
-        elif _path_text(names[:-1]) not in not_probed:
-            not_probed.append(_path_text(names[:-1]))
-        if names[-1] in ("kernel", "embedding") and own_site.get(names[:-1]) == keys[j]:
-            kernel_leaf.setdefault(j, i)
-    for j, members in enumerate(layer_leaves):
-        if j not in kernel_leaf and members:
-            kernel_leaf[j] = members[0]
-    cover = Coverage(len(keys), covered / max(total, 1), tuple(not_probed),
-                     tuple(_path_text(s.module) for s in sites if s.lifted))
+        elif _path_text(module_path) not in not_probed:
+            not_probed.append(_path_text(module_path))
+    for j, leaves_of in enumerate(members):   # else a kernel it holds (a cell's), else any
+        kernels = [m for m in leaves_of if _key_path(param_leaves[m[0]][0])[-1] == "kernel"]
+        if j not in kernel_leaf and leaves_of:
+            kernel_leaf[j] = (kernels or leaves_of)[0]
+    cover = Coverage(len(layers), covered / max(total, 1), tuple(not_probed),
+                     tuple(_path_text(s.module) for s in sites if s.lifted and not s.scan),
+                     tuple(_scan_text(s, scan_of[s.key]) for s in sites
+                           if s.scan == "time" or (s.scan == "layers" and s in stacks
+                                                   and s is next(g for g in stacks if g.base == s.base))))
     _COVERAGE[name] = cover
+    time_sites = [s for s, _ in layers if s.scan == "time"]
 
     def init(key):
         v = raw_init(key)
@@ -548,23 +875,52 @@ def adapt_module(module, input_shape: tuple[int, ...], *, name: str = "flax",
         return v[PROBE_PARAMS], state
 
     def probes(batch_size):
-        return {s.key: jnp.zeros((batch_size, *s.shape[1:]), s.dtype) for s in sites}
+        return {s.key: jnp.zeros(_probe_shape(s, batch_size), s.dtype) for s in sites}
+
+    def sequence_delta(g):
+        """RMS over the batch of ‖∂L/∂h_{1..T}‖ from g = ∂(batch-mean L)/∂h, [T, B, ...]."""
+        return jnp.sqrt(jnp.float32(g.shape[1])) * safe_norm(g)
 
     def probe_stats(g):
-        return {"delta_norm": jnp.stack([delta_norm(g[k]) for k in keys])}
+        stats = {"delta_norm": jnp.stack([
+            sequence_delta(g[s.key]) if s.scan == "time" else
+            delta_norm(g[s.key] if it is None else g[s.key][it]) for s, it in layers])}
+        if time_sites:   # the first scan over time: ‖∂L/∂h_t‖ at every step
+            t = g[time_sites[0].key]
+            stats["time_delta_norm"] = jnp.sqrt(jnp.float32(t.shape[1])) * safe_norm(
+                t, axis=tuple(range(1, t.ndim)))
+        return stats
+
+    def part(leaves, i, at):
+        return leaves[i] if at is None else leaves[i][at]
 
     def per_layer(tree):
         leaves = jax.tree_util.tree_leaves(tree)
-        return jnp.stack([tree_norm([leaves[i] for i in members]) for members in layer_leaves])
+        return jnp.stack([tree_norm([part(leaves, i, at) for i, at in layer]) for layer in members])
 
     def weight_samples(params):
         leaves = jax.tree_util.tree_leaves(params)
-        return jnp.stack([pick_samples(jnp.asarray(leaves[kernel_leaf[j]], jnp.float32))
+        return jnp.stack([pick_samples(jnp.asarray(part(leaves, *kernel_leaf[j]), jnp.float32))
                           if j in kernel_leaf else jnp.zeros((N_WEIGHT_SAMPLES,), jnp.float32)
-                          for j in range(n_layers)])
+                          for j in range(len(layers))])
 
-    return Model(init=init, apply=apply, layer_names=tuple(keys), probes=probes,
-                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples)
+    return Model(init=init, apply=apply, layer_names=names, probes=probes,
+                 probe_stats=probe_stats, per_layer=per_layer, weight_samples=weight_samples,
+                 info=probe_info(cover, _GRAPH[name], names))
+
+
+def probe_info(cover: Coverage, graph: Graph | None, names) -> dict:
+    """What a run record says of an adapted model's probes (``probes``): its coverage, and
+    where a layer graph was traced, the layers on the signal path (which the verdict reads),
+    beside it, read by nothing, and returned as outputs."""
+    info = {"layers": cover.layers, "probed_share": cover.probed_share,
+            "not_probed": list(cover.not_probed), "lifted": list(cover.lifted),
+            "scans": list(cover.scans)}
+    if graph is not None:
+        info.update({field: [names[i] for i in getattr(graph, part)] for field, part in (
+            ("signal_path", "chain"), ("side_branches", "side"), ("outputs", "outputs"),
+            ("unused", "unused"))})
+    return info
 
 
 _COVERAGE: dict[str, Coverage] = {}   # model name -> the coverage of its last build

@@ -42,13 +42,20 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vgbench.models.base import Model, register_model
-from vgbench.models.flax_adapter import last_site_before
+from vgbench.models.flax_adapter import (
+    _COVERAGE,
+    NORM_TYPES,
+    Coverage,
+    _floating,
+    last_site_before,
+    probe_info,
+)
 from vgbench.models.layers import N_WEIGHT_SAMPLES, NAN_STATS, delta_norm, pick_samples, safe_norm, tree_norm
 
-PROBED_TYPES = ("Linear", "LinearGeneral", "Conv", "ConvTranspose", "Einsum")
 _INIT_BATCH = 2
 _PATH_ATTR = "vgbench_path"
 _PROBE_ATTR = "vgbench_probe"
@@ -61,7 +68,8 @@ class Probe(nnx.Perturbation):
 class _Run:
     """What one forward pass of the adapted module records (a context, per thread)."""
 
-    def __init__(self, *, outputs: dict | None = None, discover: dict | None = None):
+    def __init__(self, own: set, *, outputs: dict | None = None, discover: dict | None = None):
+        self.own = own                      # paths of the modules holding parameters of their own
         self.calls: dict[int, tuple] = {}   # id(instance) -> (instance, calls so far)
         self.outputs = outputs              # site key -> probed output (outside stacks)
         self.discover = discover            # module path -> first parameter's shape
@@ -84,8 +92,14 @@ def _path_text(path) -> str:
     return "/".join(str(p) for p in path) or "root"
 
 
-def _probed(module) -> bool:
-    return isinstance(module, tuple(getattr(nnx, n) for n in PROBED_TYPES if hasattr(nnx, n)))
+def _norm_types() -> tuple[type, ...]:
+    return tuple(getattr(nnx, n) for n in NORM_TYPES if hasattr(nnx, n))
+
+
+def _probed(module, path: tuple, own: set) -> bool:
+    """A layer: a module holding an ``nnx.Param`` of its own (``path`` in ``own``), not a
+    normalisation layer and not the network itself."""
+    return bool(path) and path in own and not isinstance(module, _norm_types())
 
 
 def _first_param_shape(module) -> tuple | None:
@@ -100,7 +114,7 @@ def _call(self, base, args, kwargs):
     path = getattr(self, _PATH_ATTR, ())
     run.events.append(("module", path))
     out = base.__call__(self, *args, **kwargs)
-    if not _probed(self) or not hasattr(out, "shape"):
+    if not _probed(self, path, run.own) or not _floating(out):
         return out
     instance, count = run.calls.get(id(self), (self, 0))
     run.calls[id(self)] = (instance, count + 1)   # the instance is kept: its id is not reused
@@ -185,7 +199,8 @@ def _pure(var):
 
 
 def adapt_nnx_module(module, input_shape: tuple[int, ...], *, name: str = "nnx",
-                     output_dim: int | None = None, build: Callable | None = None):
+                     output_dim: int | None = None, build: Callable | None = None,
+                     input_dtype=jnp.float32):
     """The :class:`Model` of a flax.nnx ``module`` whose inputs are ``(batch, *input_shape)``,
     and the module's own ``(params, state)``.
 
@@ -228,11 +243,12 @@ def adapt_nnx_module(module, input_shape: tuple[int, ...], *, name: str = "nnx",
     else:
         own_params, own_state = jax.eval_shape(lambda k: values_of(build(k)),
                                                jax.random.PRNGKey(0))
-    x0 = jax.ShapeDtypeStruct((_INIT_BATCH, *input_shape), jnp.float32)
+    x0 = jax.ShapeDtypeStruct((_INIT_BATCH, *input_shape), input_dtype)
     first_shape = {}
     for path, var in param_items:
         first_shape.setdefault(path[:-1], tuple(var.get_value().shape))
-    record = _Run(discover=first_shape)
+    own = {p[:-1] for p in param_paths}
+    record = _Run(own, discover=first_shape)
 
     def discover(params, state, x):
         m = merged(params, state)
@@ -250,8 +266,8 @@ def adapt_nnx_module(module, input_shape: tuple[int, ...], *, name: str = "nnx",
                          f"{type(err).__name__}: {err}") from err
     sites = list({s.key: s for s in reversed(record.sites)}.values())[::-1]   # first traces
     if not sites:
-        raise ValueError(f"{where}: the module calls no nnx.{', nnx.'.join(PROBED_TYPES)} "
-                         "instance: there is no layer to probe")
+        raise ValueError(f"{where}: the module calls no module holding an nnx.Param of its own "
+                         "(normalisation layers aside): there is no layer to probe")
     returned = tuple(getattr(out_shape, "shape", ())) or type(out_shape).__name__
     if output_dim is not None and returned != (_INIT_BATCH, output_dim):
         raise ValueError(f"{where}: the task needs outputs of shape (batch, {output_dim}); "
@@ -260,12 +276,15 @@ def adapt_nnx_module(module, input_shape: tuple[int, ...], *, name: str = "nnx",
                             "x.mean(axis=1), before the head)"
                             if isinstance(returned, tuple) and len(returned) > 2 else ""))
     plan = _plan(sites, record.events, param_items)
+    _COVERAGE[name] = _coverage(plan, sites, param_items)
+    info = probe_info(_COVERAGE[name], None, plan.names)
     init = ((lambda key: values_of(build(key))) if build is not None
             else (lambda key: (own_params, own_state)))
     def state_of(m) -> dict:
         return values_of(m)[1]
 
-    return _model(plan, sites, merged, init, state_of, position), own_params, own_state
+    model = _model(plan, sites, merged, init, state_of, position, own)
+    return model._replace(info=info), own_params, own_state
 
 
 class _Plan(NamedTuple):
@@ -357,7 +376,22 @@ def _indices(stack: tuple) -> list[tuple]:
     return out
 
 
-def _model(plan: _Plan, sites, merged, init, state_of, position) -> Model:
+def _coverage(plan: _Plan, sites: list[_Site], param_items) -> Coverage:
+    """Layers, the share of the parameters that probed modules hold, the modules not probed."""
+    probed = {s.module for s in sites}
+    covered = total = 0
+    not_probed: list[str] = []
+    for path, var in param_items:
+        size = int(np.prod(var.get_value().shape))
+        total += size
+        if path[:-1] in probed:
+            covered += size
+        elif _path_text(path[:-1]) not in not_probed:
+            not_probed.append(_path_text(path[:-1]))
+    return Coverage(len(plan.layers), covered / max(total, 1), tuple(not_probed))
+
+
+def _model(plan: _Plan, sites, merged, init, state_of, position, own: set) -> Model:
     n_layers = len(plan.layers)
     by_key = {s.key: s for s in sites}
     members = [[(position[i], at) for i, at in layer] for layer in plan.members]
@@ -376,7 +410,7 @@ def _model(plan: _Plan, sites, merged, init, state_of, position) -> Model:
         outputs: dict = {}
         if probes is not None:
             attach(module, probes)
-        token = _RUN.set(_Run(outputs=outputs))
+        token = _RUN.set(_Run(own, outputs=outputs))
         try:
             out = module(x)
         finally:
@@ -441,8 +475,9 @@ def make_nnx_model(module_factory: Callable, *, name: str = "nnx") -> Callable:
             return _checked(module_factory(spec, task, rngs), where)
 
         abstract = nnx.eval_shape(lambda: build(jax.random.PRNGKey(0)))
+        x, _ = jax.eval_shape(lambda k: task.sample(k, _INIT_BATCH), jax.random.PRNGKey(0))
         return adapt_nnx_module(abstract, task.input_shape, name=name,
-                                output_dim=task.output_dim, build=build)[0]
+                                output_dim=task.output_dim, build=build, input_dtype=x.dtype)[0]
 
     return make
 
