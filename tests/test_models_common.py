@@ -61,7 +61,32 @@ class FlaxBatchNorm(nn.Module):
         return nn.Dense(self.out)(nn.tanh(h))
 
 
-FLAX_MODULES = {"test_common_flax": FlaxSmall, "test_common_flax_bn": FlaxBatchNorm}
+class FlaxScanBlock(nn.Module):
+    @nn.compact
+    def __call__(self, h, _):
+        return nn.tanh(nn.Dense(h.shape[-1])(h)), None
+
+
+class FlaxScanned(nn.Module):
+    """flax.linen: nn.RNN over a GRUCell (probed at every step), then two blocks in one
+    nn.scan (probed per block), a Dense head."""
+
+    width: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x):
+        # the initial carry in the input's dtype (flax's default is float32, also under x64)
+        h0 = jnp.zeros((x.shape[0], self.width), x.dtype)
+        h = nn.RNN(nn.GRUCell(self.width))(x, initial_carry=h0)[:, -1]
+        blocks = nn.scan(FlaxScanBlock, variable_axes={"params": 0},
+                         split_rngs={"params": True}, length=2)
+        h, _ = blocks(name="blocks")(h, None)
+        return nn.Dense(self.out)(h)
+
+
+FLAX_MODULES = {"test_common_flax": FlaxSmall, "test_common_flax_bn": FlaxBatchNorm,
+                "test_common_flax_scan": FlaxScanned}
 
 
 class NnxBlock(nnx.Module):
@@ -141,6 +166,8 @@ CASES = [
     Case("rnn-gru", dict(**ADDING, cell="gru"), False),
     Case("flax", dict(model="test_common_flax", **TEACHER, width=6)),
     Case("flax-batchnorm", dict(model="test_common_flax_bn", **TEACHER, width=6)),
+    Case("flax-rnn-and-scanned-stack", dict(model="test_common_flax_scan", task="adding",
+                                            seq_len=4, width=5), False),
     Case("nnx-scanned-stack", dict(model="test_common_nnx", **TEACHER, width=6)),
     Case("nnx-batchnorm", dict(model="test_common_nnx_bn", **TEACHER, width=6)),
 ]
@@ -151,7 +178,8 @@ def flax_entries():
     for name, module in FLAX_MODULES.items():
         vgbench.register_flax_model(name, lambda spec, task, module=module:
                                     module(spec.width, task.output_dim),
-                                    doc=f"{module.__doc__} (test entry).")
+                                    doc=f"{module.__doc__} (test entry).",
+                                    input_layout="channels" if module is FlaxScanned else "flat")
     for name, module in NNX_MODULES.items():
         vgbench.register_nnx_model(name, lambda spec, task, rngs, module=module:
                                    module(task.input_shape[0], spec.width, task.output_dim, rngs),

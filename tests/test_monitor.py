@@ -256,3 +256,40 @@ def test_the_example_loop_runs_and_its_figure_reads_the_event_files(tmp_path):
     frame = read_scalars(tmp_path)
     assert sorted(frame[frame["tag"] == "delta_norm/layer_01_dense_0"]["step"]) == [0, 1, 2]
     assert len(example.plot_delta_norm(frame).get_lines()) == 4
+
+
+def test_linen_mode_taps_a_module_running_a_scan_at_its_output_and_a_tap_inside_one_is_refused():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        def setup(self):
+            self.rnn = nn.RNN(nn.LSTMCell(6))
+            self.out = nn.Dense(3)
+
+        def __call__(self, x):
+            return self.head(self.rnn(x))
+
+        def head(self, ys):
+            return self.out(ys[:, -1])
+
+    net = Net()
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 2))
+    variables = net.init(jax.random.PRNGKey(1), x)
+    monitor = vgbench.Monitor(lambda p, x: jnp.mean(net.apply({"params": p}, x) ** 2),
+                              linen=True, per_example=False)
+    _, _, stats = jax.jit(monitor)(variables["params"], x)
+    assert monitor.layer_names == ("rnn", "out")        # the cell's Dense layers run inside
+    # the RNN is tapped at its outputs y_1..y_T, of which the loss reads y_T
+    ys = net.apply(variables, x, method=lambda m, x: m.rnn(x))
+    grad_y = jax.grad(lambda y: jnp.mean(net.apply(variables, y, method=Net.head) ** 2))(ys)
+    np.testing.assert_allclose(stats["delta_norm"][0], np.linalg.norm(grad_y), rtol=1e-5)
+
+    def scanned(p, x):
+        def body(c, xt):
+            return vgbench.tap("h", jnp.tanh(c * p + xt.sum(-1))), None
+
+        c, _ = jax.lax.scan(body, jnp.zeros((4,)), jnp.swapaxes(x, 0, 1))
+        return jnp.mean(c ** 2)
+
+    with pytest.raises(ValueError, match=r"tap\('h'\).*inside a lax.scan.*register_flax_model"):
+        vgbench.Monitor(scanned)(jnp.float32(0.5), x)
