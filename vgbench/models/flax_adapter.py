@@ -51,6 +51,7 @@ and other fields.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import operator
@@ -212,27 +213,39 @@ def _add_to_carry(out, index: int, probe):
 
 
 class _LaxProxy:
-    """``jax.lax`` with another ``scan``."""
+    """``jax.lax`` whose ``scan`` calls the hook active in the current thread (or task), if any:
+    installed once in ``flax.core.axes_scan`` (thread-safe, unlike swapping it per call)."""
 
-    def __init__(self, real, scan):
-        self._real, self.scan = real, scan
+    def __init__(self, real):
+        self._real = real
+
+    def scan(self, f, init, xs=None, length=None, **kw):
+        hook = _SCAN_HOOK.get()
+        if hook is None:
+            return self._real.scan(f, init, xs, length=length, **kw)
+        return hook(self._real.scan, f, init, xs, length=length, **kw)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
 
+_SCAN_HOOK: contextvars.ContextVar = contextvars.ContextVar("vgbench_flax_scan_hook", default=None)
+
+
 @contextlib.contextmanager
 def _scan_hook(hook):
-    """Within the context, flax's lifted scans (``nn.scan``, ``nn.RNN``: all pass through
-    ``flax.core.axes_scan``) call ``hook(lax.scan, f, init, xs, ...)`` for ``lax.scan``."""
+    """Within the context (in this thread), flax's lifted scans (``nn.scan``, ``nn.RNN``: all
+    pass through ``flax.core.axes_scan``) call ``hook(lax.scan, f, init, xs, ...)`` for
+    ``lax.scan``."""
     from flax.core import axes_scan
 
-    real = axes_scan.lax
-    axes_scan.lax = _LaxProxy(real, functools.partial(hook, real.scan))
+    if not isinstance(axes_scan.lax, _LaxProxy):
+        axes_scan.lax = _LaxProxy(axes_scan.lax)
+    token = _SCAN_HOOK.set(hook)
     try:
         yield
     finally:
-        axes_scan.lax = real
+        _SCAN_HOOK.reset(token)
 
 
 @contextlib.contextmanager
