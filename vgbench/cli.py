@@ -260,6 +260,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finite_width(args: argparse.Namespace) -> int:
+    from vgbench import finite_width
+    from vgbench.report import finite_width as page
+
+    if args.seeds < 2 or args.batch < 1:
+        raise UsageError(f"--seeds must be at least 2 and --batch at least 1; got {args.seeds}, "
+                         f"{args.batch}")
+    finite_width.run(args.results, seeds=args.seeds, batch=args.batch)
+    from vgbench.report.frames import load_frames
+
+    runs = load_frames(Path(args.results)).runs if (Path(args.results) / "runs").is_dir() else None
+    paths = page.write(Path(args.results), runs)
+    print(f"wrote {args.results}/finite_width/init.csv and {len(paths)} files of its page")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from vgbench.report import compare
 
@@ -309,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="leaderboards, tables and figures from a results directory")
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("finite-width", help="measure the spread of log lengths at initialization "
+                       "against the exact finite-width law (results/finite_width/)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--seeds", type=int, default=64, help="weight draws per network (default 64)")
+    p.add_argument("--batch", type=int, default=64, help="training examples per draw (default 64)")
+    p.set_defaults(func=cmd_finite_width)
 
     p = sub.add_parser("compare", help="do two results agree within their seed spread? (exit "
                        "status 1 if any setting does not)")

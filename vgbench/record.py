@@ -209,9 +209,9 @@ def build_record(spec: RunSpec, seeds, outputs: dict, *, task, layer_names, comp
     if inputs is not None:
         record["theory"] = inputs   # what the reporter's mean-field predictions start from
     if getattr(task, "info", None):
-        record["task_info"] = task.info
+        record["task_info"] = task.info   # how the task's data were made (e.g. a generator's arguments)
     if model_info:
-        record["probes"] = model_info   # what the probes of an adapted model cover   # how the task's data were made (e.g. a generator's arguments)
+        record["probes"] = model_info     # what the probes of an adapted model cover
     return clean(record)
 
 

@@ -79,6 +79,11 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
         from vgbench.report.theory import theory_outputs
         outputs += theory_outputs(results_dir, results_dir / "theory", frames=frames,
                                   formats=formats)
+    from vgbench.report import finite_width   # the finite-width measurement, where made
+    paths = finite_width.write(results_dir, frames.runs if len(frames.runs) else None)
+    if paths:
+        outputs.append(Output("figure", "finite_width", "spread_vs_beta", finite_width.CAPTION,
+                              tuple(paths)))
     if len(frames.runs):   # the per-seed reference files (vgbench.report.reference)
         from vgbench.report.reference import write_reference
         paths = write_reference(frames.runs[frames.runs["study"].isin(chosen)], results_dir)
