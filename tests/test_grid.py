@@ -219,8 +219,8 @@ def test_suite_lists_studies_and_names_must_be_unique(tmp_path):
 def test_shipped_grids_load_and_expand():
     grids = grid.load_many([BENCHMARKS / "default.toml"])
     names = [g.name for g in grids]
-    assert names == ["depth_activation", "initialization", "normalization_residual",
-                     "modern_mitigations", "recurrent", "clipping"]
+    assert names == ["depth_activation", "finite_width", "initialization",
+                     "normalization_residual", "modern_mitigations", "recurrent", "clipping"]
     by_name = {g.name: g for g in grids}
     da = by_name["depth_activation"]
     assert {r.spec.depth for r in da.runs} >= {2, 64}
@@ -245,9 +245,22 @@ def test_shipped_grids_load_and_expand():
     assert {(r.spec.cell, r.spec.optimizer, r.spec.clip) for r in clip.runs} == {
         ("irnn", "sgd", "none"), ("irnn", "sgd", "global_norm")}
     assert len(clip.tuning["lr"]) >= 3
-    # a config belongs to one study: a shared run would carry only one study's name
-    ids = [r.run_id for g in grids for r in g.runs]
-    assert len(ids) == len(set(ids))
+    fw = by_name["finite_width"]
+    betas = {(r.spec.depth, r.spec.width) for r in fw.runs}
+    assert {d / w for d, w in betas} >= {1 / 16, 1 / 4, 1, 2}
+    assert {d for d, w in betas if d / w == 0.25} == {8, 16, 32, 64}   # one β, four depths
+    # a config two studies share runs once: its record names the study that ran it, and the
+    # other's manifest lists it (vgbench.report.records.in_studies); the only one shared here
+    # is ReLU/He at width 64, both in depth_activation and in finite_width
+    seen: dict[str, list[str]] = {}
+    for g in grids:
+        for r in g.runs:
+            seen.setdefault(r.run_id, []).append(g.name)
+    shared = {run_id: names for run_id, names in seen.items() if len(names) > 1}
+    assert {tuple(n) for n in shared.values()} == {("depth_activation", "finite_width")}
+    assert {r.spec.activation for r in fw.runs} == {"relu"}
+    assert all(r.spec.width == 64 and r.spec.init == "he_normal" for g in grids
+               for r in g.runs if r.run_id in shared)
     smoke = grid.load(BENCHMARKS / "smoke.toml")
     assert len(smoke.runs) <= 16
 

@@ -242,6 +242,22 @@ def test_confirmation_runs_use_only_fresh_seeds_and_carry_their_choice(protocol_
         assert r["env"]["program_fingerprint"]
 
 
+def test_the_manifest_lists_every_run_of_the_study_confirmations_included(protocol_results):
+    """A confirmation another study made first (same config, seeds and choice) keeps the record
+    of that study; the manifest is what puts it in this one too."""
+    from vgbench.report.records import in_studies, study_memberships
+
+    manifest = json.loads((protocol_results / "studies" / "p.json").read_text())
+    listed = {r["run_id"] for r in manifest["runs"]}
+    assert {r["run_id"] for r in _records(protocol_results)} <= listed
+    # a record made by one study and listed by another belongs to both
+    record = {"run_id": "x", "study": "made_it", "grid_axes": {"depth": 8}}
+    memberships = {"x": [{"study": "lists_it", "grid_axes": {"width": 64}}]}
+    assert [r["study"] for r in in_studies(record, memberships)] == ["made_it", "lists_it"]
+    assert in_studies(record, {"x": [{"study": "made_it", "grid_axes": {}}]})[0]["grid_axes"] == {}
+    assert len(study_memberships(protocol_results)) == len(listed)
+
+
 def test_test_labels_never_reach_a_choice(protocol_results, tmp_path):
     """Scrambling every tuning record's test metrics leaves every choice as it was."""
     import shutil

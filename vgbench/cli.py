@@ -329,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finite-width", help="measure the spread of log lengths at initialization "
                        "against the exact finite-width law (results/finite_width/)")
     p.add_argument("--results", default="results")
-    p.add_argument("--seeds", type=int, default=64, help="weight draws per network (default 64)")
-    p.add_argument("--batch", type=int, default=64, help="training examples per draw (default 64)")
+    p.add_argument("--seeds", type=int, default=256, help="weight draws per network (default 256)")
+    p.add_argument("--batch", type=int, default=32, help="training examples per draw (default 32)")
     p.set_defaults(func=cmd_finite_width)
 
     p = sub.add_parser("compare", help="do two results agree within their seed spread? (exit "

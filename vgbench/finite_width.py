@@ -40,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 EULER_GAMMA = 0.5772156649015329
+SEED_CHUNK = 32   # weight draws measured at once (64 of depth 64 x width 256 hold 1 GB)
 
 
 # ---------------------------------------------------------------------------- exact moments
@@ -144,7 +145,8 @@ class Sample(NamedTuple):
 def measure(spec, seeds, *, batch: int = 64) -> Sample:
     """Log lengths of the forward pre-activations and of each example's backpropagated signal
     of the suite's MLP for ``spec`` (model "mlp", no normalization, no skip), at
-    initialization, for every seed in ``seeds`` on one batch of the task's training inputs."""
+    initialization, for every seed in ``seeds`` on one batch of the task's training inputs
+    (seeds :data:`SEED_CHUNK` at a time)."""
     import jax
     import jax.numpy as jnp
 
@@ -183,7 +185,13 @@ def measure(spec, seeds, *, batch: int = 64) -> Sample:
         log_d = jnp.stack([jnp.log(jnp.sum(jnp.square(g), axis=-1)) for g in grads], -1)
         return log_q, log_d
 
-    log_q, log_d = jax.jit(jax.vmap(one))(jnp.asarray(list(seeds)))
+    seeds = [int(v) for v in seeds]
+    run = jax.jit(jax.vmap(one))
+    parts = [run(jnp.asarray(seeds[i:i + SEED_CHUNK] + [seeds[i]] * (SEED_CHUNK - len(
+        seeds[i:i + SEED_CHUNK])))) for i in range(0, len(seeds), SEED_CHUNK)]
+    # (the last chunk padded with repeats of its first seed: one compiled shape; cut off here)
+    log_q = np.concatenate([np.asarray(q) for q, _ in parts])[:len(seeds)]
+    log_d = np.concatenate([np.asarray(d) for _, d in parts])[:len(seeds)]
     log_q0 = np.broadcast_to(np.log(np.mean(np.square(np.asarray(x, np.float64)), axis=-1)),
                              (len(seeds), batch))
     return Sample(np.asarray(log_q, np.float64), np.asarray(log_q0), np.asarray(log_d, np.float64))
@@ -203,7 +211,10 @@ PAIRS = ((4, 16), (8, 16), (16, 16), (32, 16),
 NETWORKS = {"relu": dict(activation="relu", init="he_normal"),
             "tanh": dict(activation="tanh", init="gaussian", sigma_w=1.0, sigma_b=0.0)}
 KIND = {"relu": "relu", "tanh": "linear"}
-SEEDS, BATCH, BOOTSTRAP = 64, 64, 1000
+# the seed (the weight draw) is the independent unit: the examples of one draw share its weights
+# and their log lengths are correlated (within-draw variance about a third of the total), so
+# many draws of a batch each (32 examples: enough for the batch RMS a per-layer table reports)
+SEEDS, BATCH, BOOTSTRAP = 256, 32, 1000
 
 
 def pooled_var(values: np.ndarray) -> float:
@@ -252,7 +263,7 @@ def summarize(network: str, depth: int, width: int, sample: Sample) -> dict:
 
 
 def run(results: str, *, seeds: int = SEEDS, batch: int = BATCH, pairs=PAIRS,
-        networks=tuple(NETWORKS), progress=print) -> "pd.DataFrame":
+        networks=tuple(NETWORKS), progress=print):
     """Measure every (network, depth, width) at initialization on digits and write
     ``<results>/finite_width/init.csv`` with ``provenance.json`` beside it."""
     import json

@@ -163,15 +163,31 @@ def main(args: argparse.Namespace) -> int:
                   "and the chosen values on the confirmation seeds (they depend on the results)")
         return code
     rounds = max(g.extend for g in tuned)
+    later: dict[str, list] = {}   # study -> its extension and confirmation runs
     for k in range(rounds):
         extended = [g for g in (extension_grid(g, store) for g in tuned) if g.runs]
         if not extended:
             break
+        for g in extended:
+            later.setdefault(g.name, []).extend(g.runs)
         code = _phase(args, extended, store, time.perf_counter(), f"extension round {k + 1}: ")
         if code:
             return code
     confirm = [g for g in (confirmation_grid(g, store) for g in tuned) if g.runs]
+    for g in confirm:
+        later.setdefault(g.name, []).extend(g.runs)
     _set_aside_stale_confirmations(store, confirm)
+    # every run of a study in its manifest: a run another study made first (the same config,
+    # seeds and choice) belongs to both, and its record names only the study that made it
+    for g in tuned:
+        found = manifest(g)
+        listed = {r["run_id"] for r in found["runs"]}
+        for r in later.get(g.name, []):
+            if r.run_id not in listed:
+                listed.add(r.run_id)
+                found["runs"].append({"run_id": r.run_id, "grid_axes": r.grid_axes,
+                                      "tuning": r.tuning})
+        store.write_study(found)
     if confirm:
         code = _phase(args, confirm, store, time.perf_counter(), "confirmation: ")
     print(f"suite wall time {time.perf_counter() - t_start:.1f} s")

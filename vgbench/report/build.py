@@ -79,7 +79,7 @@ def build_report(results_dir: str | Path, *, studies=None, baselines: dict | Non
         from vgbench.report.theory import theory_outputs
         outputs += theory_outputs(results_dir, results_dir / "theory", frames=frames,
                                   formats=formats)
-    from vgbench.report import finite_width   # the finite-width measurement, where made
+    from vgbench.report import finite_width  # the finite-width measurement, where made
     paths = finite_width.write(results_dir, frames.runs if len(frames.runs) else None)
     if paths:
         outputs.append(Output("figure", "finite_width", "spread_vs_beta", finite_width.CAPTION,

@@ -94,7 +94,7 @@ def figure(frame: pd.DataFrame, trained: pd.DataFrame | None, stem: Path) -> lis
     ax.set_xscale("log")
     ax.set_xlabel("β = depth / width")
     ax.set_ylabel("log10 ‖δ_1‖ / ‖δ_L‖")
-    ax.set_title("ReLU/He: typical example (●) vs RMS over the batch (△)", fontsize=9)
+    ax.set_title("ReLU/He: typical example (●), batch RMS (△)", fontsize=9)
     if trained is not None:
         ax = axes[3]
         for depth, group in trained.groupby("depth"):
@@ -172,7 +172,7 @@ def write(results: Path, runs: pd.DataFrame | None = None) -> list[Path]:
     text = ["# Finite width: fluctuations at initialization against β = depth / width", "",
             "Made by `vgbench finite-width` (the measurement, `init.csv`, `provenance.json`) and "
             "`vgbench report` (this page and the figure). Each row: the suite's MLP on digits at "
-            "initialization, every (seed, example) pair of 64 seeds × 64 training examples; the "
+            "initialization, every (seed, example) pair of 256 weight draws × 32 training examples; the "
             "variance is over both (weights and inputs), its interval a 95 % bootstrap over "
             "seeds. The law: `vgbench.finite_width` (docs/theory.md, \"Finite width\").", "",
             "![spread against beta](../figures/finite_width/spread_vs_beta.png)", ""]
