@@ -220,7 +220,8 @@ def test_shipped_grids_load_and_expand():
     grids = grid.load_many([BENCHMARKS / "default.toml"])
     names = [g.name for g in grids]
     assert names == ["depth_activation", "finite_width", "initialization",
-                     "normalization_residual", "modern_mitigations", "recurrent", "clipping"]
+                     "normalization_residual", "modern_mitigations", "recurrent", "clipping",
+                     "clipping_vanishing"]
     by_name = {g.name: g for g in grids}
     da = by_name["depth_activation"]
     assert {r.spec.depth for r in da.runs} >= {2, 64}
