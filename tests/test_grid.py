@@ -232,7 +232,8 @@ def test_shipped_grids_load_and_expand():
                                                 "he_normal", "lecun_normal", "orthogonal"}
     nr = by_name["normalization_residual"]
     assert {(r.spec.model, r.spec.norm, r.spec.skip) for r in nr.runs} == {
-        (m, n, s) for m in ("mlp", "cnn") for n in ("none", "batchnorm") for s in ("none", "residual")}
+        (m, n, s) for m in ("mlp", "cnn") for n in ("none", "batchnorm", "layernorm")
+        for s in ("none", "residual")}
     assert max(r.spec.depth for r in nr.runs if r.spec.model == "cnn") >= 56
     assert max(r.spec.depth for r in nr.runs if r.spec.model == "mlp") >= 56
     mm = by_name["modern_mitigations"]
