@@ -250,11 +250,14 @@ def test_the_manifest_lists_every_run_of_the_study_confirmations_included(protoc
     manifest = json.loads((protocol_results / "studies" / "p.json").read_text())
     listed = {r["run_id"] for r in manifest["runs"]}
     assert {r["run_id"] for r in _records(protocol_results)} <= listed
-    # a record made by one study and listed by another belongs to both
+    # a record that two manifests list belongs to both; one that none lists, to its own study;
+    # one that its own study's manifest no longer lists (a setting taken out of the grid) is
+    # not reported there
     record = {"run_id": "x", "study": "made_it", "grid_axes": {"depth": 8}}
-    memberships = {"x": [{"study": "lists_it", "grid_axes": {"width": 64}}]}
-    assert [r["study"] for r in in_studies(record, memberships)] == ["made_it", "lists_it"]
-    assert in_studies(record, {"x": [{"study": "made_it", "grid_axes": {}}]})[0]["grid_axes"] == {}
+    both = {"x": [{"study": "made_it", "grid_axes": {}}, {"study": "lists_it", "grid_axes": {}}]}
+    assert [r["study"] for r in in_studies(record, both)] == ["made_it", "lists_it"]
+    assert [r["study"] for r in in_studies(record, {})] == ["made_it"]
+    assert [r["study"] for r in in_studies(record, {"x": [{"study": "lists_it"}]})] == ["lists_it"]
     assert len(study_memberships(protocol_results)) == len(listed)
 
 

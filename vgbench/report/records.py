@@ -138,11 +138,9 @@ def study_memberships(results_dir: str | Path) -> dict[str, list[dict]]:
 
 def in_studies(record: dict, memberships: dict[str, list[dict]]) -> list[dict]:
     """The record once per study it belongs to (shallow copies, study fields replaced): the
-    studies whose manifests list it, and the one that made it (its ``study``)."""
+    studies whose manifests list it (every run of a study, confirmations and extensions
+    included), else the one that made it (its ``study``)."""
     studies = memberships.get(record.get("run_id"))
     if not studies:
         return [record]
-    copies = [{**record, **membership} for membership in studies]
-    if record.get("study") not in {m["study"] for m in studies}:
-        copies.insert(0, record)   # the study that made it, where its manifest does not list it
-    return copies
+    return [{**record, **membership} for membership in studies]
