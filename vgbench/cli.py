@@ -174,17 +174,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"model {spec.model} on task {spec.task}, batch {spec.batch_size}, at initialization "
           f"(seed {args.seeds[0]})")
     print(diagnose.format_table(table))
-    from vgbench.models.flax_adapter import (
-        coverage,  # what a flax entry's probes cover
-        graph,
-    )
+    from vgbench.models.flax_adapter import coverage  # what a flax entry's probes cover
 
     if coverage(spec.model) is not None:
         print(coverage(spec.model).line(spec.model))
     d = rec["diagnostics"]
-    # a flax entry's verdict reads the signal path of its layer graph (not every layer in
-    # program order: a second head or an attention's key is not depth)
-    path = graph(spec.model).chain if graph(spec.model) is not None else range(len(d["layer_names"]))
+    # an adapted entry's verdict reads the signal path its record names (not every layer in
+    # program order: a second head or an attention's key is not depth), as the record's does
+    probes = rec.get("probes") or {}
+    path = verdict.path_indices(d["layer_names"], probes) or range(len(d["layer_names"]))
     from vgbench.diagnostics import exact_zeros
 
     for i, seed in enumerate(args.seeds):
@@ -200,12 +198,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             over_time = diagnose.time_text(d["time_delta_norm"][i][0])
             line = over_time if v is None else f"{line}; {over_time}"
         print(f"seed {seed}: " + line)
-    if graph(spec.model) is not None:
-        g = graph(spec.model)
-        for what, members in (("off the signal path", g.side),
-                              ("not read by the output (no gradient)", g.unused)):
-            if members:
-                print(f"{what}: {', '.join(d['layer_names'][j] for j in members)}")
+    for what, field in (("off the signal path", "side_branches"),
+                        ("not read by the output (no gradient)", "unused")):
+        if probes.get(field):
+            print(f"{what}: {', '.join(probes[field])}")
     out = Path(args.out)
     record.write_json_atomic(out, rec)
     figures = diagnose.plot_profile(table, out.with_suffix(".png"),
